@@ -1,0 +1,124 @@
+"""The flowtools exception and warning tree.
+
+Every error a user can provoke with bad input is a :class:`FlowtoolsError`. Each
+one names the file (and, where it applies, the row, column, gate or channel) and
+says what is wrong, so that a batch run can report it and carry on.
+
+Exceptions
+----------
+FlowtoolsError
+    Base of every flowtools error.
+FCSError
+    An FCS file cannot be read: not FCS, truncated, offsets past the end, an
+    impossible ``$TOT`` x ``$PAR``, an unsupported data mode or type. Also a
+    ``ValueError``.
+SampleSheetError
+    A sample sheet is malformed: missing columns, missing files, duplicates,
+    unknown tubes, bad wells. Carries every problem found, not only the first.
+
+Warnings
+--------
+FlowtoolsWarning
+    Base of every flowtools warning.
+FCSWarning
+    An FCS file was read, but something in it is off and was repaired by a
+    documented rule (an off-by-one DATA offset, HEADER and TEXT disagreeing, a
+    duplicate keyword, a malformed spillover keyword).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+
+__all__ = [
+    "FCSError",
+    "FCSWarning",
+    "FlowtoolsError",
+    "FlowtoolsWarning",
+    "SampleSheetError",
+    "SheetIssue",
+]
+
+
+class FlowtoolsError(Exception):
+    """Base class of every error flowtools raises for bad input."""
+
+
+class FCSError(FlowtoolsError, ValueError):
+    """An FCS file cannot be read.
+
+    Parameters
+    ----------
+    path : str or PathLike or None
+        The file that failed (None for in-memory data).
+    reason : str
+        What is wrong, in words a lab scientist can act on.
+
+    Attributes
+    ----------
+    path : str or None
+    reason : str
+    """
+
+    def __init__(self, path: str | PathLike[str] | None, reason: str) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        where = self.path if self.path is not None else "<in-memory FCS data>"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class SheetIssue:
+    """One problem in a sample sheet.
+
+    Attributes
+    ----------
+    line : int or None
+        Line number in the CSV file (the header is line 1); None for a problem
+        with the whole sheet.
+    column : str or None
+        Column name the problem is in, if any.
+    message : str
+        What is wrong.
+    """
+
+    line: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class SampleSheetError(FlowtoolsError, ValueError):
+    """A sample sheet is malformed.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The sample sheet.
+    issues : sequence of SheetIssue
+        Every problem found (validation does not stop at the first).
+    """
+
+    def __init__(self, path: str | PathLike[str], issues: list[SheetIssue] | tuple[SheetIssue, ...]) -> None:
+        self.path = str(path)
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  - {issue}" for issue in self.issues)
+        n = len(self.issues)
+        super().__init__(f"{self.path}: {n} problem{'s' if n != 1 else ''} in sample sheet:\n{lines}")
+
+
+class FlowtoolsWarning(UserWarning):
+    """Base class of every flowtools warning."""
+
+
+class FCSWarning(FlowtoolsWarning):
+    """An FCS file was read, but a documented repair rule was applied."""
