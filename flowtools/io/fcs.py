@@ -526,6 +526,13 @@ def _split_text(text: bytes, notes: list[str], what: str) -> list[bytes]:
                 tail = bytes(cur) + body[i:]
                 break
             if j + 1 < n and body[j + 1 : j + 2] == delim:
+                if not body[j + 2 :].strip(b"\x00 \r\n\t"):
+                    # A doubled delimiter closing the segment: an (illegal but common in
+                    # FCS 2.0) empty last value, not an escaped delimiter.
+                    cur += body[i:j]
+                    fields.extend((bytes(cur), b""))
+                    tail = b""
+                    break
                 cur += body[i : j + 1]
                 i = j + 2
                 continue
@@ -554,7 +561,8 @@ def _parse_pairs(text: bytes, notes: list[str], what: str) -> dict[str, str]:
         raise FCSError(None, f"{what} segment is empty")
     fields = _split_text(text, notes, what)
     if len(fields) % 2 == 1:
-        notes.append(f"{what} segment has an odd number of fields; keyword {_decode(fields[-1])[:40]!r} dropped")
+        # The dropped field is not echoed: after a misalignment it may be a (personal) value.
+        notes.append(f"{what} segment has an odd number of fields; the last one was dropped")
         fields.pop()
     out: dict[str, str] = {}
     dupes: list[str] = []

@@ -1,0 +1,164 @@
+"""The ``flowtools`` command line.
+
+A thin layer: it parses arguments, calls the library and shows results with
+rich. Heavy modules are imported inside the commands that need them, so
+``flowtools --help`` stays fast. Exit status: 0 success, 1 failure, 2 partial
+(some inputs failed, the rest were processed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowtools._version import __version__
+
+app = typer.Typer(
+    name="flowtools",
+    help="Flow-cytometry FCS files to trustworthy immune-cell population tables, and those tables to answers.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAIL, EXIT_PARTIAL = 0, 1, 2
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"flowtools {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Flow-cytometry FCS files to trustworthy immune-cell population tables."""
+
+
+# --------------------------------------------------------------------------------------------- info
+
+
+def _info_record(path: Path, *, dataset: int, all_keywords: bool) -> dict[str, Any]:
+    from flowtools.io.fcs import read_fcs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same notes are on sample.warnings, shown below
+        sample = read_fcs(path, dataset=dataset, lazy=True)
+    spill = sample.spillover
+    rec: dict[str, Any] = {
+        "file": str(path),
+        "fcs_version": sample.version,
+        "dataset": sample.dataset + 1,
+        "n_datasets": sample.n_datasets,
+        "n_events": sample.n_events,
+        "n_parameters": sample.n_channels,
+        "data_type": sample.data_type,
+        "cytometer": sample.keywords.get("$CYT", "").strip() or None,
+        "spillover": None
+        if spill is None
+        else {"keyword": spill.keyword, "detectors": list(spill.detectors), "matrix": spill.matrix.tolist()},
+        "channels": [
+            {
+                "index": c.index + 1,
+                "pnn": c.pnn,
+                "pns": c.pns,
+                "range": c.pnr,
+                "bits": c.pnb,
+                "scale": "linear" if c.pne[0] == 0 else f"log {c.pne[0]:g} decades",
+                "gain": c.png,
+            }
+            for c in sample.channels
+        ],
+        "warnings": list(sample.warnings),
+        "keywords": dict(sample.keywords) if all_keywords else sample.safe_keywords(),
+        "keywords_shown": "all" if all_keywords else "structural only (use --all-keywords for all)",
+    }
+    return rec
+
+
+def _print_info(rec: dict[str, Any]) -> None:
+    spill = rec["spillover"]
+    spill_txt = "none" if spill is None else f"{spill['keyword']} ({len(spill['detectors'])} detectors)"
+    console.rule(f"[bold]{rec['file']}")
+    console.print(
+        f"FCS {rec['fcs_version']}  data set {rec['dataset']} of {rec['n_datasets']}  "
+        f"[bold]{rec['n_events']:,}[/] events x [bold]{rec['n_parameters']}[/] parameters  "
+        f"type {rec['data_type']}  cytometer {rec['cytometer'] or '-'}  spillover {spill_txt}",
+        highlight=False,
+    )
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("#", "channel ($PnN)", "marker ($PnS)", "range", "bits", "scale", "gain"):
+        table.add_column(col)
+    for c in rec["channels"]:
+        table.add_row(
+            str(c["index"]), c["pnn"], c["pns"] or "-", "-" if c["range"] is None else f"{c['range']:g}",
+            "*" if c["bits"] is None else str(c["bits"]), c["scale"], f"{c['gain']:g}",
+        )
+    console.print(table)
+    for w in rec["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if rec["keywords_shown"] == "all":
+        kt = Table("keyword", "value", box=None, header_style="bold")
+        for k, v in rec["keywords"].items():
+            kt.add_row(k, v)
+        console.print(kt)
+
+
+@app.command()
+def info(
+    files: Annotated[list[Path], typer.Argument(help="FCS files to describe.", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
+    all_keywords: Annotated[
+        bool,
+        typer.Option(
+            "--all-keywords",
+            help="Also show free-text and possibly personal keywords ($SRC, $OP, $FIL, patient fields...).",
+        ),
+    ] = False,
+    dataset: Annotated[int, typer.Option(min=1, help="Which data set, for files holding several.")] = 1,
+) -> None:
+    """Describe FCS files: version, events, channels and markers, spillover, data sets, warnings.
+
+    Reads only HEADER and TEXT, so it is fast on big files. Free-text keywords
+    that may hold personal data are never shown unless --all-keywords is given.
+    """
+    from flowtools.errors import FlowtoolsError
+
+    records: list[dict[str, Any]] = []
+    failed = 0
+    for path in files:
+        try:
+            rec = _info_record(path, dataset=dataset - 1, all_keywords=all_keywords)
+        except (FlowtoolsError, OSError) as exc:
+            failed += 1
+            msg = str(exc) if isinstance(exc, FlowtoolsError) else f"{path}: {exc.strerror or exc}"
+            records.append({"file": str(path), "error": msg})
+            if not json_out:
+                err_console.print(f"[red]error:[/] {msg}", highlight=False)
+            continue
+        records.append(rec)
+        if not json_out:
+            _print_info(rec)
+    if json_out:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    if failed:
+        raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
