@@ -199,6 +199,8 @@ class FCSSample:
     @property
     def n_events(self) -> int:
         """Number of events (rows)."""
+        if self._layout.n_events < 0:  # delimited ASCII without $TOT: counted when read
+            return self.events.shape[0]
         return self._layout.n_events
 
     @property
@@ -334,9 +336,17 @@ def _log_decode(col: np.ndarray, decades: float, pnr: float) -> np.ndarray:
     """
     values, inverse = np.unique(col, return_inverse=True)
     if values.size > 1 << 16:  # not channel numbers: vectorised is fine
-        return 10 ** (decades * col / pnr)
-    table = np.array([10 ** (decades * float(v) / pnr) for v in values], dtype=np.float64)
+        with np.errstate(over="ignore"):
+            return 10 ** (decades * col / pnr)
+    table = np.array([_pow10(decades * float(v) / pnr) for v in values], dtype=np.float64)
     return table[inverse.reshape(col.shape)]
+
+
+def _pow10(x: float) -> float:
+    try:
+        return 10**x
+    except OverflowError:  # a broken $PnE or out-of-range value: IEEE says inf, not an exception
+        return math.inf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,9 +675,10 @@ def _float_kw(raw: str | None, default: float | None) -> float | None:
     if raw is None or not raw.strip():
         return default
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         return default
+    return value if math.isfinite(value) else default
 
 
 def _channels(kw: dict[str, str], n_par: int, path: Path | None, notes: list[str]) -> tuple[Channel, ...]:
@@ -694,6 +705,8 @@ def _channels(kw: dict[str, str], n_par: int, path: Path | None, notes: list[str
         try:
             parts = [float(x) for x in raw_e.replace(" ", "").split(",")]
             decades, log0 = (parts + [0.0, 0.0])[:2]
+            if not (math.isfinite(decades) and math.isfinite(log0)) or decades < 0 or log0 < 0:
+                raise ValueError
         except ValueError:
             notes.append(f"$P{i}E {raw_e.strip()!r} is not 'f1,f2'; parameter {i} read as linear")
             decades, log0 = 0.0, 0.0
@@ -703,6 +716,10 @@ def _channels(kw: dict[str, str], n_par: int, path: Path | None, notes: list[str
         out.append(Channel(i - 1, pnn, pns, pnr, pnb, (decades, log0), png, kind))
     if missing_n:
         notes.append(f"$PnN missing for parameter(s) {missing_n}; named P<n>")
+    names = [c.pnn for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        notes.append(f"$PnN names used by more than one parameter: {dupes}")
     return tuple(out)
 
 
@@ -770,7 +787,9 @@ def _layout(
         if c.datatype not in ("I", "F", "D", "A"):
             raise FCSError(path, f"unsupported data type {c.datatype!r} for {c.pnn} (supported: I, F, D, A)")
         if c.datatype == "A":
-            widths.append(None if c.pnb is None else c.pnb)  # ASCII: PnB is characters
+            if c.pnb is not None and not 1 <= c.pnb <= 64:
+                raise FCSError(path, f"{c.pnn}: ASCII field width $PnB {c.pnb} is impossible")
+            widths.append(c.pnb)  # ASCII: PnB counts characters; None is '*' (delimited)
         elif c.pnb is None:
             raise FCSError(path, f"$PnB '*' is only valid for ASCII data ({c.pnn})")
         elif c.datatype == "F" and c.pnb != 32:
