@@ -40,7 +40,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -55,14 +55,17 @@ _SPILL_KEYS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER", "$COMP")
 _LITTLE = {"1,2,3,4", "1,2", "1"}
 _BIG = {"4,3,2,1", "2,1"}
 _MAX_DATASETS = 1000
+_PAD = "\x00 \r\n\t"
 _NUMBER_RE = re.compile(rb"[^\s,]+")
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 
-@dataclass(frozen=True)
-class Channel:
-    """One parameter (channel) of an FCS data set.
+class Channel(NamedTuple):
+    """One parameter (channel) of an FCS data set (immutable).
+
+    A NamedTuple rather than a frozen dataclass: it is built for every
+    parameter of every file read, and construction cost shows in plate scans.
 
     Attributes
     ----------
@@ -519,73 +522,88 @@ def _read_text_segment(
     return src.read(base + start, end - start + 1)
 
 
-def _split_text(text: bytes, notes: list[str], what: str) -> list[bytes]:
+def _split_text(text: str, notes: list[str], what: str) -> list[str]:
     """Split a TEXT segment into fields; a doubled delimiter is a literal delimiter."""
     delim = text[:1]
     body = text[1:]
     if delim + delim not in body:
         fields = body.split(delim)
-        tail = fields.pop()  # bytes after the final delimiter
+        tail = fields.pop()  # what follows the final delimiter
     else:
         fields = []
-        cur = bytearray()
+        cur: list[str] = []
         i, n = 0, len(body)
         while True:
             j = body.find(delim, i)
             if j == -1:
-                tail = bytes(cur) + body[i:]
+                tail = "".join(cur) + body[i:]
                 break
-            if j + 1 < n and body[j + 1 : j + 2] == delim:
-                if not body[j + 2 :].strip(b"\x00 \r\n\t"):
+            if j + 1 < n and body[j + 1] == delim:
+                if not body[j + 2 :].strip(_PAD):
                     # A doubled delimiter closing the segment: an (illegal but common in
                     # FCS 2.0) empty last value, not an escaped delimiter.
-                    cur += body[i:j]
-                    fields.extend((bytes(cur), b""))
-                    tail = b""
+                    cur.append(body[i:j])
+                    fields.extend(("".join(cur), ""))
+                    tail = ""
                     break
-                cur += body[i : j + 1]
+                cur.append(body[i : j + 1])
                 i = j + 2
                 continue
-            cur += body[i:j]
-            fields.append(bytes(cur))
+            cur.append(body[i:j])
+            fields.append("".join(cur))
             cur.clear()
             i = j + 1
-    if tail.strip(b"\x00 \r\n\t"):
+    if tail.strip(_PAD):
         if len(fields) % 2 == 1:
             fields.append(tail)
             notes.append(f"{what} segment does not end with its delimiter; last value read up to segment end")
         else:
-            notes.append(f"{what} segment has {len(tail)} stray bytes after its last delimiter (ignored)")
+            notes.append(f"{what} segment has {len(tail)} stray characters after its last delimiter (ignored)")
     return fields
 
 
-def _decode(b: bytes) -> str:
+def _latin1_fallback(field_: str) -> str:
+    """Undo a surrogate-escaped UTF-8 decode of a field that is not UTF-8: read it as Latin-1."""
     try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        return b.decode("latin-1")
+        field_.encode("utf-8")
+    except UnicodeEncodeError:
+        return field_.encode("utf-8", "surrogateescape").decode("latin-1")
+    return field_
 
 
 def _parse_pairs(text: bytes, notes: list[str], what: str) -> dict[str, str]:
     if len(text) < 2:
         raise FCSError(None, f"{what} segment is empty")
-    fields = _split_text(text, notes, what)
+    # Decode once (the common case); fields that are not UTF-8 are re-read as Latin-1.
+    try:
+        decoded = text.decode("utf-8")
+        mixed = False
+    except UnicodeDecodeError:
+        decoded = text.decode("utf-8", "surrogateescape")
+        mixed = True
+    fields = _split_text(decoded, notes, what)
+    if mixed:
+        fields = [_latin1_fallback(f) for f in fields]
     if len(fields) % 2 == 1:
         # The dropped field is not echoed: after a misalignment it may be a (personal) value.
         notes.append(f"{what} segment has an odd number of fields; the last one was dropped")
         fields.pop()
-    out: dict[str, str] = {}
-    dupes: list[str] = []
-    for k, v in zip(fields[0::2], fields[1::2], strict=True):
-        key = _decode(k).strip().upper()
+    keys = [k.strip().upper() for k in fields[0::2]]
+    out = dict(zip(keys, fields[1::2], strict=True))
+    if len(out) == len(keys) and "" not in out:
+        return out
+    # Duplicates or empty keys: the first value wins.
+    out = {}
+    dupes = set()
+    for key, value in zip(keys, fields[1::2], strict=True):
         if not key:
             continue
         if key in out:
-            dupes.append(key)
+            dupes.add(key)
             continue
-        out[key] = _decode(v)
+        out[key] = value
     if dupes:
-        notes.append(f"keyword(s) given more than once, first value kept: {', '.join(sorted(set(dupes)))}")
+        notes.append(f"keyword(s) given more than once, first value kept: {', '.join(sorted(dupes))}")
     return out
 
 
@@ -672,53 +690,63 @@ def _walk_datasets(
 
 
 def _float_kw(raw: str | None, default: float | None) -> float | None:
-    if raw is None or not raw.strip():
+    if raw is None:
         return default
     try:
-        value = float(raw.strip())
+        value = float(raw)  # float() ignores surrounding whitespace
     except ValueError:
         return default
     return value if math.isfinite(value) else default
 
 
+def _pne(raw: str | None, i: int, notes: list[str]) -> tuple[float, float]:
+    if raw is None:
+        return (0.0, 0.0)
+    raw = raw.strip()
+    if raw == "0,0":  # linear: nearly every parameter of a modern file
+        return (0.0, 0.0)
+    try:
+        parts = [float(x) for x in raw.replace(" ", "").split(",")]
+        decades, log0 = (parts + [0.0, 0.0])[:2]
+        if not (math.isfinite(decades) and math.isfinite(log0)) or decades < 0 or log0 < 0:
+            raise ValueError
+    except ValueError:
+        notes.append(f"$P{i}E {raw!r} is not 'f1,f2'; parameter {i} read as linear")
+        return (0.0, 0.0)
+    if decades > 0 and log0 == 0:
+        log0 = 1.0  # FCS: f2 = 0 with f1 > 0 is invalid and read as 1
+    return (decades, log0)
+
+
 def _channels(kw: dict[str, str], n_par: int, path: Path | None, notes: list[str]) -> tuple[Channel, ...]:
-    dtype_all = kw.get("$DATATYPE", "").strip().upper()
+    # Runs once per file for every parameter: kept lean (one dict lookup per keyword).
+    get = kw.get
+    dtype_all = get("$DATATYPE", "").strip().upper()
     out = []
     missing_n = []
     for i in range(1, n_par + 1):
-        pnn = kw.get(f"$P{i}N", "").strip()
+        p = f"$P{i}"
+        pnn = get(p + "N", "").strip()
         if not pnn:
             missing_n.append(i)
             pnn = f"P{i}"
-        pns = kw.get(f"$P{i}S", "").strip()
-        pnr = _float_kw(kw.get(f"$P{i}R"), None)
-        raw_b = kw.get(f"$P{i}B", "").strip()
-        kind = kw.get(f"$P{i}DATATYPE", dtype_all).strip().upper() or dtype_all
-        if raw_b == "*":
-            pnb = None
-        else:
-            try:
-                pnb = int(raw_b)
-            except ValueError:
-                raise FCSError(path, f"$P{i}B (bits of parameter {i}) is missing or not a number") from None
-        raw_e = kw.get(f"$P{i}E", "0,0")
+        raw_b = get(p + "B", "")
         try:
-            parts = [float(x) for x in raw_e.replace(" ", "").split(",")]
-            decades, log0 = (parts + [0.0, 0.0])[:2]
-            if not (math.isfinite(decades) and math.isfinite(log0)) or decades < 0 or log0 < 0:
-                raise ValueError
+            pnb: int | None = int(raw_b)
         except ValueError:
-            notes.append(f"$P{i}E {raw_e.strip()!r} is not 'f1,f2'; parameter {i} read as linear")
-            decades, log0 = 0.0, 0.0
-        if decades > 0 and log0 == 0:
-            log0 = 1.0  # FCS: f2 = 0 with f1 > 0 is invalid and read as 1
-        png = _float_kw(kw.get(f"$P{i}G"), 1.0) or 1.0
-        out.append(Channel(i - 1, pnn, pns, pnr, pnb, (decades, log0), png, kind))
+            if raw_b.strip() != "*":
+                raise FCSError(path, f"$P{i}B (bits of parameter {i}) is missing or not a number") from None
+            pnb = None
+        kind = get(p + "DATATYPE")
+        kind = dtype_all if kind is None else (kind.strip().upper() or dtype_all)
+        png = _float_kw(get(p + "G"), 1.0) or 1.0
+        out.append(Channel(i - 1, pnn, get(p + "S", "").strip(), _float_kw(get(p + "R"), None), pnb,
+                           _pne(get(p + "E"), i, notes), png, kind))
     if missing_n:
         notes.append(f"$PnN missing for parameter(s) {missing_n}; named P<n>")
-    names = [c.pnn for c in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
+    if len({c.pnn for c in out}) != len(out):
+        names = [c.pnn for c in out]
+        dupes = sorted({n for n in names if names.count(n) > 1})
         notes.append(f"$PnN names used by more than one parameter: {dupes}")
     return tuple(out)
 
