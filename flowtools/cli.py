@@ -111,7 +111,7 @@ def _print_info(rec: dict[str, Any]) -> None:
         )
     console.print(table)
     for w in rec["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     if rec["keywords_shown"] == "all":
         kt = Table("keyword", "value", box=None, header_style="bold")
         for k, v in rec["keywords"].items():
@@ -149,7 +149,7 @@ def info(
             msg = str(exc) if isinstance(exc, FlowtoolsError) else f"{path}: {exc.strerror or exc}"
             records.append({"file": str(path), "error": msg})
             if not json_out:
-                err_console.print(f"[red]error:[/] {msg}", highlight=False)
+                err_console.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
             continue
         records.append(rec)
         if not json_out:
@@ -158,6 +158,60 @@ def info(
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
     if failed:
         raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------------------------- sheet
+
+sheet_app = typer.Typer(help="Sample sheets: the CSV mapping each FCS file to sample, woman, tube, plate, well.",
+                        no_args_is_help=True)
+app.add_typer(sheet_app, name="sheet")
+
+
+@sheet_app.command("check")
+def sheet_check(
+    sheet: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    tube: Annotated[
+        list[str] | None,
+        typer.Option("--tube", help="An allowed tube name (repeat for several). Default: the study's tubes."),
+    ] = None,
+    any_tube: Annotated[bool, typer.Option("--any-tube", help="Accept any tube name.")] = False,
+    no_files: Annotated[bool, typer.Option("--no-files", help="Do not check that the FCS files exist.")] = False,
+) -> None:
+    """Validate a sample sheet; list every problem with its line and column."""
+    from flowtools.errors import SampleSheetError
+    from flowtools.io.sample_sheet import STUDY_TUBES, read_sample_sheet
+
+    tubes = None if any_tube else (tuple(tube) if tube else STUDY_TUBES)
+    try:
+        parsed = read_sample_sheet(sheet, tubes=tubes, check_files=not no_files)
+    except SampleSheetError as exc:
+        if json_out:
+            issues = [{"line": i.line, "column": i.column, "message": i.message} for i in exc.issues]
+            sys.stdout.write(json.dumps({"sheet": str(sheet), "valid": False, "issues": issues}, indent=2) + "\n")
+        else:
+            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAIL) from None
+    except OSError as exc:
+        err_console.print(f"[red]error:[/] {sheet}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAIL) from None
+    summary = {
+        "sheet": str(sheet),
+        "valid": True,
+        "samples": len(parsed),
+        "women": len(parsed.women()),
+        "plates": sorted({r.plate for r in parsed}),
+        "tubes": sorted({r.tube for r in parsed}),
+        "extra_columns": list(parsed.extra_columns),
+    }
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        console.print(
+            f"[green]ok[/] {sheet}: {summary['samples']} samples, {summary['women']} women, "
+            f"plates {', '.join(summary['plates'])}, tubes {', '.join(summary['tubes'])}",
+            highlight=False, soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
