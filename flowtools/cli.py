@@ -44,7 +44,9 @@ def _version_callback(value: bool) -> None:
 def main(
     version: Annotated[
         bool,
-        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version", "-V", callback=_version_callback, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Flow-cytometry FCS files to trustworthy immune-cell population tables."""
@@ -106,8 +108,13 @@ def _print_info(rec: dict[str, Any]) -> None:
         table.add_column(col)
     for c in rec["channels"]:
         table.add_row(
-            str(c["index"]), c["pnn"], c["pns"] or "-", "-" if c["range"] is None else f"{c['range']:g}",
-            "*" if c["bits"] is None else str(c["bits"]), c["scale"], f"{c['gain']:g}",
+            str(c["index"]),
+            c["pnn"],
+            c["pns"] or "-",
+            "-" if c["range"] is None else f"{c['range']:g}",
+            "*" if c["bits"] is None else str(c["bits"]),
+            c["scale"],
+            f"{c['gain']:g}",
         )
     console.print(table)
     for w in rec["warnings"]:
@@ -122,7 +129,9 @@ def _print_info(rec: dict[str, Any]) -> None:
 @app.command()
 def info(
     files: Annotated[list[Path], typer.Argument(help="FCS files to describe.", show_default=False)],
-    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+    ] = False,
     all_keywords: Annotated[
         bool,
         typer.Option(
@@ -162,8 +171,10 @@ def info(
 
 # --------------------------------------------------------------------------------------------- sheet
 
-sheet_app = typer.Typer(help="Sample sheets: the CSV mapping each FCS file to sample, woman, tube, plate, well.",
-                        no_args_is_help=True)
+sheet_app = typer.Typer(
+    help="Sample sheets: the CSV mapping each FCS file to sample, woman, tube, plate, well.",
+    no_args_is_help=True,
+)
 app.add_typer(sheet_app, name="sheet")
 
 
@@ -176,7 +187,9 @@ def sheet_check(
         typer.Option("--tube", help="An allowed tube name (repeat for several). Default: the study's tubes."),
     ] = None,
     any_tube: Annotated[bool, typer.Option("--any-tube", help="Accept any tube name.")] = False,
-    no_files: Annotated[bool, typer.Option("--no-files", help="Do not check that the FCS files exist.")] = False,
+    no_files: Annotated[
+        bool, typer.Option("--no-files", help="Do not check that the FCS files exist.")
+    ] = False,
 ) -> None:
     """Validate a sample sheet; list every problem with its line and column."""
     from flowtools.errors import SampleSheetError
@@ -188,7 +201,9 @@ def sheet_check(
     except SampleSheetError as exc:
         if json_out:
             issues = [{"line": i.line, "column": i.column, "message": i.message} for i in exc.issues]
-            sys.stdout.write(json.dumps({"sheet": str(sheet), "valid": False, "issues": issues}, indent=2) + "\n")
+            sys.stdout.write(
+                json.dumps({"sheet": str(sheet), "valid": False, "issues": issues}, indent=2) + "\n"
+            )
         else:
             err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAIL) from None
@@ -210,7 +225,8 @@ def sheet_check(
         console.print(
             f"[green]ok[/] {sheet}: {summary['samples']} samples, {summary['women']} women, "
             f"plates {', '.join(summary['plates'])}, tubes {', '.join(summary['tubes'])}",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
 

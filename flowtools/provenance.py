@@ -119,7 +119,9 @@ def provenance_record(
         "seed": seed,
         "parameters": dict(parameters or {}),
         "inputs": {name: file_sha256(p) for name, p in (inputs or {}).items()},
-        "template": None if template is None else {"path": Path(template).name, "sha256": file_sha256(template)},
+        "template": None
+        if template is None
+        else {"path": Path(template).name, "sha256": file_sha256(template)},
     }
     json.dumps(record)  # fail here, not at write time, on a non-serialisable parameter
     return record

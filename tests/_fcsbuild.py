@@ -53,10 +53,23 @@ def build_fcs(
     return header + pad + text + data + trailer
 
 
-def basic_keywords(n_par: int, n_tot: int, *, datatype: str = "I", bits: int = 16, byteord: str = "1,2,3,4",
-                   pnr: str = "1024") -> dict[str, str]:
-    kw = {"$BYTEORD": byteord, "$DATATYPE": datatype, "$MODE": "L", "$NEXTDATA": "0",
-          "$PAR": str(n_par), "$TOT": str(n_tot)}
+def basic_keywords(
+    n_par: int,
+    n_tot: int,
+    *,
+    datatype: str = "I",
+    bits: int = 16,
+    byteord: str = "1,2,3,4",
+    pnr: str = "1024",
+) -> dict[str, str]:
+    kw = {
+        "$BYTEORD": byteord,
+        "$DATATYPE": datatype,
+        "$MODE": "L",
+        "$NEXTDATA": "0",
+        "$PAR": str(n_par),
+        "$TOT": str(n_tot),
+    }
     for i in range(1, n_par + 1):
         kw[f"$P{i}N"] = f"CH{i}"
         kw[f"$P{i}B"] = str(bits)

@@ -7,7 +7,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +27,6 @@ def manifest_rows(kind: str | None = None) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [r for r in rows if kind is None or r["kind"] == kind]
-
 
 
 def read_quiet(path, **kw):

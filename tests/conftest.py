@@ -25,9 +25,11 @@ def small_fcs(tmp_path: Path) -> Path:
     spill = Spillover(("FITC-A", "PE-A"), np.array([[1.0, 0.12], [0.02, 1.0]]))
     path = tmp_path / "small.fcs"
     write_fcs(
-        path, events, ["FSC-A", "SSC-A", "FITC-A", "PE-A", "Time"],
-        markers=[None, None, "CD3", "CD4", None], spillover=spill,
+        path,
+        events,
+        ["FSC-A", "SSC-A", "FITC-A", "PE-A", "Time"],
+        markers=[None, None, "CD3", "CD4", None],
+        spillover=spill,
         keywords={"$CYT": "test", "$SRC": "CANARY-PII source", "$OP": "CANARY-PII operator"},
     )
     return path
-

@@ -13,15 +13,21 @@ PKG = Path(__file__).resolve().parents[1] / "flowtools"
 
 # Each layer may import only layers of lower or equal rank (same subpackage is always fine).
 RANK = {
-    "_version": 0, "_config": 0, "errors": 0, "provenance": 0,
+    "_version": 0,
+    "_config": 0,
+    "errors": 0,
+    "provenance": 0,
     "io": 1,
-    "synth": 2, "compensation": 2, "transforms": 2,
+    "synth": 2,
+    "compensation": 2,
+    "transforms": 2,
     "gating": 3,
     "analysis": 4,
     "stats": 5,
     "pipeline": 6,
     "report": 7,
-    "cli": 8, "__main__": 8,
+    "cli": 8,
+    "__main__": 8,
 }
 # synth is a side branch: it may use io (and the base) only.
 ALLOWED_EXTRA = {"synth": {"io", "errors", "provenance", "_version", "_config"}}
@@ -82,16 +88,14 @@ def test_no_import_cycles():
     graph: dict[str, set[str]] = {}
     mods = dict(_modules())
     for module, path in mods.items():
-        graph[module] = {
-            n for n in _imports(path, module, top_level_only=True) if n in mods and n != module
-        }
+        graph[module] = {n for n in _imports(path, module, top_level_only=True) if n in mods and n != module}
     seen: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:
         seen[node] = 1
         for nxt in graph[node]:
             if seen.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in seen:
                 visit(nxt, [*stack, nxt])
@@ -103,8 +107,9 @@ def test_no_import_cycles():
 
 
 def _loaded_by(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
+    )
     return {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
 
 
@@ -114,8 +119,10 @@ def test_import_flowtools_is_light():
 
 
 def test_cli_help_is_light():
-    loaded = _loaded_by("import sys; sys.argv=['flowtools','--help']\nfrom flowtools.cli import app\n"
-                        "try:\n    app()\nexcept SystemExit:\n    pass")
+    loaded = _loaded_by(
+        "import sys; sys.argv=['flowtools','--help']\nfrom flowtools.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass"
+    )
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 

@@ -87,9 +87,24 @@ def test_info_on_shared_files_never_shows_personal_values(shared_data):
         s = read_quiet(path, lazy=True)
         for key, value in s.keywords.items():
             v = value.strip()
-            if is_safe_keyword(key) or len(v) < 6 or v in (c.pns for c in s.channels) or v in s.pnn or any(v in p for p in paths):
+            if (
+                is_safe_keyword(key)
+                or len(v) < 6
+                or v in (c.pns for c in s.channels)
+                or v in s.pnn
+                or any(v in p for p in paths)
+            ):
                 continue
-            if key in ("$SRC", "$OP", "$FIL", "$INST", "$COM", "EXPORT USER NAME", "&10PATIENT ID", "SAMPLE ID"):
+            if key in (
+                "$SRC",
+                "$OP",
+                "$FIL",
+                "$INST",
+                "$COM",
+                "EXPORT USER NAME",
+                "&10PATIENT ID",
+                "SAMPLE ID",
+            ):
                 assert json.dumps(v)[1:-1] not in r.stdout, f"{key} of {path} leaked"
 
 

@@ -487,7 +487,9 @@ def _parse_header(src: _FileSource | _BytesSource, base: int) -> _Header:
     raw = src.read(base, _HEADER_LEN)
     if len(raw) < _HEADER_LEN:
         what = "file" if base == 0 else f"data set at byte {base}"
-        raise FCSError(src.path, f"not an FCS file: {what} has {len(raw)} bytes, a HEADER needs {_HEADER_LEN}")
+        raise FCSError(
+            src.path, f"not an FCS file: {what} has {len(raw)} bytes, a HEADER needs {_HEADER_LEN}"
+        )
     if raw[:3] != b"FCS":
         raise FCSError(src.path, "not an FCS file: it does not start with 'FCS'")
     version = raw[3:6].decode("ascii", "replace")
@@ -508,9 +510,7 @@ def _parse_header(src: _FileSource | _BytesSource, base: int) -> _Header:
     return _Header(version, (t0, t1), (offset(26, "DATA start"), offset(34, "DATA end")))
 
 
-def _read_text_segment(
-    src: _FileSource | _BytesSource, base: int, start: int, end: int, what: str
-) -> bytes:
+def _read_text_segment(src: _FileSource | _BytesSource, base: int, start: int, end: int, what: str) -> bytes:
     if start < _HEADER_LEN and what == "TEXT":
         raise FCSError(src.path, f"{what} segment starts at byte {start}, inside the HEADER")
     if end < start + 1:
@@ -558,7 +558,9 @@ def _split_text(text: str, notes: list[str], what: str) -> list[str]:
             fields.append(tail)
             notes.append(f"{what} segment does not end with its delimiter; last value read up to segment end")
         else:
-            notes.append(f"{what} segment has {len(tail)} stray characters after its last delimiter (ignored)")
+            notes.append(
+                f"{what} segment has {len(tail)} stray characters after its last delimiter (ignored)"
+            )
     return fields
 
 
@@ -672,7 +674,9 @@ def _walk_datasets(
             break
         new_base = base + nxt
         if nxt < 0 or new_base + _HEADER_LEN > src.size:
-            chain_notes.append(f"$NEXTDATA of data set {len(found)} points outside the file; later data sets ignored")
+            chain_notes.append(
+                f"$NEXTDATA of data set {len(found)} points outside the file; later data sets ignored"
+            )
             break
         try:
             _parse_header(src, new_base)
@@ -740,8 +744,18 @@ def _channels(kw: dict[str, str], n_par: int, path: Path | None, notes: list[str
         kind = get(p + "DATATYPE")
         kind = dtype_all if kind is None else (kind.strip().upper() or dtype_all)
         png = _float_kw(get(p + "G"), 1.0) or 1.0
-        out.append(Channel(i - 1, pnn, get(p + "S", "").strip(), _float_kw(get(p + "R"), None), pnb,
-                           _pne(get(p + "E"), i, notes), png, kind))
+        out.append(
+            Channel(
+                i - 1,
+                pnn,
+                get(p + "S", "").strip(),
+                _float_kw(get(p + "R"), None),
+                pnb,
+                _pne(get(p + "E"), i, notes),
+                png,
+                kind,
+            )
+        )
     if missing_n:
         notes.append(f"$PnN missing for parameter(s) {missing_n}; named P<n>")
     if len({c.pnn for c in out}) != len(out):
@@ -762,8 +776,10 @@ def _spillover(kw: dict[str, str], channels: tuple[Channel, ...], notes: list[st
         notes.append(f"{key} is malformed (count {parts[0][:20]!r} is not a number); ignored")
         return None
     if n <= 0 or len(parts) != 1 + n + n * n:
-        notes.append(f"{key} is malformed (n={n} needs {n} names and {n * n} values, found {len(parts) - 1} fields); "
-                     "ignored")
+        notes.append(
+            f"{key} is malformed (n={n} needs {n} names and {n * n} values, found {len(parts) - 1} fields); "
+            "ignored"
+        )
         return None
     names = parts[1 : 1 + n]
     try:
@@ -866,9 +882,11 @@ def _layout(
         return need is not None and e - s + 1 == need + slack and base + s + need <= src.size
 
     if len(candidates) == 2 and candidates[0][1:] != candidates[1][1:]:
-        chosen = next((c for c in candidates if fits(c, 0)), None) or next(
-            (c for c in candidates if fits(c, 1)), None
-        ) or candidates[0]
+        chosen = (
+            next((c for c in candidates if fits(c, 0)), None)
+            or next((c for c in candidates if fits(c, 1)), None)
+            or candidates[0]
+        )
         other = candidates[1] if chosen is candidates[0] else candidates[0]
         notes.append(
             f"DATA offsets disagree: HEADER {h0}..{h1} vs TEXT $BEGINDATA/$ENDDATA {t0}..{t1}; "
@@ -887,9 +905,12 @@ def _layout(
 
     if delimited:
         if base + d1 >= src.size:
-            raise FCSError(path, f"DATA ends at byte {base + d1}, past the end of the file ({src.size} bytes)")
-        return _Layout(base + d0, span, -1 if n_tot is None else n_tot, tuple(kinds), tuple(widths),
-                       tuple(masks), big)
+            raise FCSError(
+                path, f"DATA ends at byte {base + d1}, past the end of the file ({src.size} bytes)"
+            )
+        return _Layout(
+            base + d0, span, -1 if n_tot is None else n_tot, tuple(kinds), tuple(widths), tuple(masks), big
+        )
 
     assert per_event is not None  # noqa: S101 - narrowed above, not input validation
     if per_event == 0:
@@ -915,7 +936,9 @@ def _layout(
     if span == need + 1:
         notes.append("DATA end offset is one byte past the data (a common writer bug); read $TOT events")
     elif span > need:
-        notes.append(f"DATA segment is {span - need} bytes longer than $TOT x $PAR needs; extra bytes ignored")
+        notes.append(
+            f"DATA segment is {span - need} bytes longer than $TOT x $PAR needs; extra bytes ignored"
+        )
     return _Layout(base + d0, need, n_tot, tuple(kinds), tuple(widths), tuple(masks), big)
 
 
@@ -923,7 +946,7 @@ def _layout(
 # DATA
 
 
-def _np_type(kind: str, width: int, big: bool) -> np.dtype[Any] | None:
+def _np_type(kind: str, width: int, *, big: bool) -> np.dtype[Any] | None:
     endian = ">" if big else "<"
     if kind == "F":
         return np.dtype(endian + "f4")
@@ -941,7 +964,7 @@ def _read_events(src: _FileSource | _BytesSource, lay: _Layout, path: Path | Non
     if "A" in lay.kinds:
         return _read_ascii(src, lay, path)
     out_dtype = np.float32 if set(lay.kinds) == {"F"} else np.float64
-    types = [_np_type(k, w, lay.big_endian) for k, w in zip(lay.kinds, lay.widths, strict=True)]  # type: ignore[arg-type]
+    types = [_np_type(k, w, big=lay.big_endian) for k, w in zip(lay.kinds, lay.widths, strict=True)]  # type: ignore[arg-type]
     if len(set(types)) == 1 and types[0] is not None:
         # Uniform layout: one read, straight into the event matrix.
         flat = src.array(lay.start, types[0], lay.n_events * n_par)
@@ -950,7 +973,9 @@ def _read_events(src: _FileSource | _BytesSource, lay: _Layout, path: Path | Non
             return raw.astype(out_dtype, copy=False) if raw.dtype.isnative else raw.astype(out_dtype)
         if any(m is not None for m in lay.masks):
             full = np.iinfo(types[0]).max
-            mask_row = np.array([full if m is None else m for m in lay.masks], dtype=types[0].newbyteorder("="))
+            mask_row = np.array(
+                [full if m is None else m for m in lay.masks], dtype=types[0].newbyteorder("=")
+            )
             raw = np.bitwise_and(raw, mask_row)
         return raw.astype(np.float64)
     # Mixed widths or types: one structured read, then column by column.
@@ -1034,8 +1059,15 @@ def _read(
     spill = _spillover(kw, channels, notes)
     events = None if lazy else _read_events(src, layout, path)
     if events is not None and layout.n_events < 0:
-        layout = _Layout(layout.start, layout.nbytes, events.shape[0], layout.kinds, layout.widths,
-                         layout.masks, layout.big_endian)
+        layout = _Layout(
+            layout.start,
+            layout.nbytes,
+            events.shape[0],
+            layout.kinds,
+            layout.widths,
+            layout.masks,
+            layout.big_endian,
+        )
     return FCSSample(
         path=path,
         version=header.version,

@@ -23,8 +23,19 @@ _HEADER_MAX_OFFSET = 99_999_999
 _TEXT_START = 58
 # Keywords the writer owns: a caller may not set them through ``keywords``.
 _RESERVED = {
-    "$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINSTEXT", "$ENDSTEXT", "$BEGINDATA", "$ENDDATA",
-    "$BYTEORD", "$DATATYPE", "$MODE", "$NEXTDATA", "$PAR", "$TOT", "$SPILLOVER",
+    "$BEGINANALYSIS",
+    "$ENDANALYSIS",
+    "$BEGINSTEXT",
+    "$ENDSTEXT",
+    "$BEGINDATA",
+    "$ENDDATA",
+    "$BYTEORD",
+    "$DATATYPE",
+    "$MODE",
+    "$NEXTDATA",
+    "$PAR",
+    "$TOT",
+    "$SPILLOVER",
 }
 
 
@@ -106,9 +117,16 @@ def write_fcs(
     f32 = np.ascontiguousarray(data, dtype="<f4")
 
     pairs: list[tuple[str, str]] = [
-        ("$BEGINANALYSIS", "0"), ("$ENDANALYSIS", "0"), ("$BEGINSTEXT", "0"), ("$ENDSTEXT", "0"),
-        ("$BYTEORD", "1,2,3,4"), ("$DATATYPE", "F"), ("$MODE", "L"), ("$NEXTDATA", "0"),
-        ("$PAR", str(n_par)), ("$TOT", str(n_events)),
+        ("$BEGINANALYSIS", "0"),
+        ("$ENDANALYSIS", "0"),
+        ("$BEGINSTEXT", "0"),
+        ("$ENDSTEXT", "0"),
+        ("$BYTEORD", "1,2,3,4"),
+        ("$DATATYPE", "F"),
+        ("$MODE", "L"),
+        ("$NEXTDATA", "0"),
+        ("$PAR", str(n_par)),
+        ("$TOT", str(n_events)),
     ]
     per_param: dict[str, str] = {}
     col_max = np.nanmax(f32, axis=0) if n_events else np.zeros(n_par, dtype=np.float32)
@@ -145,7 +163,9 @@ def write_fcs(
         if m.shape != (n, n):
             msg = f"spillover matrix shape {m.shape} does not match {n} detectors"
             raise ValueError(msg)
-        pairs.append(("$SPILLOVER", ",".join([str(n), *spillover.detectors, *(repr(float(x)) for x in m.ravel())])))
+        pairs.append(
+            ("$SPILLOVER", ",".join([str(n), *spillover.detectors, *(repr(float(x)) for x in m.ravel())]))
+        )
     for k, v in per_param.items():
         if any(ord(ch) < 32 for ch in k + v):
             msg = f"keyword {k} holds a control character"

@@ -17,10 +17,33 @@ __all__ = ["is_safe_keyword", "safe_keywords"]
 
 _SAFE_FIXED = frozenset(
     {
-        "$BEGINANALYSIS", "$BEGINDATA", "$BEGINSTEXT", "$ENDANALYSIS", "$ENDDATA", "$ENDSTEXT",
-        "$BYTEORD", "$DATATYPE", "$MODE", "$NEXTDATA", "$PAR", "$TOT", "$TIMESTEP",
-        "$SPILLOVER", "$SPILL", "SPILL", "$COMP", "$CYT", "$VOL", "$ABRT", "$LOST",
-        "$CSMODE", "$CSVBITS", "$UNICODE", "$FLOWRATE", "$ORIGINALITY", "$LAST_MODIFIED",
+        "$BEGINANALYSIS",
+        "$BEGINDATA",
+        "$BEGINSTEXT",
+        "$ENDANALYSIS",
+        "$ENDDATA",
+        "$ENDSTEXT",
+        "$BYTEORD",
+        "$DATATYPE",
+        "$MODE",
+        "$NEXTDATA",
+        "$PAR",
+        "$TOT",
+        "$TIMESTEP",
+        "$SPILLOVER",
+        "$SPILL",
+        "SPILL",
+        "$COMP",
+        "$CYT",
+        "$VOL",
+        "$ABRT",
+        "$LOST",
+        "$CSMODE",
+        "$CSVBITS",
+        "$UNICODE",
+        "$FLOWRATE",
+        "$ORIGINALITY",
+        "$LAST_MODIFIED",
     }
 )
 # Per-parameter layout/measurement keywords ($PnN, $PnS, $PnR, ..., FCS 3.2 $PnDATATYPE etc.).

@@ -15,11 +15,10 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import manifest_rows, read_quiet, shared_data_or_skip
 
 from flowtools.errors import FCSError, FCSWarning
 from flowtools.io import count_datasets, read_fcs
-
-from _helpers import manifest_rows, read_quiet, shared_data_or_skip
 
 FCS_ROWS = manifest_rows("fcs")
 REFUSED = {"fcs/instruments/corrupted/corrupted.fcs"}
@@ -88,7 +87,11 @@ def test_lazy_read_matches_eager():
 TRUTH = [
     ("gatingml2/data1.fcs", "fcs/flowio/truth/data1_original_events.npy", False),
     ("gatingml2/data1.fcs", "fcs/flowio/truth/data1_preprocessed.npy", True),
-    ("fcs/flowio/fcs_files/B01 KC-A-W---91-US.fcs", "fcs/flowio/truth/B01 KC-A-W---91-US_preprocessed_events.npy", True),
+    (
+        "fcs/flowio/fcs_files/B01 KC-A-W---91-US.fcs",
+        "fcs/flowio/truth/B01 KC-A-W---91-US_preprocessed_events.npy",
+        True,
+    ),
 ]
 
 
@@ -127,14 +130,40 @@ def test_multiple_datasets_coulter():
     second = read_quiet(path, dataset=1)
     assert (first.version, second.version) == ("2.0", "3.0")
     assert first.n_events == second.n_events == 18110
-    expected = [61056, 131840, 46, 324, 10309, 104, 11912, 0, 257280, 378656, 139, 1728,
-                58688, 354, 58720, 0, 164128, 305376, 159, 924, 29024, 208, 29728, 0]
+    expected = [
+        61056,
+        131840,
+        46,
+        324,
+        10309,
+        104,
+        11912,
+        0,
+        257280,
+        378656,
+        139,
+        1728,
+        58688,
+        354,
+        58720,
+        0,
+        164128,
+        305376,
+        159,
+        924,
+        29024,
+        208,
+        29728,
+        0,
+    ]
     assert second.events.ravel()[:24].tolist() == expected
     with pytest.raises(FCSError, match="holds 2"):
         read_fcs(path, dataset=2)
 
 
-@pytest.mark.parametrize("name", ["data_start_offset_discrepancy_example.fcs", "data_stop_offset_discrepancy_example.fcs"])
+@pytest.mark.parametrize(
+    "name", ["data_start_offset_discrepancy_example.fcs", "data_stop_offset_discrepancy_example.fcs"]
+)
 def test_offset_discrepancy_rule(name):
     data = shared_data_or_skip()
     s = read_quiet(data / "fcs/flowkit" / name)
@@ -174,7 +203,9 @@ def test_malformed_spillover_is_ignored_with_warning():
 
 def test_supplemental_text_merged():
     data = shared_data_or_skip()
-    s = read_quiet(data / "fcs/instruments/MiltenyiBiotec/FCS3.1/EY_2013-07-19_PBS_FCS_3.1_Custom_Add_Well_A1.001.fcs")
+    s = read_quiet(
+        data / "fcs/instruments/MiltenyiBiotec/FCS3.1/EY_2013-07-19_PBS_FCS_3.1_Custom_Add_Well_A1.001.fcs"
+    )
     assert any(k.startswith("@MB_") for k in s.keywords)
 
 

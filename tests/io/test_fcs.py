@@ -14,7 +14,6 @@ from _helpers import read_quiet
 from flowtools.errors import FCSError, FCSWarning
 from flowtools.io import Spillover, count_datasets, read_fcs, write_fcs
 
-
 # ----------------------------------------------------------------------------------- writer
 
 
@@ -22,9 +21,14 @@ def test_write_read_round_trip_exact(tmp_path):
     rng = np.random.default_rng(1)
     events = (rng.standard_normal((2000, 6)) * 5000).astype(np.float32)
     spill = Spillover(("B", "C"), np.array([[1.0, 0.25], [0.031, 1.0]]))
-    path = write_fcs(tmp_path / "rt.fcs", events, ["A", "B", "C", "D/E", "F", "Time"],
-                     markers=["", "CD3", "CD4/CD8", None, "HLA-DR", None], spillover=spill,
-                     keywords={"$CYT": "x//y", "MYKEY": "value with / slash"})
+    path = write_fcs(
+        tmp_path / "rt.fcs",
+        events,
+        ["A", "B", "C", "D/E", "F", "Time"],
+        markers=["", "CD3", "CD4/CD8", None, "HLA-DR", None],
+        spillover=spill,
+        keywords={"$CYT": "x//y", "MYKEY": "value with / slash"},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = read_fcs(path)
@@ -97,11 +101,19 @@ def _ints(values, dtype):
     return np.asarray(values, dtype=dtype).tobytes()
 
 
-@pytest.mark.parametrize(("bits", "order", "dt"), [(8, "1,2,3,4", "u1"), (16, "1,2", "<u2"), (16, "2,1", ">u2"),
-                                                   (32, "4,3,2,1", ">u4"), (64, "1,2,3,4", "<u8")])
+@pytest.mark.parametrize(
+    ("bits", "order", "dt"),
+    [
+        (8, "1,2,3,4", "u1"),
+        (16, "1,2", "<u2"),
+        (16, "2,1", ">u2"),
+        (32, "4,3,2,1", ">u4"),
+        (64, "1,2,3,4", "<u8"),
+    ],
+)
 def test_uniform_integer_widths_and_byte_orders(bits, order, dt):
     vals = np.array([[1, 2, 3], [200, 100, 0]])
-    kw = basic_keywords(3, 2, bits=bits, byteord=order, pnr=str(2 ** bits))
+    kw = basic_keywords(3, 2, bits=bits, byteord=order, pnr=str(2**bits))
     s = read_fcs(build_fcs(kw, _ints(vals, dt)))
     np.testing.assert_array_equal(s.events, vals)
     assert s.events.dtype == np.float64
@@ -182,8 +194,9 @@ def test_text_start_after_header_padding():
 def test_multiple_datasets_chain():
     two = build_fcs(basic_keywords(1, 1, datatype="F", bits=32), np.float32([9]).tobytes())
     # $NEXTDATA is relative to the data set's start; pad its value to a fixed width so it points past itself.
-    first = build_fcs(basic_keywords(1, 2, datatype="F", bits=32) | {"$NEXTDATA": "000"},
-                      np.float32([1, 2]).tobytes())
+    first = build_fcs(
+        basic_keywords(1, 2, datatype="F", bits=32) | {"$NEXTDATA": "000"}, np.float32([1, 2]).tobytes()
+    )
     first = first.replace(b"$NEXTDATA/000/", f"$NEXTDATA/{len(first):03d}/".encode())
     blob = first + two
     assert count_datasets(blob) == 2

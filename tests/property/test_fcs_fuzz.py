@@ -29,8 +29,10 @@ SEED_LIMIT = 1_000_000  # bytes: keep every case fast
 def seeds() -> tuple[bytes, ...]:
     out = [
         build_fcs(basic_keywords(3, 50), np.arange(150, dtype="<u2").tobytes()),
-        build_fcs(basic_keywords(2, 20, datatype="F", bits=32) | {"$SPILLOVER": "2,CH1,CH2,1,0.1,0.2,1"},
-                  np.ones(40, "<f4").tobytes()),
+        build_fcs(
+            basic_keywords(2, 20, datatype="F", bits=32) | {"$SPILLOVER": "2,CH1,CH2,1,0.1,0.2,1"},
+            np.ones(40, "<f4").tobytes(),
+        ),
     ]
     for row in manifest_rows("fcs"):
         path = SHARED_DATA / row["path"]
@@ -55,7 +57,11 @@ def check(blob: bytes) -> None:
 
 seed_index = st.integers(min_value=0, max_value=10_000)
 # FLOWTOOLS_FUZZ_EXAMPLES raises the count for a long local run (CI uses the default).
-FUZZ = settings(max_examples=int(os.environ.get("FLOWTOOLS_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FLOWTOOLS_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @FUZZ
@@ -84,8 +90,26 @@ def test_header_offset_fields(i, field, value):
     check(bytes(blob))
 
 
-KEYS = ["$TOT", "$PAR", "$BEGINDATA", "$ENDDATA", "$NEXTDATA", "$DATATYPE", "$BYTEORD", "$MODE",
-        "$P1B", "$P1R", "$P1E", "$P2B", "$SPILLOVER", "SPILL", "$BEGINSTEXT", "$ENDSTEXT", "$TIMESTEP", "$P1G"]
+KEYS = [
+    "$TOT",
+    "$PAR",
+    "$BEGINDATA",
+    "$ENDDATA",
+    "$NEXTDATA",
+    "$DATATYPE",
+    "$BYTEORD",
+    "$MODE",
+    "$P1B",
+    "$P1R",
+    "$P1E",
+    "$P2B",
+    "$SPILLOVER",
+    "SPILL",
+    "$BEGINSTEXT",
+    "$ENDSTEXT",
+    "$TIMESTEP",
+    "$P1G",
+]
 
 
 @FUZZ
@@ -94,8 +118,29 @@ KEYS = ["$TOT", "$PAR", "$BEGINDATA", "$ENDDATA", "$NEXTDATA", "$DATATYPE", "$BY
     st.sampled_from(KEYS),
     st.one_of(
         st.integers(-(10**12), 10**18).map(str),
-        st.sampled_from(["0", "-1", "*", "", "nan", "inf", "1e400", "I", "F", "D", "A", "C", "4,3,2,1", "2,1",
-                         "3,4,1,2", "4,0", "0,nan", "99999999,a,b", "3,a,b,c,1,2"]),
+        st.sampled_from(
+            [
+                "0",
+                "-1",
+                "*",
+                "",
+                "nan",
+                "inf",
+                "1e400",
+                "I",
+                "F",
+                "D",
+                "A",
+                "C",
+                "4,3,2,1",
+                "2,1",
+                "3,4,1,2",
+                "4,0",
+                "0,nan",
+                "99999999,a,b",
+                "3,a,b,c,1,2",
+            ]
+        ),
         st.text(max_size=12),
     ),
 )
