@@ -7,7 +7,7 @@ events, then gathers by population label. No Python loop runs over events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def channel_names(tube: str) -> tuple[list[str], list[str | None]]:
     return names, markers
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables(tube: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mu, sigma = profile_tables(tube)
     det_idx = np.array([DETECTORS.index(d) for d, _ in PANELS[tube]], dtype=np.intp)
@@ -150,14 +150,16 @@ def make_file_events(
         stop = min(n, start + width)
         true[start:stop] *= factor
         qc[start:stop] |= CLOG_FLAG
-        artefacts.append({
-            "kind": "clog",
-            "gap_start_s": round(float(t[start - 1]) if start else 0.0, 3),
-            "gap_end_s": round(float(t[start]), 3),
-            "shift_end_s": round(float(t[stop - 1]), 3),
-            "signal_factor": round(factor, 4),
-            "events_shifted": stop - start,
-        })
+        artefacts.append(
+            {
+                "kind": "clog",
+                "gap_start_s": round(float(t[start - 1]) if start else 0.0, 3),
+                "gap_end_s": round(float(t[start]), 3),
+                "shift_end_s": round(float(t[stop - 1]), 3),
+                "signal_factor": round(factor, 4),
+                "events_shifted": stop - start,
+            }
+        )
 
     out = np.empty((n, 3 + n_fl + 1), dtype=np.float64)
     fsc_a = true[:, 0] + np.sqrt(200.0**2 + 2.0 * true[:, 0]) * rng.standard_normal(n)

@@ -145,8 +145,12 @@ class Effect:
 
 #: The effects planted in the immune subgroup of RM women (cohort.md).
 EFFECTS: tuple[Effect, ...] = (
-    Effect(f"{_L}/NK cells", "add", 0.035,
-           "NK % of lymphocytes +3.5 points (meta-analysis MD 3.47, 95% CI 2.94-4.00; PMID 31147723)"),
+    Effect(
+        f"{_L}/NK cells",
+        "add",
+        0.035,
+        "NK % of lymphocytes +3.5 points (meta-analysis MD 3.47, 95% CI 2.94-4.00; PMID 31147723)",
+    ),
     Effect(f"{_L}/NK cells/CD56dim CD16+", "add", 0.03, "CD56dim CD16+ share of NK +3 points"),
     Effect(f"{_L}/T cells/CD4/Treg", "multiply", 0.88, "Treg % of CD4 -12% relative (d about 0.44)"),
     Effect(f"{_L}/T cells/CD4/Th17", "multiply", 1.6, "Th17 % of CD4 x1.6 (Th17/Treg ratio up)"),
@@ -238,21 +242,44 @@ TUBES: tuple[str, ...] = ("TBNK-NK", "Treg-Th")
 
 PANELS: dict[str, tuple[tuple[str, str], ...]] = {
     "TBNK-NK": (
-        ("FITC-A", "CD3"), ("PE-A", "CD16"), ("PerCP-Cy5.5-A", "CD4"), ("PE-Cy7-A", "CD56"),
-        ("APC-A", "CD19"), ("APC-Cy7-A", "CD8"), ("BV421-A", "Viability"), ("BV510-A", "CD45"),
-        ("BV605-A", "CD14"), ("BV786-A", "HLA-DR"),
+        ("FITC-A", "CD3"),
+        ("PE-A", "CD16"),
+        ("PerCP-Cy5.5-A", "CD4"),
+        ("PE-Cy7-A", "CD56"),
+        ("APC-A", "CD19"),
+        ("APC-Cy7-A", "CD8"),
+        ("BV421-A", "Viability"),
+        ("BV510-A", "CD45"),
+        ("BV605-A", "CD14"),
+        ("BV786-A", "HLA-DR"),
     ),
     "Treg-Th": (
-        ("FITC-A", "CD45RA"), ("PE-A", "IL-17A"), ("PerCP-Cy5.5-A", "CD4"), ("PE-Cy7-A", "CD127"),
-        ("APC-A", "FOXP3"), ("APC-R700-A", "CD8"), ("APC-Cy7-A", "CD3"), ("BV421-A", "IFN-g"),
-        ("BV510-A", "CD45"), ("BV605-A", "CD25"),
+        ("FITC-A", "CD45RA"),
+        ("PE-A", "IL-17A"),
+        ("PerCP-Cy5.5-A", "CD4"),
+        ("PE-Cy7-A", "CD127"),
+        ("APC-A", "FOXP3"),
+        ("APC-R700-A", "CD8"),
+        ("APC-Cy7-A", "CD3"),
+        ("BV421-A", "IFN-g"),
+        ("BV510-A", "CD45"),
+        ("BV605-A", "CD25"),
     ),
 }
 
 #: Every fluorescence detector of the instrument, in $SPILLOVER order.
 DETECTORS: tuple[str, ...] = (
-    "FITC-A", "PE-A", "PerCP-Cy5.5-A", "PE-Cy7-A", "APC-A", "APC-R700-A", "APC-Cy7-A",
-    "BV421-A", "BV510-A", "BV605-A", "BV786-A",
+    "FITC-A",
+    "PE-A",
+    "PerCP-Cy5.5-A",
+    "PE-Cy7-A",
+    "APC-A",
+    "APC-R700-A",
+    "APC-Cy7-A",
+    "BV421-A",
+    "BV510-A",
+    "BV605-A",
+    "BV786-A",
 )
 
 # Spill of each fluorochrome (row) into other detectors (columns), typical of a 4-laser instrument.
@@ -312,13 +339,36 @@ _LEVELS: dict[str, tuple[float, float]] = {
 }
 # Relative brightness of each fluorochrome.
 _BRIGHT = {
-    "FITC-A": 0.8, "PE-A": 1.5, "PerCP-Cy5.5-A": 0.7, "PE-Cy7-A": 1.2, "APC-A": 1.3, "APC-R700-A": 0.8,
-    "APC-Cy7-A": 0.8, "BV421-A": 1.3, "BV510-A": 0.9, "BV605-A": 1.1, "BV786-A": 1.0,
+    "FITC-A": 0.8,
+    "PE-A": 1.5,
+    "PerCP-Cy5.5-A": 0.7,
+    "PE-Cy7-A": 1.2,
+    "APC-A": 1.3,
+    "APC-R700-A": 0.8,
+    "APC-Cy7-A": 0.8,
+    "BV421-A": 1.3,
+    "BV510-A": 0.9,
+    "BV605-A": 1.1,
+    "BV786-A": 1.0,
 }
 #: Every marker stained in either tube.
 MARKERS: tuple[str, ...] = (
-    "CD45", "CD3", "CD4", "CD8", "CD19", "CD56", "CD16", "CD14", "HLA-DR", "Viability",
-    "CD25", "CD127", "FOXP3", "CD45RA", "IL-17A", "IFN-g",
+    "CD45",
+    "CD3",
+    "CD4",
+    "CD8",
+    "CD19",
+    "CD56",
+    "CD16",
+    "CD14",
+    "HLA-DR",
+    "Viability",
+    "CD25",
+    "CD127",
+    "FOXP3",
+    "CD45RA",
+    "IL-17A",
+    "IFN-g",
 )
 # (FSC-A median, log-sd), (SSC-A median, log-sd)
 _LYMPH_SCATTER = ((55000.0, 0.12), (14000.0, 0.20))

@@ -14,8 +14,19 @@
     truth/artefacts.json       the acquisition artefacts planted, per file
     truth/params.json          seed, parameters and flowtools version
 
-The truth is the biology: an event keeps its population label in both tubes,
-even where the tube lacks the markers to gate it (e.g. Treg in TBNK-NK).
+The truth is the biology: an event keeps its leaf population label in both
+tubes, even where the tube lacks the markers to gate it (e.g. Treg in TBNK-NK,
+NK subsets in Treg-Th); sum the leaves to the gateable parent there. Sample IDs
+are per file (``S0001-TBNK``, ``S0001-TREG``); woman IDs are ``W001``... FCS
+files carry canary personal keywords (``$SRC``, ``$OP``, ``PATIENT ID``, all
+containing ``CANARY-PII``) that must never reach an output table.
+
+Effects are planted only in the immune subgroup of RM women (shares of parent;
+the untouched siblings of a changed population shrink proportionally so shares
+still sum to 1). The next-pregnancy outcome of RM women follows a logistic model
+of prior losses and age band plus a modest immune term (see
+``truth/effects.json``), tuned so that clinical factors alone give an AUC of
+about 0.63 and clinical + immune about 0.69 at best.
 
 Randomness comes from one :class:`numpy.random.SeedSequence`: a cohort stream
 (clinical record, groups, artefact placement), an instrument stream (one
@@ -31,6 +42,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -58,6 +70,8 @@ from flowtools.synth._model import (
 )
 
 __all__ = ["CohortResult", "CohortSpec", "make_cohort"]
+
+_log = logging.getLogger(__name__)
 
 _TUBE_TAG = {"TBNK-NK": "TBNK", "Treg-Th": "TREG"}
 _WOMEN_PER_PLATE = 48  # two tubes per woman on a 96-well plate
@@ -213,7 +227,8 @@ def make_cohort(
         and ``fcs/*.fcs`` and ``truth/*.npy`` files this run did not write are
         removed, so the folder describes one cohort only.
     progress : callable(done, total), optional
-        Called once per file, after it is written (``total`` = 2 x ``n_women``).
+        Called once per file, after it is written (after its counts are drawn
+        when ``write_fcs`` is False); ``total`` = 2 x ``n_women``.
 
     Returns
     -------
@@ -233,7 +248,11 @@ def make_cohort(
     8
     """
     spec = CohortSpec(
-        n_women=n_women, seed=seed, events=events, null=null, immune_fraction=immune_fraction,
+        n_women=n_women,
+        seed=seed,
+        events=events,
+        null=null,
+        immune_fraction=immune_fraction,
         artefacts=artefacts,
     )
     out = Path(out_dir)
@@ -291,8 +310,12 @@ def make_cohort(
             truth_rows.extend(_truth_rows(w, tube, sample_id, counts, shares))
             if write_fcs:
                 fe = make_file_events(
-                    np.random.default_rng(streams[1 + len(TUBES) + j]), tube, counts, spills[w.plate],
-                    clog=file_no in planted["clog"], margin=file_no in planted["margin"],
+                    np.random.default_rng(streams[1 + len(TUBES) + j]),
+                    tube,
+                    counts,
+                    spills[w.plate],
+                    clog=file_no in planted["clog"],
+                    margin=file_no in planted["margin"],
                 )
                 if fe.artefacts:
                     artefact_log.setdefault(sample_id, []).extend(fe.artefacts)
@@ -300,7 +323,10 @@ def make_cohort(
                 path = out / rel
                 names, markers = channel_names(tube)
                 _write_fcs_file(
-                    path, fe.events, names, markers=markers,
+                    path,
+                    fe.events,
+                    names,
+                    markers=markers,
                     spillover=_tube_spillover(tube, spills[w.plate]),
                     keywords=_keywords(w, tube, sample_id, well, fe.duration_s, spec.seed),
                 )
@@ -311,26 +337,47 @@ def make_cohort(
                 progress(done, 2 * spec.n_women)
 
     outcomes = _outcomes(women, clinical, np.array(nk_pct), outcome_u, null=spec.null)
-    _write_csv(out / "samples.csv", ["file", "sample_id", "woman_id", "tube", "plate", "well",
-                                     "acquisition_date"], sample_rows)
+    _write_csv(
+        out / "samples.csv",
+        ["file", "sample_id", "woman_id", "tube", "plate", "well", "acquisition_date"],
+        sample_rows,
+    )
     _write_clinical(out / "clinical.csv", women, clinical, outcomes)
-    _write_csv(truth_dir / "women.csv", ["woman_id", "group", "immune_subgroup", "tube", "sample_id",
-                                         "population", "parent", "count", "parent_count", "pct_parent",
-                                         "expected_pct_parent"], truth_rows)
+    _write_csv(
+        truth_dir / "women.csv",
+        [
+            "woman_id",
+            "group",
+            "immune_subgroup",
+            "tube",
+            "sample_id",
+            "population",
+            "parent",
+            "count",
+            "parent_count",
+            "pct_parent",
+            "expected_pct_parent",
+        ],
+        truth_rows,
+    )
     _write_json(truth_dir / "populations.json", {str(k): path for k, path in enumerate(LEAVES)})
     subgroup = [w.woman_id for w in women if w.immune]
-    _write_json(truth_dir / "effects.json", {
-        "null": spec.null,
-        "immune_fraction": float(spec.immune_fraction),
-        "immune_subgroup": subgroup,
-        "effects": [] if spec.null else [e.as_dict() for e in EFFECTS],
-        "outcome": _OUTCOME_NOTE if not spec.null else {},
-        "note": "Shares of parent; siblings of a changed population shrink proportionally "
-                "so that shares still sum to 1.",
-    })
+    _write_json(
+        truth_dir / "effects.json",
+        {
+            "null": spec.null,
+            "immune_fraction": float(spec.immune_fraction),
+            "immune_subgroup": subgroup,
+            "effects": [] if spec.null else [e.as_dict() for e in EFFECTS],
+            "outcome": _OUTCOME_NOTE if not spec.null else {},
+            "note": "Shares of parent; siblings of a changed population shrink proportionally "
+            "so that shares still sum to 1.",
+        },
+    )
     _write_json(truth_dir / "artefacts.json", artefact_log)
-    record = provenance_record(parameters={**spec.to_dict(), "write_fcs": write_fcs}, seed=int(spec.seed),
-                               command="synth")
+    record = provenance_record(
+        parameters={**spec.to_dict(), "write_fcs": write_fcs}, seed=int(spec.seed), command="synth"
+    )
     record.pop("created", None)  # no clock time: same seed, same bytes
     record["tubes"] = {t: [list(c) for c in pairs] for t, pairs in PANELS.items()}
     _write_json(truth_dir / "params.json", record)
@@ -341,10 +388,23 @@ def make_cohort(
             stale.unlink()
 
     n_rm = sum(w.group == "RM" for w in women)
+    _log.info(
+        "synthetic cohort: %d women, %d files, %d events -> %s", spec.n_women, 2 * spec.n_women, n_total, out
+    )
     return CohortResult(
-        out_dir=out, fcs_dir=fcs_dir, samples_csv=out / "samples.csv", clinical_csv=out / "clinical.csv",
-        truth_dir=truth_dir, spec=spec, n_women=spec.n_women, n_rm=n_rm, n_controls=spec.n_women - n_rm,
-        n_immune_subgroup=len(subgroup), n_files=2 * spec.n_women, n_events=n_total, files=tuple(files),
+        out_dir=out,
+        fcs_dir=fcs_dir,
+        samples_csv=out / "samples.csv",
+        clinical_csv=out / "clinical.csv",
+        truth_dir=truth_dir,
+        spec=spec,
+        n_women=spec.n_women,
+        n_rm=n_rm,
+        n_controls=spec.n_women - n_rm,
+        n_immune_subgroup=len(subgroup),
+        n_files=2 * spec.n_women,
+        n_events=n_total,
+        files=tuple(files),
     )
 
 
@@ -377,8 +437,16 @@ def _draw_women(rng: np.random.Generator, spec: CohortSpec) -> list[_Woman]:
                 day += _dt.timedelta(days=1)
             days.append(day)
             day += _dt.timedelta(days=1)
-        out.append(_Woman(i, f"W{i + 1:0{width}d}", "RM" if is_rm[i] else "control", bool(immune[i]),
-                          f"P{plate + 1:02d}", days[plate]))
+        out.append(
+            _Woman(
+                i,
+                f"W{i + 1:0{width}d}",
+                "RM" if is_rm[i] else "control",
+                bool(immune[i]),
+                f"P{plate + 1:02d}",
+                days[plate],
+            )
+        )
     return out
 
 
@@ -393,31 +461,45 @@ def _draw_clinical(rng: np.random.Generator, women: list[_Woman]) -> dict[str, n
     rm_type = np.where(rm, np.where(rng.random(n) < 0.7, "primary", "secondary"), "")
     smoking = rng.choice(["never", "former", "current"], size=n, p=[0.65, 0.20, 0.15])
     cycle_day = rng.integers(3, 29, size=n)
-    return {"age": age, "bmi": bmi, "n_prior_losses": losses, "rm_type": rm_type, "smoking": smoking,
-            "cycle_day": cycle_day}
+    return {
+        "age": age,
+        "bmi": bmi,
+        "n_prior_losses": losses,
+        "rm_type": rm_type,
+        "smoking": smoking,
+        "cycle_day": cycle_day,
+    }
 
 
 # Quenby et al. 2021: miscarriage risk by maternal age (odds relative to age 25-29).
 _AGE_BANDS = np.array([20, 25, 30, 35, 40, 45])
-_AGE_LOG_OR = np.log(np.array([1.7, 1.15, 1.0, 1.16, 2.1, 4.3, 10.0]))
+_AGE_LOG_OR = np.log(np.array([1.6, 1.15, 1.0, 1.15, 1.8, 3.2, 6.0]))
 # Risk by prior losses at age 25-29 (about 28% after two, 43% after three or more at cohort ages).
-_LOSS_RISK = {2: 0.24, 3: 0.38, 4: 0.42, 5: 0.46, 6: 0.50}
+_LOSS_RISK = {2: 0.15, 3: 0.26, 4: 0.27, 5: 0.28, 6: 0.29}
 _IMMUNE_LOG_OR = float(np.log(1.8))  # immune subgroup
 _NK_LOG_OR_PER_SD = 0.35  # per sd of log NK % of lymphocytes (pre-conception NK 17.1 vs 13.1%)
 _NK_LOG_SD = 0.35
 _OUTCOME_NOTE = {
     "model": "logit(p) = logit(risk by prior losses at age 25-29) + log OR(age band) "
-             "+ log(1.8) * immune_subgroup + 0.35 * (log(NK % of lymphocytes / 10) / 0.35)",
+    "+ log(1.8) * immune_subgroup + 0.35 * (log(NK % of lymphocytes / 10) / 0.35)",
     "loss_risk_at_25_29": {str(k): v for k, v in _LOSS_RISK.items()},
-    "age_band_odds_ratio": {"<20": 1.7, "20-24": 1.15, "25-29": 1.0, "30-34": 1.16, "35-39": 2.1,
-                            "40-44": 4.3, ">=45": 10.0},
+    "age_band_odds_ratio": {
+        "<20": 1.6,
+        "20-24": 1.15,
+        "25-29": 1.0,
+        "30-34": 1.15,
+        "35-39": 1.8,
+        "40-44": 3.2,
+        ">=45": 6.0,
+    },
     "immune_subgroup_odds_ratio": 1.8,
     "nk_log_odds_per_sd": _NK_LOG_OR_PER_SD,
 }
 
 
-def _outcome_logit(age: np.ndarray, losses: np.ndarray, immune: np.ndarray, nk_pct: np.ndarray,
-                   *, null: bool) -> np.ndarray:
+def _outcome_logit(
+    age: np.ndarray, losses: np.ndarray, immune: np.ndarray, nk_pct: np.ndarray, *, null: bool
+) -> np.ndarray:
     base = np.array([_LOSS_RISK.get(int(k), 0.24) for k in losses])
     logit = np.log(base / (1 - base)) + _AGE_LOG_OR[np.searchsorted(_AGE_BANDS, age, side="right")]
     if not null:
@@ -425,8 +507,9 @@ def _outcome_logit(age: np.ndarray, losses: np.ndarray, immune: np.ndarray, nk_p
     return logit
 
 
-def _outcomes(women: list[_Woman], clinical: dict[str, np.ndarray], nk_pct: np.ndarray, u: np.ndarray,
-              *, null: bool) -> list[str]:
+def _outcomes(
+    women: list[_Woman], clinical: dict[str, np.ndarray], nk_pct: np.ndarray, u: np.ndarray, *, null: bool
+) -> list[str]:
     immune = np.array([w.immune for w in women], dtype=float)
     logit = _outcome_logit(clinical["age"], clinical["n_prior_losses"], immune, nk_pct, null=null)
     loss = u < 1.0 / (1.0 + np.exp(-logit))
@@ -434,12 +517,33 @@ def _outcomes(women: list[_Woman], clinical: dict[str, np.ndarray], nk_pct: np.n
 
 
 def _write_clinical(path: Path, women: list[_Woman], c: dict[str, np.ndarray], outcomes: list[str]) -> None:
-    header = ["woman_id", "group", "age", "bmi", "n_prior_losses", "rm_type", "smoking", "cycle_day",
-              "plate", "acquisition_date", "next_pregnancy_loss"]
+    header = [
+        "woman_id",
+        "group",
+        "age",
+        "bmi",
+        "n_prior_losses",
+        "rm_type",
+        "smoking",
+        "cycle_day",
+        "plate",
+        "acquisition_date",
+        "next_pregnancy_loss",
+    ]
     rows = [
-        [w.woman_id, w.group, str(c["age"][i]), f"{c['bmi'][i]:.1f}", str(c["n_prior_losses"][i]),
-         str(c["rm_type"][i]), str(c["smoking"][i]), str(c["cycle_day"][i]), w.plate, w.date.isoformat(),
-         outcomes[i]]
+        [
+            w.woman_id,
+            w.group,
+            str(c["age"][i]),
+            f"{c['bmi'][i]:.1f}",
+            str(c["n_prior_losses"][i]),
+            str(c["rm_type"][i]),
+            str(c["smoking"][i]),
+            str(c["cycle_day"][i]),
+            w.plate,
+            w.date.isoformat(),
+            outcomes[i],
+        ]
         for i, w in enumerate(women)
     ]
     _write_csv(path, header, rows)
@@ -465,7 +569,9 @@ def _tube_spillover(tube: str, spill: np.ndarray) -> Spillover:
     return Spillover(detectors, spill[np.ix_(idx, idx)].copy())
 
 
-def _keywords(w: _Woman, tube: str, sample_id: str, well: str, duration_s: float, seed: int) -> dict[str, str]:
+def _keywords(
+    w: _Woman, tube: str, sample_id: str, well: str, duration_s: float, seed: int
+) -> dict[str, str]:
     well_no = 2 * (w.index % _WOMEN_PER_PLATE) + TUBES.index(tube)
     begin = 9 * 3600 + 150 * well_no  # the plate starts at 09:00, one well every 2.5 minutes
     end = begin + int(np.ceil(duration_s))
@@ -496,8 +602,9 @@ def _clock(seconds: int) -> str:
 # Truth tables and writers
 
 
-def _truth_rows(w: _Woman, tube: str, sample_id: str, leaf_counts: np.ndarray,
-                shares: np.ndarray) -> list[list[str]]:
+def _truth_rows(
+    w: _Woman, tube: str, sample_id: str, leaf_counts: np.ndarray, shares: np.ndarray
+) -> list[list[str]]:
     counts = node_counts(leaf_counts)
     total = int(leaf_counts.sum())
     rows = []
@@ -505,9 +612,21 @@ def _truth_rows(w: _Woman, tube: str, sample_id: str, leaf_counts: np.ndarray,
         parent = parent_index(i)
         parent_count = total if parent < 0 else int(counts[parent])
         pct = 100.0 * counts[i] / parent_count if parent_count else 0.0
-        rows.append([w.woman_id, w.group, "1" if w.immune else "0", tube, sample_id, path,
-                     "" if parent < 0 else NODES[parent], str(int(counts[i])), str(parent_count),
-                     f"{pct:.4f}", f"{100.0 * shares[i]:.4f}"])
+        rows.append(
+            [
+                w.woman_id,
+                w.group,
+                "1" if w.immune else "0",
+                tube,
+                sample_id,
+                path,
+                "" if parent < 0 else NODES[parent],
+                str(int(counts[i])),
+                str(parent_count),
+                f"{pct:.4f}",
+                f"{100.0 * shares[i]:.4f}",
+            ]
+        )
     return rows
 
 
