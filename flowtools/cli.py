@@ -169,6 +169,122 @@ def info(
         raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
 
 
+# --------------------------------------------------------------------------------------------- synth / demo
+
+
+def _progress():  # noqa: ANN202 - rich type only needed at run time
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).", show_default=False)],
+    women: Annotated[int, typer.Option("--women", min=2, help="Number of women (two FCS files each).")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical bytes.")] = 0,
+    events: Annotated[int, typer.Option(min=1, help="Events per FCS file.")] = 100_000,
+    null: Annotated[bool, typer.Option("--null", help="Plant no effect (calibration cohorts).")] = False,
+    immune_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of RM women in the immune subgroup.")
+    ] = 0.4,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cohort in OUT.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Write a synthetic study cohort: FCS files, sample sheet, clinical record and the truth behind them."""
+    from flowtools.synth import make_cohort
+
+    try:
+        with _progress() as bar:
+            task = bar.add_task("writing FCS files", total=2 * women)
+            res = make_cohort(
+                out, n_women=women, seed=seed, events=events, null=null, immune_fraction=immune_fraction,
+                overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (FileExistsError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAIL) from None
+    summary = {
+        "out": str(res.out_dir), "fcs_dir": str(res.fcs_dir), "samples_csv": str(res.samples_csv),
+        "clinical_csv": str(res.clinical_csv), "truth_dir": str(res.truth_dir), "women": res.n_women,
+        "rm": res.n_rm, "controls": res.n_controls, "immune_subgroup": res.n_immune_subgroup,
+        "files": res.n_files, "events": res.n_events, "null": null, "seed": seed,
+    }
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    console.print(
+        f"[green]cohort written[/] {res.out_dir}: {res.n_women} women ({res.n_rm} RM, {res.n_controls} controls, "
+        f"{res.n_immune_subgroup} in the immune subgroup{', null: no effects' if null else ''}), "
+        f"{res.n_files} FCS files, {res.n_events:,} events",
+        highlight=False, soft_wrap=True,
+    )
+    for label, key in (("FCS files", "fcs_dir"), ("sample sheet", "samples_csv"),
+                       ("clinical record", "clinical_csv"), ("truth", "truth_dir")):
+        console.print(f"  {label:<16}{summary[key]}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (the demo owns it; a re-run replaces it).")] = Path(
+        "flowtools-demo"
+    ),
+    women: Annotated[int, typer.Option("--women", min=2, help="Number of women in the demo cohort.")] = 24,
+    events: Annotated[int, typer.Option(min=100, help="Events per FCS file.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Make a synthetic demo cohort and run every stage that exists on it, end to end."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.pipeline.demo import run_demo
+
+    labels = {"synth": "1/2 synthetic cohort", "scan": "2/2 scanning FCS files"}
+    try:
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            res = run_demo(out, n_women=women, events=events, seed=seed, progress=on_progress)
+    except FlowtoolsError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAIL) from None
+    s = res.summary
+    if json_out:
+        paths = {"out": res.out_dir, "cohort": res.cohort.out_dir, "samples_csv": res.cohort.samples_csv,
+                 "clinical_csv": res.cohort.clinical_csv, "truth": res.cohort.truth_dir,
+                 "fcs_scan_csv": res.scan_csv, "provenance": res.provenance_json}
+        sys.stdout.write(json.dumps({"summary": s, "outputs": {k: str(v) for k, v in paths.items()}}, indent=2)
+                         + "\n")
+        return
+    console.rule("[bold]flowtools demo")
+    console.print(
+        f"[bold]1. synthetic cohort[/]  {s['women']} women ({s['rm']} RM, {s['controls']} controls, "
+        f"{s['immune_subgroup']} in the immune subgroup), {s['files']} FCS files on plate(s) "
+        f"{', '.join(s['plates'])}, {s['events']:,} events",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(
+        f"[bold]2. FCS scan[/]          {s['files']} files read, tubes {', '.join(s['tubes'])}; "
+        f"{s['files_with_warnings']} file(s) with reader warnings",
+        highlight=False, soft_wrap=True,
+    )
+    table = Table("output", "path", box=None, header_style="bold")
+    for label, path in (
+        ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
+        ("clinical record", res.cohort.clinical_csv), ("truth", res.cohort.truth_dir),
+        ("FCS scan table", res.scan_csv), ("provenance", res.provenance_json),
+    ):
+        table.add_row(label, str(path))
+    console.print(table)
+
+
 # --------------------------------------------------------------------------------------------- sheet
 
 sheet_app = typer.Typer(

@@ -1,0 +1,1 @@
+"""Batch runners that chain the stages: the demo now, plate gating next."""
