@@ -12,6 +12,9 @@ FCSError
     An FCS file cannot be read: not FCS, truncated, offsets past the end, an
     impossible ``$TOT`` x ``$PAR``, an unsupported data mode or type. Also a
     ``ValueError``.
+CompensationError
+    A spillover matrix is malformed, singular, or names channels the sample
+    does not have. Also a ``ValueError``.
 SampleSheetError
     A sample sheet is malformed: missing columns, missing files, duplicates,
     unknown tubes, bad wells. Carries every problem found, not only the first.
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from os import PathLike
 
 __all__ = [
+    "CompensationError",
     "FCSError",
     "FCSWarning",
     "FlowtoolsError",
@@ -66,6 +70,10 @@ class FCSError(FlowtoolsError, ValueError):
         self.reason = reason
         where = self.path if self.path is not None else "<in-memory FCS data>"
         super().__init__(f"{where}: {reason}")
+
+
+class CompensationError(FlowtoolsError, ValueError):
+    """A spillover matrix cannot be built or applied; the message names the source and channels."""
 
 
 @dataclass(frozen=True)
