@@ -241,7 +241,7 @@ def demo(
     from flowtools.errors import FlowtoolsError
     from flowtools.pipeline.demo import run_demo
 
-    labels = {"synth": "1/2 synthetic cohort", "scan": "2/2 scanning FCS files"}
+    labels = {"synth": "1/2 synthetic cohort", "read": "2/2 reading and compensating FCS files"}
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -259,7 +259,8 @@ def demo(
     if json_out:
         paths = {"out": res.out_dir, "cohort": res.cohort.out_dir, "samples_csv": res.cohort.samples_csv,
                  "clinical_csv": res.cohort.clinical_csv, "truth": res.cohort.truth_dir,
-                 "fcs_scan_csv": res.scan_csv, "provenance": res.provenance_json}
+                 "fcs_scan_csv": res.scan_csv, "compensated_medians_csv": res.medians_csv,
+                 "provenance": res.provenance_json}
         sys.stdout.write(json.dumps({"summary": s, "outputs": {k: str(v) for k, v in paths.items()}}, indent=2)
                          + "\n")
         return
@@ -275,11 +276,16 @@ def demo(
         f"{s['files_with_warnings']} file(s) with reader warnings",
         highlight=False, soft_wrap=True,
     )
+    console.print(
+        f"[bold]3. compensation[/]      {s['compensated_files']} files compensated with their own $SPILLOVER",
+        highlight=False, soft_wrap=True,
+    )
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
         ("clinical record", res.cohort.clinical_csv), ("truth", res.cohort.truth_dir),
-        ("FCS scan table", res.scan_csv), ("provenance", res.provenance_json),
+        ("FCS scan table", res.scan_csv), ("compensated medians", res.medians_csv),
+        ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
     console.print(table)

@@ -22,8 +22,16 @@ def test_demo_runs_every_stage(demo):
     assert s["files"] == 8
     assert s["tubes"] == ["TBNK-NK", "Treg-Th"]
     assert s["events"] > 0
-    for p in (demo.scan_csv, demo.scan_json, demo.provenance_json, demo.cohort.samples_csv, demo.cohort.clinical_csv):
+    for p in (demo.scan_csv, demo.scan_json, demo.provenance_json, demo.cohort.samples_csv, demo.cohort.clinical_csv,
+              demo.medians_csv):
         assert p.is_file()
+    assert s["compensated_files"] == 8
+    import csv
+
+    with open(demo.medians_csv, newline="") as fh:
+        med = list(csv.DictReader(fh))
+    assert len(med) == 8 * 10  # ten fluorescence detectors per tube
+    assert {m["marker"] for m in med if m["tube"] == "Treg-Th"} >= {"FOXP3", "CD25", "CD127"}
     scan = json.loads(demo.scan_json.read_text())
     assert len(scan["files"]) == 8
     assert scan["provenance"]["parameters"] == {"n_women": 4, "events": 600, "seed": 3}
@@ -31,7 +39,7 @@ def test_demo_runs_every_stage(demo):
 
 
 def test_demo_outputs_hold_no_personal_keywords(demo):
-    for p in (demo.scan_csv, demo.scan_json, demo.provenance_json):
+    for p in (demo.scan_csv, demo.scan_json, demo.provenance_json, demo.medians_csv):
         assert "CANARY" not in p.read_text()
 
 
