@@ -55,8 +55,12 @@ def _sig(x_dtype: nb.types.Type) -> nb.core.typing.templates.Signature:
     # writable arrays convert to these types at dispatch.
     ro2 = nb.types.Array(x_dtype, 2, "C", readonly=True)
     f64 = nb.types.Array(nb.float64, 2, "C")
-    return f64(ro2, nb.types.Array(nb.intp, 1, "C", readonly=True), nb.types.Array(nb.float64, 2, "C",
-                                                                                    readonly=True), f64)
+    return f64(
+        ro2,
+        nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.float64, 2, "C", readonly=True),
+        f64,
+    )
 
 
 _SIGS = [_sig(nb.float32), _sig(nb.float64)]

@@ -60,8 +60,7 @@ class SpilloverMatrix:
         fluo = tuple(str(f) for f in self.fluorochromes) or dets
         where = f"spillover matrix from {self.source}"
         if m.ndim != 2 or m.shape != (len(fluo), len(dets)):
-            msg = (f"{where}: shape {m.shape} does not match {len(fluo)} fluorochromes x "
-                   f"{len(dets)} detectors")
+            msg = f"{where}: shape {m.shape} does not match {len(fluo)} fluorochromes x {len(dets)} detectors"
             raise CompensationError(msg)
         if len(set(dets)) != len(dets):
             msg = f"{where}: detector names repeat: {sorted({d for d in dets if dets.count(d) > 1})}"
@@ -70,7 +69,9 @@ class SpilloverMatrix:
             msg = f"{where}: holds NaN or infinite values"
             raise CompensationError(msg)
         if m.shape[0] > m.shape[1]:
-            msg = f"{where}: more fluorochromes ({m.shape[0]}) than detectors ({m.shape[1]}) cannot be unmixed"
+            msg = (
+                f"{where}: more fluorochromes ({m.shape[0]}) than detectors ({m.shape[1]}) cannot be unmixed"
+            )
             raise CompensationError(msg)
         if np.linalg.matrix_rank(m) < m.shape[0]:
             msg = f"{where}: is singular (rank {np.linalg.matrix_rank(m)} < {m.shape[0]}); it cannot be inverted"
@@ -134,7 +135,9 @@ class SpilloverMatrix:
         return cls(values, tuple(parts[1 : 1 + n]), (), source)
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike[str], *, detectors: Sequence[str] | None = None) -> SpilloverMatrix:
+    def from_csv(
+        cls, path: str | os.PathLike[str], *, detectors: Sequence[str] | None = None
+    ) -> SpilloverMatrix:
         """Read a matrix from a CSV or TSV file.
 
         Accepted layouts: a header row of detector names (optionally after
@@ -158,8 +161,12 @@ class SpilloverMatrix:
             msg = f"{source}: the file is empty"
             raise CompensationError(msg)
         sample_line = lines[0][1]
-        delim = "\t" if "\t" in sample_line else (";" if sample_line.count(";") > sample_line.count(",") else ",")
-        rows = [(i, [c.strip() for c in next(csv.reader(io.StringIO(ln), delimiter=delim))]) for i, ln in lines]
+        delim = (
+            "\t" if "\t" in sample_line else (";" if sample_line.count(";") > sample_line.count(",") else ",")
+        )
+        rows = [
+            (i, [c.strip() for c in next(csv.reader(io.StringIO(ln), delimiter=delim))]) for i, ln in lines
+        ]
 
         def numeric(cells: list[str]) -> bool:
             try:
@@ -196,16 +203,20 @@ class SpilloverMatrix:
             header = header[1:]  # FlowJo: an empty corner cell above the row labels
         widths = {len(v) for v in values}
         if not values or widths != {len(header)}:
-            msg = (f"{source}: {len(header)} detector names in the header but rows of "
-                   f"{sorted(widths) or 0} values")
+            msg = (
+                f"{source}: {len(header)} detector names in the header but rows of "
+                f"{sorted(widths) or 0} values"
+            )
             raise CompensationError(msg)
         if detectors is not None and list(detectors) != header:
             msg = f"{source}: header names {header} differ from the detectors given {list(detectors)}"
             raise CompensationError(msg)
         fluo = tuple(labels) if labels and len(labels) == len(values) else ()
         if not fluo and len(values) != len(header):
-            msg = (f"{source}: {len(values)} rows for {len(header)} detectors; a spectral matrix needs a "
-                   "row label (fluorochrome name) opening each row")
+            msg = (
+                f"{source}: {len(values)} rows for {len(header)} detectors; a spectral matrix needs a "
+                "row label (fluorochrome name) opening each row"
+            )
             raise CompensationError(msg)
         return cls(np.array(values), tuple(header), fluo, source)
 
@@ -231,8 +242,11 @@ class SpilloverMatrix:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpilloverMatrix):
             return NotImplemented
-        return (self.detectors == other.detectors and self.fluorochromes == other.fluorochromes
-                and np.array_equal(self.matrix, other.matrix))
+        return (
+            self.detectors == other.detectors
+            and self.fluorochromes == other.fluorochromes
+            and np.array_equal(self.matrix, other.matrix)
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -249,8 +263,10 @@ class SpilloverMatrix:
         pos = {c: i for i, c in enumerate(channels)}
         missing = [d for d in self.detectors if d not in pos]
         if missing:
-            msg = (f"spillover matrix from {self.source}: detector(s) {missing} not among the sample's channels "
-                   f"{list(channels)}")
+            msg = (
+                f"spillover matrix from {self.source}: detector(s) {missing} not among the sample's channels "
+                f"{list(channels)}"
+            )
             raise CompensationError(msg)
         return np.array([pos[d] for d in self.detectors], dtype=np.intp)
 

@@ -35,10 +35,14 @@ def test_kernel_propagates_nan_and_writes_into_out():
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(0, 300), st.just(5)), elements=st.floats(-1e6, 1e6)),
-       st.permutations([0, 1, 2, 3, 4]), st.integers(1, 5))
+@given(
+    arrays(np.float64, st.tuples(st.integers(0, 300), st.just(5)), elements=st.floats(-1e6, 1e6)),
+    st.permutations([0, 1, 2, 3, 4]),
+    st.integers(1, 5),
+)
 def test_kernel_property(x, perm, k):
     idx = np.array(perm[:k], dtype=np.intp)
     unmix = np.linalg.inv(np.eye(k) + 0.1 * np.triu(np.ones((k, k)), 1))
-    np.testing.assert_allclose(compensate_rows(x, idx, unmix), compensate_ref(x, idx, unmix), rtol=1e-10,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        compensate_rows(x, idx, unmix), compensate_ref(x, idx, unmix), rtol=1e-10, atol=1e-6
+    )

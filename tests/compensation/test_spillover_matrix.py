@@ -63,8 +63,12 @@ def test_bad_matrices(matrix, dets, match):
 
 def test_from_fcs_keyword_and_missing(tmp_path):
     p = tmp_path / "s.fcs"
-    write_fcs(p, np.ones((3, 3), np.float32), ["FSC-A", "FITC-A", "PE-A"],
-              spillover=Spillover(("FITC-A", "PE-A"), S2))
+    write_fcs(
+        p,
+        np.ones((3, 3), np.float32),
+        ["FSC-A", "FITC-A", "PE-A"],
+        spillover=Spillover(("FITC-A", "PE-A"), S2),
+    )
     s = read_fcs(p)
     m = SpilloverMatrix.from_fcs(s)
     assert m.detectors == ("FITC-A", "PE-A")
@@ -204,7 +208,9 @@ def test_test_comp_example_equals_flowutils_solve():
     m = SpilloverMatrix.from_csv(data / "compensation/comp_complete_example.csv")
     raw = s.as_array(preprocess=True)
     idx = m.channel_indices(s.pnn)
-    np.testing.assert_allclose(m.apply(raw, s.pnn), fu_compensate(raw, m.matrix, list(idx)), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(
+        m.apply(raw, s.pnn), fu_compensate(raw, m.matrix, list(idx)), rtol=1e-12, atol=1e-9
+    )
     # The file's own SPILL keyword is an identity: compensating with it changes nothing.
     own = SpilloverMatrix.from_fcs(s)
     np.testing.assert_array_equal(own.matrix, np.eye(14))
