@@ -15,6 +15,15 @@ FCSError
 CompensationError
     A spillover matrix is malformed, singular, or names channels the sample
     does not have. Also a ``ValueError``.
+GatingError
+    A gating strategy is inconsistent (unknown parent or reference, a cycle,
+    a duplicate id) or cannot be applied to a sample. Also a ``ValueError``.
+ChannelError
+    A gate, template or matrix names a channel the sample does not have
+    (a ``GatingError`` and a ``KeyError``-free ``ValueError``).
+GatingMLError
+    A Gating-ML document is malformed or uses an unsupported element; names
+    the file and the element.
 SampleSheetError
     A sample sheet is malformed: missing columns, missing files, duplicates,
     unknown tubes, bad wells. Carries every problem found, not only the first.
@@ -36,7 +45,10 @@ from os import PathLike
 
 __all__ = [
     "CompensationError",
+    "ChannelError",
     "FCSError",
+    "GatingError",
+    "GatingMLError",
     "FCSWarning",
     "FlowtoolsError",
     "FlowtoolsWarning",
@@ -74,6 +86,31 @@ class FCSError(FlowtoolsError, ValueError):
 
 class CompensationError(FlowtoolsError, ValueError):
     """A spillover matrix cannot be built or applied; the message names the source and channels."""
+
+
+class GatingError(FlowtoolsError, ValueError):
+    """A gating strategy is inconsistent or cannot be applied to a sample."""
+
+
+class ChannelError(GatingError):
+    """A gate names a channel (or fluorochrome) that the sample does not have.
+
+    Attributes
+    ----------
+    channel : str
+        The missing name.
+    available : tuple of str
+        The names the sample has.
+    """
+
+    def __init__(self, message: str, *, channel: str = "", available: tuple[str, ...] = ()) -> None:
+        self.channel = channel
+        self.available = tuple(available)
+        super().__init__(message)
+
+
+class GatingMLError(GatingError):
+    """A Gating-ML document is malformed or unsupported; the message names the file and element."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ def test_version():
     assert __version__ in r.output
 
 
-@pytest.mark.parametrize("cmd", [[], *[[c] for c in _commands()], ["sheet", "check"]])
+@pytest.mark.parametrize(
+    "cmd", [[], *[[c] for c in _commands()], ["sheet", "check"], ["gml", "apply"], ["gml", "counts"]]
+)
 def test_help_everywhere(cmd):
     r = runner.invoke(app, [*cmd, "--help"])
     assert r.exit_code == 0, r.output
@@ -135,3 +137,33 @@ def test_sheet_check_reports_line_and_column(tmp_path):
     assert {(3, "file"), (3, "sample_id"), (3, "tube"), (3, "well")} <= cols
     r = runner.invoke(app, ["sheet", "check", "--any-tube", "--no-files", str(p)])
     assert r.exit_code == 1 and "line 3" in r.output
+
+
+def test_gml_counts_and_apply(shared_data, tmp_path):
+    gml = shared_data / "gatingml2/gml/gml_quadrant1_gate.xml"
+    fcs = shared_data / "gatingml2/data1.fcs"
+    r = runner.invoke(app, ["gml", "counts", "--json", str(gml), str(fcs)])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)
+    counts = {p["population"]: p["count"] for p in rec["populations"]}
+    assert counts == {"FL2P-FL4P": 620, "FL2N-FL4P": 238, "FL2N-FL4N": 5148, "FL2P-FL4N": 7361}
+    out = tmp_path / "m.csv"
+    r = runner.invoke(app, ["gml", "apply", str(gml), str(fcs), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "FL2P-FL4P,FL2N-FL4P,FL2N-FL4N,FL2P-FL4N"
+    assert len(lines) == 13367 + 1
+    truth = (shared_data / "gatingml2/truth/Results_FL2N-FL4N.txt").read_text().split()
+    assert [ln.split(",")[2] for ln in lines[1:]] == truth
+
+
+def test_gml_errors(shared_data, tmp_path):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<nope")
+    r = runner.invoke(app, ["gml", "counts", str(bad), str(shared_data / "gatingml2/data1.fcs")])
+    assert r.exit_code == 1 and "not well-formed" in r.output
+    gml = shared_data / "gatingml2/gml/gml_range_gate.xml"
+    broken = tmp_path / "broken.fcs"
+    broken.write_bytes(b"FCS3.0")
+    r = runner.invoke(app, ["gml", "counts", str(gml), str(shared_data / "gatingml2/data1.fcs"), str(broken)])
+    assert r.exit_code == 2  # partial: one file failed

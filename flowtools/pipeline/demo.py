@@ -93,8 +93,9 @@ def run_demo(
         return lambda done, total: progress(stage, done, total)
 
     # Stage 1: the synthetic cohort.
-    cohort = make_cohort(out / "cohort", n_women=n_women, seed=seed, events=events, overwrite=True,
-                         progress=report("synth"))
+    cohort = make_cohort(
+        out / "cohort", n_women=n_women, seed=seed, events=events, overwrite=True, progress=report("synth")
+    )
 
     # Stage 2: the sample sheet, validated as a user's would be.
     sheet = read_sample_sheet(cohort.samples_csv)
@@ -115,10 +116,16 @@ def run_demo(
             comp = matrix.apply(sample.events, sample.pnn)
             for j in matrix.channel_indices(sample.pnn):
                 ch = sample.channels[j]
-                medians.append({
-                    "sample_id": row.sample_id, "tube": row.tube, "channel": ch.pnn, "marker": ch.pns,
-                    "median_raw": float(np.median(sample.events[:, j])), "median_compensated": float(np.median(comp[:, j])),
-                })
+                medians.append(
+                    {
+                        "sample_id": row.sample_id,
+                        "tube": row.tube,
+                        "channel": ch.pnn,
+                        "marker": ch.pns,
+                        "median_raw": float(np.median(sample.events[:, j])),
+                        "median_compensated": float(np.median(comp[:, j])),
+                    }
+                )
         rows.append(
             {
                 "sample_id": row.sample_id,
@@ -145,7 +152,9 @@ def run_demo(
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
         inputs={"samples.csv": cohort.samples_csv, "clinical.csv": cohort.clinical_csv},
-        parameters=params, seed=seed, command="flowtools demo",
+        parameters=params,
+        seed=seed,
+        command="flowtools demo",
     )
     scan_json = out / "fcs_scan.json"
     atomic_write_text(scan_json, json.dumps({"provenance": prov, "files": rows}, indent=2) + "\n")

@@ -1,0 +1,282 @@
+"""Evaluate a gating strategy on a sample: masks and counts per population.
+
+Each compensation, each transformed dimension and each gate mask is computed
+once per sample (the per-run cache lives here, not in the strategy); populations
+are evaluated parents and references first, and a child's geometry is tested
+only on its parent's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flowtools.compensation import SpilloverMatrix
+from flowtools.errors import ChannelError, GatingError
+from flowtools.gating.gates import (
+    FCS_COMPENSATION,
+    UNCOMPENSATED,
+    BooleanGate,
+    Dimension,
+    EllipsoidGate,
+    PolygonGate,
+    QuadrantGate,
+    RectangleGate,
+)
+from flowtools.gating.strategy import GatingStrategy, Population
+from flowtools.io.fcs import FCSSample
+
+__all__ = ["GatingResult", "gate_events", "gate_sample"]
+
+
+@dataclass
+class GatingResult:
+    """Membership and counts of every population of a strategy in one sample.
+
+    Attributes
+    ----------
+    strategy : GatingStrategy
+    n_events : int
+    masks : dict of str to ndarray of bool, shape (n_events,)
+        Population id -> event membership (parents applied).
+    sample_id : str or None
+    """
+
+    strategy: GatingStrategy
+    n_events: int
+    masks: dict[str, np.ndarray] = field(repr=False)
+    sample_id: str | None = None
+
+    def mask(self, population: str) -> np.ndarray:
+        """Boolean membership of a population (parents applied)."""
+        try:
+            return self.masks[population]
+        except KeyError:
+            msg = f"no population {population!r}; populations are {list(self.masks)}"
+            raise KeyError(msg) from None
+
+    def count(self, population: str) -> int:
+        """Number of events in a population."""
+        return int(np.count_nonzero(self.mask(population)))
+
+    def counts(self) -> dict[str, int]:
+        """Population id -> count, in evaluation order."""
+        return {pid: int(np.count_nonzero(m)) for pid, m in self.masks.items()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per population: population, path, parent, count, % of parent, % of total."""
+        counts = self.counts()
+        out = []
+        for pid, pop in self.strategy.populations.items():
+            parent_n = counts[pop.parent] if pop.parent is not None else self.n_events
+            n = counts[pid]
+            out.append(
+                {
+                    "population": pid,
+                    "path": self.strategy.path(pid),
+                    "parent": pop.parent or "",
+                    "count": n,
+                    "pct_parent": 100.0 * n / parent_n if parent_n else float("nan"),
+                    "pct_total": 100.0 * n / self.n_events if self.n_events else float("nan"),
+                }
+            )
+        return out
+
+
+class _Evaluator:
+    """Per-sample cache of compensated matrices, dimension values and masks."""
+
+    def __init__(
+        self,
+        strategy: GatingStrategy,
+        events: np.ndarray,
+        channels: Sequence[str],
+        fcs_matrix: SpilloverMatrix | None,
+        where: str,
+    ) -> None:
+        self.s = strategy
+        self.events = events
+        self.channels = list(channels)
+        self.fcs_matrix = fcs_matrix
+        self.where = where
+        self.n = events.shape[0]
+        self._comp: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        self._cols: dict[tuple[Any, ...], np.ndarray] = {}
+        self.masks: dict[str, np.ndarray] = {}
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def _compensated(self, ref: str) -> tuple[np.ndarray, dict[str, int]]:
+        if ref not in self._comp:
+            matrix: SpilloverMatrix | None
+            if ref == UNCOMPENSATED:
+                matrix = None
+            elif ref == FCS_COMPENSATION:
+                matrix = self.fcs_matrix  # a file without a spillover keyword: FCS means uncompensated
+            else:
+                matrix = self.s.matrices[ref]
+            if matrix is None:
+                data, names = self.events, self.channels
+            else:
+                data, names = matrix.unmix(self.events, self.channels)
+            self._comp[ref] = (data, {name: i for i, name in enumerate(names)})
+        return self._comp[ref]
+
+    def _base(self, compensation: str, name: str) -> np.ndarray:
+        key = ("base", compensation, name)
+        if key not in self._cols:
+            data, index = self._compensated(compensation)
+            if name not in index:
+                # A matrix's output keeps the detectors' raw columns only outside the matrix;
+                # fall back to the uncompensated parameter for names the matrix does not cover.
+                raw, raw_index = self._compensated(UNCOMPENSATED)
+                if (
+                    name in raw_index
+                    and compensation != UNCOMPENSATED
+                    and not self._is_detector(compensation, name)
+                ):
+                    self._cols[key] = np.ascontiguousarray(raw[:, raw_index[name]], dtype=np.float64)
+                    return self._cols[key]
+                msg = (
+                    f"{self.where}: no parameter {name!r} (compensation {compensation!r}); "
+                    f"available: {sorted(index)}"
+                )
+                raise ChannelError(msg, channel=name, available=tuple(index))
+            self._cols[key] = np.ascontiguousarray(data[:, index[name]], dtype=np.float64)
+        return self._cols[key]
+
+    def _is_detector(self, compensation: str, name: str) -> bool:
+        m = self.fcs_matrix if compensation == FCS_COMPENSATION else self.s.matrices.get(compensation)
+        return m is not None and name in m.detectors
+
+    def column(self, d: Dimension) -> np.ndarray:
+        """Values of a gate dimension for all events (compensated, ratio, transformed as stated)."""
+        key = ("dim", d.compensation, d.name, d.transform, d.ratio)
+        if key not in self._cols:
+            if d.ratio:
+                ratio = self.s.transforms[d.name]
+                values = ratio.transform.apply(
+                    self._base(d.compensation, ratio.numerator), self._base(d.compensation, ratio.denominator)
+                )
+            else:
+                values = self._base(d.compensation, d.name)
+            if d.transform is not None:
+                values = self.s.transforms[d.transform].apply(values)
+            self._cols[key] = np.ascontiguousarray(values, dtype=np.float64)
+        return self._cols[key]
+
+    def matrix(self, dims: Sequence[Dimension], rows: np.ndarray | None) -> np.ndarray:
+        cols = [self.column(d) if rows is None else self.column(d)[rows] for d in dims]
+        return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
+
+    # -- gates -----------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, np.ndarray]:
+        from flowtools.gating import _kernels as k  # numba: loaded on first evaluation only
+
+        for pid, pop in self.s.populations.items():
+            parent = self.masks[pop.parent] if pop.parent is not None else None
+            g = pop.gate
+            if isinstance(g, BooleanGate):
+                self.masks[pid] = self._boolean(g, parent)
+                continue
+            rows = None if parent is None else np.flatnonzero(parent)
+            sub = self._geometry(k, pop, rows)
+            if rows is None:
+                self.masks[pid] = sub
+            else:
+                full = np.zeros(self.n, dtype=bool)
+                full[rows] = sub
+                self.masks[pid] = full
+        return self.masks
+
+    def _geometry(self, k: Any, pop: Population, rows: np.ndarray | None) -> np.ndarray:
+        g = pop.gate
+        if isinstance(g, RectangleGate):
+            lo = np.array([-np.inf if v is None else v for v in g.mins], dtype=np.float64)
+            hi = np.array([np.inf if v is None else v for v in g.maxs], dtype=np.float64)
+            return k.rectangle_mask(self.matrix(g.dimensions, rows), lo, hi)
+        if isinstance(g, PolygonGate):
+            vals = self.matrix(g.dimensions, rows)
+            verts = np.array(g.vertices, dtype=np.float64)
+            return k.polygon_mask(np.ascontiguousarray(vals[:, 0]), np.ascontiguousarray(vals[:, 1]), verts)
+        if isinstance(g, EllipsoidGate):
+            return k.ellipsoid_mask(
+                self.matrix(g.dimensions, rows),
+                np.array(g.mean, dtype=np.float64),
+                g.inverse_covariance,
+                g.distance_square,
+            )
+        if isinstance(g, QuadrantGate):
+            quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
+            bounds = g.bounds(quadrant)
+            dims = [div.dimension for div, _, _ in bounds]
+            lo = np.array([b[1] for b in bounds], dtype=np.float64)
+            hi = np.array([b[2] for b in bounds], dtype=np.float64)
+            return k.rectangle_mask(self.matrix(dims, rows), lo, hi)
+        msg = f"unsupported gate type {type(g).__name__}"
+        raise GatingError(msg)
+
+    def _boolean(self, g: BooleanGate, parent: np.ndarray | None) -> np.ndarray:
+        terms = [~self.masks[ref] if complement else self.masks[ref] for ref, complement in g.refs]
+        if g.op == "not":
+            out = ~terms[0]
+        elif g.op == "and":
+            out = np.logical_and.reduce(terms)
+        else:
+            out = np.logical_or.reduce(terms)
+        return out & parent if parent is not None else out
+
+
+def gate_events(
+    strategy: GatingStrategy,
+    events: np.ndarray,
+    channels: Sequence[str],
+    *,
+    fcs_matrix: SpilloverMatrix | None = None,
+    sample_id: str | None = None,
+) -> GatingResult:
+    """Evaluate a strategy on an event matrix of scale values.
+
+    Parameters
+    ----------
+    strategy : GatingStrategy
+    events : ndarray, shape (n_events, n_channels)
+        Scale values (gain, log and time-step scaling applied; see
+        :meth:`FCSSample.as_array` with ``preprocess=True``), uncompensated.
+    channels : sequence of str
+        ``$PnN`` of the columns.
+    fcs_matrix : SpilloverMatrix, optional
+        What compensation ``"FCS"`` means (the file's own matrix); None means
+        the file has none, and ``"FCS"`` is then uncompensated.
+    sample_id : str, optional
+
+    Returns
+    -------
+    GatingResult
+
+    Raises
+    ------
+    ChannelError
+        A gate needs a parameter the events do not have.
+    """
+    x = np.asarray(events)
+    if x.ndim != 2 or x.shape[1] != len(channels):
+        msg = f"events of shape {x.shape} do not match {len(channels)} channel names"
+        raise GatingError(msg)
+    ev = _Evaluator(strategy, x, channels, fcs_matrix, sample_id or "sample")
+    return GatingResult(strategy, x.shape[0], ev.evaluate(), sample_id)
+
+
+def gate_sample(strategy: GatingStrategy, sample: FCSSample, *, sample_id: str | None = None) -> GatingResult:
+    """Evaluate a strategy on an FCS sample (scale values; ``"FCS"`` = the file's own spillover)."""
+    fcs_matrix = None
+    if sample.spillover is not None and any(c == FCS_COMPENSATION for c, _ in strategy.channels_used()):
+        fcs_matrix = SpilloverMatrix.from_fcs(sample)
+    name = sample_id or (sample.path.name if sample.path is not None else None)
+    return gate_events(
+        strategy, sample.as_array(preprocess=True), sample.pnn, fcs_matrix=fcs_matrix, sample_id=name
+    )

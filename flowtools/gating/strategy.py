@@ -1,0 +1,193 @@
+"""A gating strategy: gates, the transformations and spillover matrices they refer to, as a DAG.
+
+No file formats and no caches here: :mod:`flowtools.gating.gatingml` reads and
+writes Gating-ML, :mod:`flowtools.gating.engine` evaluates a strategy on a
+sample. A strategy is validated when built: unique ids, known parents,
+references, transformations and matrices, and no cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowtools.compensation import SpilloverMatrix
+from flowtools.errors import GatingError
+from flowtools.gating.gates import (
+    FCS_COMPENSATION,
+    UNCOMPENSATED,
+    BooleanGate,
+    Dimension,
+    Gate,
+    QuadrantGate,
+    gate_dimensions,
+)
+
+__all__ = ["GatingStrategy", "Population"]
+
+
+@dataclass(frozen=True)
+class Population:
+    """A population the strategy defines: a gate, or one quadrant of a quadrant gate.
+
+    Attributes
+    ----------
+    id : str
+    gate : Gate
+        The gate that defines it (the quadrant gate for a quadrant).
+    parent : str or None
+        Population it is gated from (None: all events).
+    quadrant : str or None
+        Quadrant id when ``gate`` is a quadrant gate.
+    """
+
+    id: str
+    gate: Gate
+    parent: str | None
+    quadrant: str | None = None
+
+
+@dataclass(frozen=True)
+class GatingStrategy:
+    """Gates plus the transformations and spillover matrices they name.
+
+    Parameters
+    ----------
+    gates : tuple of Gate
+    transforms : mapping of str to transform
+        Id -> transformation object (``flowtools.transforms``), as referenced by
+        :attr:`Dimension.transform` and ratio dimensions.
+    matrices : mapping of str to SpilloverMatrix
+        Id -> matrix, as referenced by :attr:`Dimension.compensation`.
+    """
+
+    gates: tuple[Gate, ...]
+    transforms: Mapping[str, Any] = field(default_factory=dict)
+    matrices: Mapping[str, SpilloverMatrix] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gates", tuple(self.gates))
+        object.__setattr__(self, "transforms", dict(self.transforms))
+        object.__setattr__(self, "matrices", dict(self.matrices))
+        pops = self._build_populations()
+        object.__setattr__(self, "_populations", pops)
+        object.__setattr__(self, "_order", self._topological_order(pops))
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    @property
+    def populations(self) -> dict[str, Population]:
+        """Population id -> Population, in evaluation order (parents and references first)."""
+        pops: dict[str, Population] = self._populations  # type: ignore[attr-defined]
+        return {pid: pops[pid] for pid in self._order}  # type: ignore[attr-defined]
+
+    def gate(self, gate_id: str) -> Gate:
+        """The gate of that id."""
+        for g in self.gates:
+            if g.id == gate_id:
+                return g
+        msg = f"no gate {gate_id!r} in the strategy"
+        raise KeyError(msg)
+
+    def path(self, population_id: str) -> str:
+        """``/``-joined ids from the root to a population."""
+        pops = self.populations
+        chain = [population_id]
+        while (parent := pops[chain[-1]].parent) is not None:
+            chain.append(parent)
+        return "/".join(reversed(chain))
+
+    def channels_used(self) -> set[tuple[str, str]]:
+        """``(compensation, name)`` of every parameter the gates read (ratio inputs included)."""
+        used: set[tuple[str, str]] = set()
+        for g in self.gates:
+            for d in gate_dimensions(g):
+                if d.ratio:
+                    t = self.transforms[d.name]
+                    used.update((d.compensation, c) for c in getattr(t, "dimensions", ()))
+                else:
+                    used.add((d.compensation, d.name))
+        return used
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def _build_populations(self) -> dict[str, Population]:
+        pops: dict[str, Population] = {}
+
+        def add(pop: Population) -> None:
+            if pop.id in pops:
+                msg = f"population id {pop.id!r} is defined twice"
+                raise GatingError(msg)
+            pops[pop.id] = pop
+
+        gate_ids: set[str] = set()
+        for g in self.gates:
+            if g.id in gate_ids:
+                msg = f"gate id {g.id!r} is defined twice"
+                raise GatingError(msg)
+            gate_ids.add(g.id)
+            if isinstance(g, QuadrantGate):
+                for q in g.quadrants:
+                    add(Population(q.id, g, g.parent, q.id))
+            else:
+                add(Population(g.id, g, g.parent))
+            for d in gate_dimensions(g):
+                self._check_dimension(g.id, d)
+        for p in pops.values():
+            if p.parent is not None and p.parent not in pops:
+                msg = f"gate {p.gate.id!r}: parent {p.parent!r} is not a population of the strategy"
+                raise GatingError(msg)
+            if isinstance(p.gate, BooleanGate):
+                for ref, _ in p.gate.refs:
+                    if ref not in pops:
+                        msg = f"boolean gate {p.id!r}: references unknown population {ref!r}"
+                        raise GatingError(msg)
+        return pops
+
+    def _check_dimension(self, gate_id: str, d: Dimension) -> None:
+        if d.compensation not in (UNCOMPENSATED, FCS_COMPENSATION) and d.compensation not in self.matrices:
+            msg = f"gate {gate_id!r}: compensation {d.compensation!r} is not a matrix of the strategy"
+            raise GatingError(msg)
+        if d.transform is not None and d.transform not in self.transforms:
+            msg = f"gate {gate_id!r}: transformation {d.transform!r} is not defined"
+            raise GatingError(msg)
+        if d.ratio:
+            t = self.transforms.get(d.name)
+            if t is None or not hasattr(t, "dimensions"):
+                msg = f"gate {gate_id!r}: ratio dimension {d.name!r} is not an fratio transformation"
+                raise GatingError(msg)
+
+    @staticmethod
+    def _topological_order(pops: Mapping[str, Population]) -> list[str]:
+        deps = {}
+        for pid, p in pops.items():
+            d = [p.parent] if p.parent is not None else []
+            if isinstance(p.gate, BooleanGate):
+                d += [r for r, _ in p.gate.refs]
+            deps[pid] = d
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(pid: str, trail: list[str]) -> None:
+            if state.get(pid) == 2:
+                return
+            if state.get(pid) == 1:
+                cycle = " -> ".join([*trail[trail.index(pid) :], pid])
+                msg = f"gating strategy has a cycle: {cycle}"
+                raise GatingError(msg)
+            state[pid] = 1
+            for dep in deps[pid]:
+                visit(dep, [*trail, pid])
+            state[pid] = 2
+            order.append(pid)
+
+        for pid in pops:
+            visit(pid, [])
+        return order
+
+    # -- construction helpers --------------------------------------------------------------------
+
+    def with_gates(self, gates: Iterable[Gate]) -> GatingStrategy:
+        """A copy with other gates and the same transformations and matrices."""
+        return GatingStrategy(tuple(gates), self.transforms, self.matrices)
