@@ -379,6 +379,135 @@ def gml_counts(
         raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
 
 
+# --------------------------------------------------------------------------------------------- template
+
+template_app = typer.Typer(help="Gating templates (YAML): check, show, and compare across samples.",
+                           no_args_is_help=True)
+app.add_typer(template_app, name="template")
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_FAIL)
+
+
+@template_app.command("check")
+def template_check(
+    template: Annotated[Path, typer.Argument(help="Template (YAML).", show_default=False)],
+    files: Annotated[list[Path] | None, typer.Argument(help="FCS files to check the template against.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Validate a template; with FCS files, check each has every marker and channel it needs."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.gating.template import load_template
+    from flowtools.io.fcs import read_fcs
+
+    try:
+        t = load_template(template)
+    except (FlowtoolsError, OSError) as exc:
+        if json_out:
+            sys.stdout.write(json.dumps({"template": str(template), "valid": False, "error": str(exc)}) + "\n")
+            raise typer.Exit(EXIT_FAIL) from None
+        raise _fail(exc) from None
+    report: dict[str, Any] = {"template": str(template), "valid": True, "name": t.name, "tube": t.tube,
+                              "populations": len(t.population_paths), "sha256": t.sha256, "files": []}
+    failed = 0
+    for f in files or []:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sample = read_fcs(f, lazy=True)
+            mapping = t.check_sample(sample)
+            report["files"].append({"file": str(f), "ok": True, "channels": mapping})
+        except (FlowtoolsError, OSError) as exc:
+            failed += 1
+            report["files"].append({"file": str(f), "ok": False, "error": str(exc)})
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        console.print(f"[green]ok[/] {template}: template {t.name!r} (tube {t.tube or 'any'}), "
+                      f"{report['populations']} populations", highlight=False, soft_wrap=True)
+        for rec in report["files"]:
+            if rec["ok"]:
+                console.print(f"  [green]ok[/] {rec['file']}", highlight=False, soft_wrap=True)
+            else:
+                err_console.print(f"  [red]error:[/] {rec['error']}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_FAIL if failed == len(files or []) else EXIT_PARTIAL)
+
+
+@template_app.command("show")
+def template_show(
+    template: Annotated[Path, typer.Argument(help="Template (YAML).", show_default=False)],
+) -> None:
+    """Print the population tree of a template, with dimensions and methods."""
+    from rich.tree import Tree
+
+    from flowtools.errors import FlowtoolsError
+    from flowtools.gating.template import load_template
+
+    try:
+        t = load_template(template)
+    except (FlowtoolsError, OSError) as exc:
+        raise _fail(exc) from None
+    root = Tree(f"[bold]{t.name}[/] (tube {t.tube or 'any'}, compensation {t.compensation})")
+    nodes: dict[str, Any] = {"": root}
+    for _depth, path, desc in t.tree():
+        parent = path.rpartition("/")[0]
+        nodes[path] = nodes.get(parent, root).add(f"[bold]{path.split('/')[-1]}[/]  [dim]{desc}[/]")
+    console.print(root)
+
+
+@template_app.command("diff")
+def template_diff(
+    old: Annotated[Path, typer.Argument(help="Old template.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="New template.", show_default=False)],
+    samples: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for diff.csv and diff.png.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Per sample and population, the change in % of parent between two templates (table + plot)."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.gating.template import load_template
+    from flowtools.io.sample_sheet import read_sample_sheet
+    from flowtools.pipeline.template_diff import diff_templates
+
+    try:
+        t_old, t_new = load_template(old), load_template(new)
+        sheet = read_sample_sheet(samples, tubes=None)
+        with _progress() as bar:
+            task = bar.add_task("resolving both templates", total=None)
+            diff = diff_templates(t_old, t_new, sheet,
+                                  progress=lambda d, n: bar.update(task, completed=d, total=n))
+    except (FlowtoolsError, OSError) as exc:
+        raise _fail(exc) from None
+    summary = sorted(diff.summary(), key=lambda r: -r["max_abs_delta"])
+    if out is not None:
+        from flowtools.pipeline.demo import _csv_text
+        from flowtools.provenance import atomic_write_text
+        from flowtools.report.plots import delta_heatmap
+
+        atomic_write_text(out / "diff.csv", _csv_text(diff.rows))
+        if diff.rows:
+            delta_heatmap(diff.rows, out / "diff.png", title=f"{t_new.name} - {t_old.name}: % of parent")
+    if json_out:
+        sys.stdout.write(json.dumps({"summary": summary, "rows": diff.rows, "errors": diff.errors}, indent=2) + "\n")
+    else:
+        table = Table("population", "samples", "mean |change|", "max |change|", box=None, header_style="bold",
+                      title="change in % of parent (points), new - old", title_justify="left")
+        for r in summary:
+            style = "bold red" if r["max_abs_delta"] >= 1 else ""
+            table.add_row(r["population"], str(r["samples"]), f"{r['mean_abs_delta']:.2f}",
+                          f"{r['max_abs_delta']:.2f}", style=style)
+        console.print(table)
+        for sid, why in diff.errors.items():
+            err_console.print(f"[red]error:[/] {sid}: {why}", highlight=False, soft_wrap=True)
+        if out is not None:
+            console.print(f"wrote {out / 'diff.csv'}" + (f" and {out / 'diff.png'}" if diff.rows else ""))
+    if diff.errors:
+        raise typer.Exit(EXIT_PARTIAL if diff.rows else EXIT_FAIL)
+
+
 # --------------------------------------------------------------------------------------------- sheet
 
 sheet_app = typer.Typer(

@@ -21,6 +21,9 @@ GatingError
 ChannelError
     A gate, template or matrix names a channel the sample does not have
     (a ``GatingError`` and a ``KeyError``-free ``ValueError``).
+TemplateError
+    A gating template (YAML) is invalid; names the file, line, population
+    and field.
 GatingMLError
     A Gating-ML document is malformed or uses an unsupported element; names
     the file and the element.
@@ -54,6 +57,7 @@ __all__ = [
     "FlowtoolsWarning",
     "SampleSheetError",
     "SheetIssue",
+    "TemplateError",
 ]
 
 
@@ -107,6 +111,10 @@ class ChannelError(GatingError):
         self.channel = channel
         self.available = tuple(available)
         super().__init__(message)
+
+
+class TemplateError(GatingError):
+    """A gating template is invalid; the message names the file, line, population and field."""
 
 
 class GatingMLError(GatingError):

@@ -174,10 +174,21 @@ class _Evaluator:
 
     # -- gates -----------------------------------------------------------------------------------
 
+    def extend(self, strategy: GatingStrategy) -> dict[str, np.ndarray]:
+        """Switch to a strategy that extends the current one and evaluate only its new populations.
+
+        Used by template resolution, which adds gates one at a time; every
+        cached compensation, column and mask is reused.
+        """
+        self.s = strategy
+        return self.evaluate()
+
     def evaluate(self) -> dict[str, np.ndarray]:
         from flowtools.gating import _kernels as k  # numba: loaded on first evaluation only
 
         for pid, pop in self.s.populations.items():
+            if pid in self.masks:
+                continue
             parent = self.masks[pop.parent] if pop.parent is not None else None
             g = pop.gate
             if isinstance(g, BooleanGate):

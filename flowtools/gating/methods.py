@@ -1,0 +1,268 @@
+"""Data-driven gating methods: compute a gate's geometry from the events of its parent.
+
+A method is a function registered under a name with :func:`register`. It
+receives the parent population's values on the gate's dimensions (already
+compensated and transformed, as the template says) and typed keyword
+arguments, and returns a :data:`Geometry`: a plain description of the gate in
+those coordinates. The template resolver turns the geometry into an engine
+gate (rectangle, polygon, ellipsoid, quadrants), so every resolved gate is an
+ordinary Gating-ML 2.0 gate that any tool can re-apply.
+
+Registering a new method::
+
+    @register("mymethod", dims=1, args={"q": ArgSpec(float, 0.5, lo=0.0, hi=1.0)})
+    def mymethod(values: np.ndarray, ctx: MethodContext, *, q: float) -> Geometry:
+        return Interval(lo=float(np.quantile(values[:, 0], q)), hi=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flowtools.errors import GatingError
+
+__all__ = [
+    "ArgSpec",
+    "Ellipse",
+    "Geometry",
+    "Interval",
+    "MethodContext",
+    "MethodSpec",
+    "Polygon",
+    "Quadrants",
+    "Rectangle",
+    "TimeWindows",
+    "get_method",
+    "methods",
+    "register",
+]
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 1-D range ``lo <= x < hi`` (None: open)."""
+
+    lo: float | None
+    hi: float | None
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """An n-D box: ``los[i] <= x_i < his[i]`` (None: open)."""
+
+    los: tuple[float | None, ...]
+    his: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class Polygon:
+    """A 2-D polygon (even-odd rule)."""
+
+    vertices: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """``(x - mean)^T inv(covariance) (x - mean) <= distance_square``."""
+
+    mean: tuple[float, ...]
+    covariance: tuple[tuple[float, ...], ...]
+    distance_square: float
+
+
+@dataclass(frozen=True)
+class Quadrants:
+    """Cuts of a 2-D quadrant gate: four populations ``++``, ``-+``, ``--``, ``+-`` (x sign first)."""
+
+    x_cut: float
+    y_cut: float
+
+
+@dataclass(frozen=True)
+class TimeWindows:
+    """Keep events whose value (time) lies in any of the ``[lo, hi)`` windows (a QC result)."""
+
+    windows: tuple[tuple[float, float], ...]
+
+
+Geometry = Interval | Rectangle | Polygon | Ellipse | Quadrants | TimeWindows
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """A typed method argument.
+
+    Attributes
+    ----------
+    type : type
+        ``float``, ``int``, ``str``, ``bool`` or ``tuple`` (a pair of floats).
+    default : Any
+        Default value; ``REQUIRED`` for a mandatory argument.
+    lo, hi : float, optional
+        Inclusive numeric bounds.
+    choices : tuple, optional
+        Allowed values for a ``str`` argument.
+    doc : str
+    """
+
+    type: type
+    default: Any = None
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+
+    def check(self, name: str, value: Any, where: str) -> Any:
+        """Validate and convert ``value``; raise GatingError naming ``where`` and the argument."""
+        t = self.type
+        if t is bool:
+            if not isinstance(value, bool):
+                msg = f"{where}: argument {name!r} must be true or false, got {value!r}"
+                raise GatingError(msg)
+            return value
+        if t is tuple:
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                msg = f"{where}: argument {name!r} must be a pair [a, b], got {value!r}"
+                raise GatingError(msg)
+            return tuple(self._number(name, v, where, float) for v in value)
+        if t in (int, float):
+            return self._number(name, value, where, t)
+        if t is str:
+            if not isinstance(value, str):
+                msg = f"{where}: argument {name!r} must be text, got {value!r}"
+                raise GatingError(msg)
+            if self.choices is not None and value not in self.choices:
+                msg = f"{where}: argument {name!r} must be one of {list(self.choices)}, got {value!r}"
+                raise GatingError(msg)
+            return value
+        return value
+
+    def _number(self, name: str, value: Any, where: str, t: type) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            msg = f"{where}: argument {name!r} must be a number, got {value!r}"
+            raise GatingError(msg)
+        if t is int and not float(value).is_integer():
+            msg = f"{where}: argument {name!r} must be an integer, got {value!r}"
+            raise GatingError(msg)
+        v = t(value)
+        if not np.isfinite(v):
+            msg = f"{where}: argument {name!r} must be finite, got {value!r}"
+            raise GatingError(msg)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            msg = f"{where}: argument {name!r}={value!r} is outside [{self.lo}, {self.hi}]"
+            raise GatingError(msg)
+        return v
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know besides the values.
+
+    Attributes
+    ----------
+    population : str
+        Full path of the population being resolved (for messages).
+    dimensions : tuple of str
+        Names of the value columns.
+    ranges : tuple of (float, float)
+        Per dimension, the instrument's range on the same (transformed) scale:
+        ``(transform(0), transform($PnR))`` or the data range when unknown.
+    seed : int
+        Seed for any randomness (fixed by default: results are reproducible).
+    """
+
+    population: str
+    dimensions: tuple[str, ...]
+    ranges: tuple[tuple[float, float], ...]
+    seed: int = 0
+
+
+MethodFn = Callable[..., Geometry]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function, number of dimensions and argument specs."""
+
+    name: str
+    fn: MethodFn
+    dims: tuple[int, ...]
+    args: dict[str, ArgSpec] = field(default_factory=dict)
+    doc: str = ""
+
+    def check_args(self, args: dict[str, Any], where: str) -> dict[str, Any]:
+        """Validate arguments against the specs; fill defaults; raise GatingError naming ``where``."""
+        unknown = sorted(set(args) - set(self.args))
+        if unknown:
+            msg = f"{where}: method {self.name!r} has no argument(s) {unknown}; it takes {sorted(self.args)}"
+            raise GatingError(msg)
+        out = {}
+        for name, spec in self.args.items():
+            if name in args:
+                out[name] = spec.check(name, args[name], where)
+            elif spec.default is REQUIRED:
+                msg = f"{where}: method {self.name!r} needs argument {name!r}"
+                raise GatingError(msg)
+            else:
+                out[name] = spec.default
+        return out
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, dims: int | tuple[int, ...], args: dict[str, ArgSpec] | None = None) -> Callable[
+    [MethodFn], MethodFn
+]:
+    """Register a gating method under ``name`` (decorator).
+
+    Parameters
+    ----------
+    name : str
+    dims : int or tuple of int
+        Number(s) of dimensions the method accepts.
+    args : dict of str to ArgSpec
+    """
+
+    def deco(fn: MethodFn) -> MethodFn:
+        if name in _REGISTRY:
+            msg = f"gating method {name!r} is already registered"
+            raise GatingError(msg)
+        _REGISTRY[name] = MethodSpec(name, fn, (dims,) if isinstance(dims, int) else tuple(dims), dict(args or {}),
+                                     (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method of that name (GatingError listing the known ones otherwise)."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        msg = f"unknown gating method {name!r}; known methods: {sorted(_REGISTRY)}"
+        raise GatingError(msg) from None
+
+
+def methods() -> dict[str, MethodSpec]:
+    """All registered methods."""
+    _load_builtin()
+    return dict(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    from flowtools.gating import _methods  # noqa: F401 - registers the built-in methods on import

@@ -1,0 +1,1 @@
+"""Reports: figures (matplotlib, imported lazily) and HTML pages."""
