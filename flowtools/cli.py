@@ -379,6 +379,80 @@ def gml_counts(
         raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
 
 
+# --------------------------------------------------------------------------------------------- gate
+
+
+@app.command()
+def gate(
+    samples: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
+    template: Annotated[
+        list[Path], typer.Option("--template", "-t", help="Template (YAML); repeat, one per tube.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)],
+    jobs: Annotated[int | None, typer.Option(min=1, help="Local worker processes (default: all cores).")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address (tcp://HOST:PORT) to run on instead.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data-driven gates.")] = 0,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip gate plots and the HTML report.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Gate every sample of a plate or study with the template of its tube; write tables, gates and a report.
+
+    Exit status: 0 all samples gated, 2 some failed (see errors.json), 1 none gated.
+    """
+    import time
+
+    from flowtools.errors import FlowtoolsError
+    from flowtools.pipeline.plate import run_plate
+
+    t0 = time.perf_counter()
+    events = 0
+    failures = 0
+    try:
+        with _progress() as bar:
+            task = bar.add_task("gating", total=None)
+
+            def on_progress(done: int, total: int, outcome: Any) -> None:
+                nonlocal events, failures
+                events += outcome.n_events
+                failures += not outcome.ok
+                rate = events / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=done, total=total,
+                           description=f"gating  {rate / 1e6:.1f} M events/s  {failures} failed")
+
+            res = run_plate(samples, template, out, jobs=jobs, scheduler=scheduler, seed=seed,
+                            plots=not no_report, progress=on_progress)
+            if not no_report:
+                bar.update(task, description="writing the report")
+                from flowtools.report.html import write_report
+
+                res.report_html = write_report(res)
+    except (FlowtoolsError, OSError) as exc:
+        raise _fail(exc) from None
+    summary = {
+        "out": str(res.out_dir), "samples": len(res.outcomes), "gated": res.n_ok, "failed": res.n_failed,
+        "cached": sum(o.cached for o in res.outcomes), "skipped_no_template": res.skipped,
+        "populations_csv": str(res.populations_csv) if res.populations_csv else None,
+        "per_woman_csv": str(res.per_woman_csv) if res.per_woman_csv else None,
+        "errors_json": str(res.errors_json), "report": str(res.report_html) if res.report_html else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "errors": [{"sample_id": o.sample_id, "error": o.error} for o in res.outcomes if not o.ok],
+    }
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        if res.report_html:
+            console.print(f"[bold]report:[/] {res.report_html}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{res.n_ok} of {len(res.outcomes)} samples gated ({summary['cached']} from cache) in "
+            f"{summary['seconds']} s; tables in {res.out_dir}", highlight=False, soft_wrap=True)
+        for o in res.outcomes:
+            if not o.ok:
+                err_console.print(f"[red]failed:[/] {o.sample_id}: {o.error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(res.exit_code)
+
+
 # --------------------------------------------------------------------------------------------- template
 
 template_app = typer.Typer(help="Gating templates (YAML): check, show, and compare across samples.",

@@ -120,6 +120,8 @@ class _Evaluator:
                 matrix = self.s.matrices[ref]
             if matrix is None:
                 data, names = self.events, self.channels
+            elif not matrix.is_spectral and matrix.fluorochromes == matrix.detectors:
+                data, names = matrix.apply(self.events, self.channels), self.channels  # one-pass kernel
             else:
                 data, names = matrix.unmix(self.events, self.channels)
             self._comp[ref] = (data, {name: i for i, name in enumerate(names)})

@@ -61,7 +61,16 @@ from flowtools.gating.methods import (
 from flowtools.gating.strategy import GatingStrategy
 from flowtools.io.fcs import FCSSample
 
-__all__ = ["PopulationSpec", "ResolvedSample", "Template", "TransformSpec", "load_template", "resolve"]
+__all__ = [
+    "PopulationSpec",
+    "ResolvedSample",
+    "Template",
+    "TransformSpec",
+    "compute_pooled",
+    "load_template",
+    "pool_values",
+    "resolve",
+]
 
 ROOT = "root"
 _RESOLVER_METHODS = ("ref", "bool")
@@ -733,6 +742,7 @@ def resolve(
     *,
     sample_ids: Sequence[str] | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
+    pinned: Mapping[str, Geometry] | None = None,
     seed: int = 0,
 ) -> list[ResolvedSample]:
     """Resolve a template on samples: compute data-driven gates, evaluate, keep the gates.
@@ -747,6 +757,10 @@ def resolve(
         For ``group_by``: column name -> one group value per sample (e.g.
         ``{"plate": [...]}``). A population with ``group_by: plate`` computes
         its gate once on the pooled parent events of each plate.
+    pinned : mapping of str to Geometry, optional
+        Population path -> geometry computed elsewhere (e.g. on a pooled group
+        by a batch runner that holds one file at a time); used instead of
+        running the population's method.
     seed : int, default 0
         Seed passed to every method (results are reproducible).
 
@@ -756,8 +770,83 @@ def resolve(
         One per sample, in order; a sample that cannot be gated carries an
         ``error`` (file, population, reason) and no result, and the others go on.
     """
-    ids = list(sample_ids) if sample_ids is not None else [
-        (s.path.name if s.path is not None else f"sample{i + 1}") for i, s in enumerate(samples)]
+    ids = _sample_ids(samples, sample_ids)
+    states, errors = _start(template, samples, ids)
+    _run(template, states, errors, ids, groups=groups, pinned=pinned or {}, seed=seed, stop_before=None)
+    out = []
+    for i, sid in enumerate(ids):
+        st = states[i]
+        if st is None:
+            out.append(ResolvedSample(sid, None, {}, None, errors.get(i, "not resolved")))
+            continue
+        result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
+        out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry)))
+    return out
+
+
+def pool_values(
+    template: Template,
+    sample: FCSSample,
+    population: str,
+    *,
+    pinned: Mapping[str, Geometry] | None = None,
+    max_events: int = _POOL_PER_SAMPLE,
+    sample_id: str | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """A sample's contribution to a pooled (``group_by``) gate: its parent events on the gate's dimensions.
+
+    Resolves the template up to ``population`` (with ``pinned`` geometries for
+    earlier pooled gates) and returns at most ``max_events`` rows (a seeded
+    subsample) of the parent's values, shape (n, n_dims).
+
+    Raises
+    ------
+    GatingError
+        The sample cannot be resolved up to that population.
+    """
+    spec = next((p for p in template.populations if population in p.outputs), None)
+    if spec is None:
+        msg = f"template {template.name!r} has no population {population!r}"
+        raise GatingError(msg)
+    ids = _sample_ids([sample], [sample_id] if sample_id else None)
+    states, errors = _start(template, [sample], ids)
+    _run(template, states, errors, ids, groups=None, pinned=pinned or {}, seed=seed, stop_before=spec.path)
+    st = states[0]
+    if st is None:
+        raise GatingError(errors.get(0, "not resolved"))
+    v = st.values(spec.dims, spec.parent)
+    if v.shape[0] > max_events:
+        pick = np.random.default_rng([seed, 0]).choice(v.shape[0], max_events, replace=False)
+        v = v[np.sort(pick)]
+    return v
+
+
+def compute_pooled(
+    template: Template, population: str, values: np.ndarray, reference: FCSSample, *, seed: int = 0
+) -> Geometry:
+    """Run a population's method on pooled values (from :func:`pool_values` of a group's samples).
+
+    ``reference`` supplies channel ranges (any member of the group).
+    """
+    spec = next((p for p in template.populations if p.path == population), None)
+    if spec is None or spec.method in (None, *_RESOLVER_METHODS):
+        msg = f"{population!r} is not a data-driven population of template {template.name!r}"
+        raise GatingError(msg)
+    st = _State(template, reference, "pool")
+    ctx = MethodContext(spec.path, spec.dims, st.ranges(spec.dims), seed)
+    return get_method(spec.method).fn(np.ascontiguousarray(values, dtype=np.float64), ctx, **spec.args)
+
+
+def _sample_ids(samples: Sequence[FCSSample], sample_ids: Sequence[str] | None) -> list[str]:
+    if sample_ids is not None:
+        return list(sample_ids)
+    return [(s.path.name if s.path is not None else f"sample{i + 1}") for i, s in enumerate(samples)]
+
+
+def _start(
+    template: Template, samples: Sequence[FCSSample], ids: Sequence[str]
+) -> tuple[list[_State | None], dict[int, str]]:
     states: list[_State | None] = []
     errors: dict[int, str] = {}
     for i, (s, sid) in enumerate(zip(samples, ids, strict=True)):
@@ -766,18 +855,34 @@ def resolve(
         except (GatingError, CompensationError) as exc:
             states.append(None)
             errors[i] = str(exc)
-    rng_seed = seed
+    return states, errors
 
+
+def _run(
+    template: Template,
+    states: list[_State | None],
+    errors: dict[int, str],
+    ids: Sequence[str],
+    *,
+    groups: Mapping[str, Sequence[str]] | None,
+    pinned: Mapping[str, Geometry],
+    seed: int,
+    stop_before: str | None,
+) -> None:
     def fail(i: int, exc: Exception) -> None:
         errors[i] = str(exc)
         states[i] = None
 
     for spec in template.populations:
+        if spec.path == stop_before:
+            return
         live = [(i, st) for i, st in enumerate(states) if st is not None]
         if not live:
-            break
+            return
         geoms: dict[int, Geometry] = {}
-        if spec.method is None:
+        if spec.path in pinned:
+            geoms = {i: pinned[spec.path] for i, _ in live}
+        elif spec.method is None:
             g = _static_geometry(spec)
             geoms = {i: g for i, _ in live}
         elif spec.method == "ref":
@@ -801,8 +906,12 @@ def resolve(
             key = spec.group_by
             buckets: dict[Any, list[int]] = {}
             for i, _ in live:
-                gval = groups[key][i] if key is not None and groups is not None and key in groups else (
-                    "all" if key is not None else i)
+                if key is None:
+                    gval: Any = i
+                elif groups is not None and key in groups:
+                    gval = groups[key][i]
+                else:
+                    gval = "all"
                 buckets.setdefault(gval, []).append(i)
             for members in buckets.values():
                 try:
@@ -812,15 +921,15 @@ def resolve(
                         assert st is not None  # noqa: S101 - live members only
                         v = st.values(spec.dims, spec.parent)
                         if len(members) > 1 and v.shape[0] > _POOL_PER_SAMPLE:
-                            pick = np.random.default_rng([rng_seed, i]).choice(v.shape[0], _POOL_PER_SAMPLE, replace=False)
+                            pick = np.random.default_rng([seed, i]).choice(v.shape[0], _POOL_PER_SAMPLE, replace=False)
                             v = v[np.sort(pick)]
                         parts.append(v)
                     values = np.ascontiguousarray(np.concatenate(parts)) if len(parts) > 1 else parts[0]
                     first = states[members[0]]
                     assert first is not None  # noqa: S101
-                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), rng_seed)
+                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), seed)
                     g = method.fn(values, ctx, **spec.args)
-                except (GatingError, ChannelError) as exc:
+                except GatingError as exc:
                     for i in members:
                         st = states[i]
                         fail(i, GatingError(f"{st.sample_id if st else ids[i]}: population {spec.path!r}: {exc}"))
@@ -838,13 +947,3 @@ def resolve(
                     st.geometry[p] = g
             except (GatingError, ValueError) as exc:
                 fail(i, GatingError(f"{st.sample_id}: population {spec.path!r}: {exc}"))
-
-    out = []
-    for i, sid in enumerate(ids):
-        st = states[i]
-        if st is None:
-            out.append(ResolvedSample(sid, None, {}, None, errors.get(i, "not resolved")))
-            continue
-        result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
-        out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry)))
-    return out

@@ -1,0 +1,568 @@
+"""Batch gating of a plate (or a study): one template per tube, every sample isolated, resumable.
+
+Work unit: one sample (one FCS file) per task; a worker holds one file at a
+time, so memory stays bounded whatever the plate size. Populations with
+``group_by`` are computed on pooled events first: each member contributes a
+seeded subsample of its parent events (:func:`~flowtools.gating.template.pool_values`),
+the pooled gate is computed once per group, then pinned for every member.
+
+Every finished sample is cached under ``OUT/.cache`` by a key made of the FCS
+file's SHA-256, the template's SHA-256, the pinned geometries, the seed and the
+flowtools version: a re-run on unchanged inputs recomputes nothing, and a run
+killed mid-way resumes where it stopped. Final tables are written only at the
+end, atomically, so no partial table ever exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowtools._version import __version__
+from flowtools.errors import FlowtoolsError, GatingError
+from flowtools.gating.gatingml import to_gatingml_string
+from flowtools.gating.template import Template, compute_pooled, load_template, pool_values, resolve
+from flowtools.io.fcs import read_fcs
+from flowtools.io.sample_sheet import STUDY_TUBES, SampleSheetRow, read_sample_sheet
+from flowtools.provenance import atomic_write_bytes, atomic_write_text, file_sha256, provenance_record
+
+__all__ = ["PlateResult", "SampleOutcome", "run_plate"]
+
+ProgressCallback = Callable[[int, int, "SampleOutcome"], None]
+
+
+@dataclass
+class SampleOutcome:
+    """What gating one sample produced (plain data: it crosses process boundaries and is cached)."""
+
+    sample_id: str
+    woman_id: str
+    tube: str
+    plate: str
+    well: str
+    file: str
+    ok: bool
+    error: str | None = None
+    n_events: int = 0
+    seconds: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    gatingml: str | None = None
+    cached: bool = False
+
+    def to_json(self) -> str:
+        """Serialise (cache format)."""
+        return json.dumps(self.__dict__, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SampleOutcome:
+        """Deserialise (cache format)."""
+        return cls(**json.loads(text))
+
+
+@dataclass
+class PlateResult:
+    """Outputs of :func:`run_plate`."""
+
+    out_dir: Path
+    outcomes: list[SampleOutcome]
+    populations_csv: Path | None
+    per_woman_csv: Path | None
+    errors_json: Path
+    provenance_json: Path
+    report_html: Path | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def n_ok(self) -> int:
+        """Samples gated."""
+        return sum(o.ok for o in self.outcomes)
+
+    @property
+    def n_failed(self) -> int:
+        """Samples that failed (reported in errors.json)."""
+        return sum(not o.ok for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all gated, 2 partial, 1 nothing gated."""
+        if self.n_failed == 0:
+            return 0
+        return 2 if self.n_ok else 1
+
+
+# ------------------------------------------------------------------------------------------ worker side
+
+
+def _markers(sample: Any) -> list[tuple[str, str]]:
+    """(pnn, label) of the fluorescence channels: the marker name when set."""
+    out = []
+    for c in sample.channels:
+        low = c.pnn.lower()
+        if low.startswith(("fsc", "ssc", "time")):
+            continue
+        out.append((c.pnn, c.pns or c.pnn))
+    return out
+
+
+def _median_pair(values: np.ndarray) -> tuple[float, float]:
+    n = values.shape[0]
+    if n == 0:
+        return float("nan"), float("nan")
+    k = (n - 1) // 2
+    part = np.partition(values, [k, n // 2])
+    return float(part[k]), float(part[n // 2])
+
+
+def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[str, Any]]:
+    """Population rows: count, % parent, % total, and per marker the median (MFI) of the
+    compensated, untransformed values plus the same on the template's transformed scale."""
+    from flowtools.compensation import SpilloverMatrix
+    from flowtools.gating.gates import gate_dimensions
+
+    events = sample.as_array(preprocess=True)
+    matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
+    comp = matrix.apply(events, sample.pnn) if matrix is not None and template.compensation == "FCS" else events
+    used = {d.name: d.transform for g in resolved.strategy.gates for d in gate_dimensions(g)}
+    markers = []
+    for pnn, label in _markers(sample):
+        tid = used.get(pnn)
+        if tid is not None:
+            transform = resolved.strategy.transforms[tid]
+        else:
+            spec = template.transforms.get(label) or template.transforms.get(pnn) or template.transforms["fluorescence"]
+            transform = spec.build(comp[:, sample.channel_index(pnn)])
+        markers.append((label, comp[:, sample.channel_index(pnn)], transform))
+    rows = []
+    for base in resolved.rows():
+        mask = resolved.mask(base["population"])
+        row = dict(base)
+        for label, col, transform in markers:
+            lo, hi = _median_pair(col[mask])
+            row[f"mfi_{label}"] = (lo + hi) / 2
+            if transform is not None:
+                tl, th = transform.apply(np.array([lo, hi]))
+                row[f"mfi_{label}_transformed"] = float((tl + th) / 2)
+        rows.append(row)
+    return rows
+
+
+def _outcome_base(row: dict[str, Any]) -> SampleOutcome:
+    return SampleOutcome(row["sample_id"], row["woman_id"], row["tube"], row["plate"], row["well"], row["file"],
+                         ok=False)
+
+
+def _gate_task(task: dict[str, Any]) -> SampleOutcome:
+    """Gate one sample (runs in a worker process). Never raises: failures become outcomes."""
+    row = task["row"]
+    out = _outcome_base(row)
+    t0 = time.perf_counter()
+    try:
+        template = _template(task["template"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = read_fcs(row["file"])
+        pinned = {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+        (resolved,) = resolve(template, [sample], sample_ids=[row["sample_id"]], pinned=pinned,
+                              seed=task["seed"])
+        if resolved.error is not None:
+            out.error = f"{row['file']}: {resolved.error}"
+        else:
+            out.rows = _sample_rows(resolved, sample, template)
+            out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
+            out.n_events = sample.n_events
+            out.ok = True
+            if task.get("plots_dir"):
+                from flowtools.report.plots import gate_plots
+
+                gate_plots(sample, resolved, Path(task["plots_dir"]) / _safe(row["sample_id"]))
+    except (FlowtoolsError, OSError) as exc:
+        out.error = f"{row['file']}: {exc}" if row["file"] not in str(exc) else str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the plate; reported in full
+        out.error = f"{row['file']}: internal error {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _pool_task(task: dict[str, Any]) -> tuple[str, np.ndarray | None, str | None]:
+    row = task["row"]
+    try:
+        template = _template(task["template"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = read_fcs(row["file"])
+        pinned = {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+        v = pool_values(template, sample, task["population"], pinned=pinned, sample_id=row["sample_id"],
+                        seed=task["seed"])
+        return row["sample_id"], v, None
+    except (FlowtoolsError, OSError) as exc:
+        return row["sample_id"], None, str(exc)
+
+
+_TEMPLATE_CACHE: dict[str, Template] = {}
+
+
+def _template(path: str) -> Template:
+    if path not in _TEMPLATE_CACHE:
+        _TEMPLATE_CACHE[path] = load_template(path)
+    return _TEMPLATE_CACHE[path]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def _geometry_to_json(g: Any) -> dict[str, Any]:
+    return {"type": type(g).__name__, **{k: _plain(v) for k, v in g.__dict__.items()}}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _geometry_from_json(d: dict[str, Any]) -> Any:
+    from flowtools.gating import methods as m
+
+    cls = getattr(m, d["type"])
+    kwargs = {k: _tupled(v) for k, v in d.items() if k != "type"}
+    return cls(**kwargs)
+
+
+def _tupled(v: Any) -> Any:
+    return tuple(_tupled(x) for x in v) if isinstance(v, list) else v
+
+
+# ------------------------------------------------------------------------------------------ executors
+
+
+def _worker_init() -> None:
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class _Executor:
+    """Map a picklable function over tasks, yielding results as they complete."""
+
+    def __init__(self, jobs: int | None, scheduler: str | None) -> None:
+        self.jobs = jobs if jobs is not None else max(1, (os.cpu_count() or 1))
+        self.scheduler = scheduler
+        self._client: Any = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Executor:
+        if self.scheduler:
+            from distributed import Client
+
+            self._client = Client(self.scheduler, set_as_default=False)
+        elif self.jobs > 1:
+            import multiprocessing as mp
+
+            # One numba thread per worker: the processes already use every core.
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
+                                             initializer=_worker_init)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+        if not tasks:
+            return
+        if self._client is not None:
+            from distributed import as_completed as dask_completed
+
+            futures = self._client.map(fn, list(tasks), pure=False)
+            for fut in dask_completed(futures):
+                yield fut.result()
+        elif self._pool is not None:
+            futures = [self._pool.submit(fn, t) for t in tasks]
+            for fut in as_completed(futures):
+                yield fut.result()
+        else:
+            for t in tasks:
+                yield fn(t)
+
+
+# ------------------------------------------------------------------------------------------ coordinator
+
+
+def _row_dict(r: SampleSheetRow) -> dict[str, Any]:
+    return {"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate, "well": r.well,
+            "file": str(r.file)}
+
+
+def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int, plots: bool) -> str:
+    h = hashlib.sha256()
+    for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__,
+                 str(plots)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def run_plate(
+    samples_csv: str | os.PathLike[str],
+    templates: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    plots: bool = True,
+    progress: ProgressCallback | None = None,
+) -> PlateResult:
+    """Gate every sample of a sample sheet with the template of its tube and write the tables.
+
+    Parameters
+    ----------
+    samples_csv : path
+        The sample sheet.
+    templates : sequence of path
+        Templates; each names the tube it applies to.
+    out_dir : path
+    jobs : int, optional
+        Local worker processes (default: all cores; 1 runs in this process).
+    scheduler : str, optional
+        Address of a dask.distributed scheduler (``tcp://host:port``); the same
+        work runs there instead of on local processes.
+    seed : int, default 0
+    plots : bool, default True
+        Draw gate plots for the report.
+    progress : callable(done, total, outcome), optional
+
+    Returns
+    -------
+    PlateResult
+
+    Raises
+    ------
+    SampleSheetError, TemplateError
+        Before any file is processed, when the sheet or a template is invalid.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmpl = [load_template(t) for t in templates]
+    by_tube: dict[str | None, Template] = {}
+    for t, p in zip(tmpl, templates, strict=True):
+        if t.tube in by_tube:
+            msg = f"templates {by_tube[t.tube].source} and {p} both apply to tube {t.tube!r}"
+            raise GatingError(msg)
+        by_tube[t.tube] = t
+    # Tubes are checked against the study's tubes plus the templates' (typos are caught); samples of a
+    # tube that no template covers are skipped and listed, not failed.
+    tubes = sorted({*STUDY_TUBES, *(t for t in by_tube if t is not None)})
+    sheet = read_sample_sheet(samples_csv, tubes=tubes)
+    cache_dir = out / ".cache"
+    cache_dir.mkdir(exist_ok=True)
+    plots_dir = out / "report" / "samples" if plots else None
+
+    all_rows = [_row_dict(r) for r in sheet]
+    rows = [r for r in all_rows if None in by_tube or r["tube"] in by_tube]
+    skipped = [r["sample_id"] for r in all_rows if r not in rows]
+    outcomes: dict[str, SampleOutcome] = {}
+    todo: list[dict[str, Any]] = []
+    total = len(rows)
+    done = 0
+
+    def report(o: SampleOutcome) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, o)
+
+    # Hash inputs once (also the provenance record).
+    hashes: dict[str, str] = {}
+    for r in rows:
+        try:
+            hashes[r["sample_id"]] = file_sha256(r["file"])
+        except OSError as exc:
+            o = _outcome_base(r)
+            o.error = f"{r['file']}: {exc.strerror or exc}"
+            outcomes[r["sample_id"]] = o
+            report(o)
+
+    with _Executor(jobs, scheduler) as ex:
+        pinned_by_tube: dict[str | None, dict[str, dict[str, Any]]] = {}
+        for tube, t in by_tube.items():
+            members = [r for r in rows if (tube is None or r["tube"] == tube) and r["sample_id"] in hashes]
+            pinned: dict[str, dict[str, Any]] = {}
+            for spec in t.populations:
+                if spec.group_by is None:
+                    continue
+                groups: dict[str, list[dict[str, Any]]] = {}
+                for r in members:
+                    groups.setdefault(str(r.get(spec.group_by, sheet.by_sample_id(r["sample_id"]).extra.get(
+                        spec.group_by, "all"))), []).append(r)
+                for gval, grp in groups.items():
+                    tasks = [{"row": r, "template": t.source, "pinned": pinned, "population": spec.path,
+                              "seed": seed} for r in grp if r["sample_id"] not in outcomes]
+                    parts = []
+                    for sid, values, err in ex.map(_pool_task, tasks):
+                        if values is not None:
+                            parts.append(values)
+                        elif err:
+                            pass  # the sample's own gating reports it
+                    if parts:
+                        ref = read_fcs(grp[0]["file"], lazy=True)
+                        try:
+                            g = compute_pooled(t, spec.path, np.concatenate(parts), ref, seed=seed)
+                            pinned[f"{spec.path}@{gval}"] = _geometry_to_json(g)
+                        except GatingError as exc:
+                            for r in grp:
+                                o = _outcome_base(r)
+                                o.error = f"{r['file']}: pooled gate {spec.path!r} for {spec.group_by} {gval}: {exc}"
+                                outcomes.setdefault(r["sample_id"], o)
+            pinned_by_tube[tube] = pinned
+
+        for r in rows:
+            if r["sample_id"] in outcomes:
+                continue
+            t = by_tube.get(r["tube"]) or by_tube.get(None)
+            assert t is not None  # noqa: S101 - the sheet was validated against the templates' tubes
+            grp_pins = pinned_by_tube.get(t.tube, {})
+            pins = {}
+            for spec in t.populations:
+                if spec.group_by is None:
+                    continue
+                gval = str(r.get(spec.group_by, sheet.by_sample_id(r["sample_id"]).extra.get(spec.group_by, "all")))
+                key = f"{spec.path}@{gval}"
+                if key in grp_pins:
+                    pins[spec.path] = grp_pins[key]
+            key = _cache_key(hashes[r["sample_id"]], t, pins, seed, plots)
+            cached = cache_dir / f"{_safe(r['sample_id'])}.{key}.json"
+            if cached.is_file():
+                o = SampleOutcome.from_json(cached.read_text(encoding="utf-8"))
+                o.cached = True
+                outcomes[r["sample_id"]] = o
+                report(o)
+                continue
+            todo.append({"row": r, "template": t.source, "pinned": pins, "seed": seed, "cache": str(cached),
+                         "plots_dir": str(plots_dir) if plots_dir else None})
+
+        for o in ex.map(_gate_task, todo):
+            outcomes[o.sample_id] = o
+            if o.ok:
+                task = next(tk for tk in todo if tk["row"]["sample_id"] == o.sample_id)
+                atomic_write_text(task["cache"], o.to_json())
+            report(o)
+
+    ordered = [outcomes[r["sample_id"]] for r in rows]
+    result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes, seed=seed,
+                            jobs=jobs, scheduler=scheduler, skipped=skipped)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def _write_outputs(
+    out: Path,
+    outcomes: list[SampleOutcome],
+    *,
+    sheet_path: Path,
+    templates: Sequence[Template],
+    hashes: dict[str, str],
+    seed: int,
+    jobs: int | None,
+    scheduler: str | None,
+    skipped: list[str],
+) -> PlateResult:
+    import pandas as pd
+
+    prov = provenance_record(
+        inputs={"samples.csv": sheet_path},
+        parameters={"jobs": jobs, "scheduler": scheduler is not None, "templates": [t.name for t in templates]},
+        seed=seed,
+        command="flowtools gate",
+    )
+    prov["fcs_sha256"] = {sid: h for sid, h in sorted(hashes.items())}
+    prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name} for t in templates}
+
+    records = []
+    for o in outcomes:
+        if not o.ok:
+            continue
+        for r in o.rows:
+            records.append({"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube, "plate": o.plate,
+                            "well": o.well, **r})
+    pops = pd.DataFrame.from_records(records)
+    pop_csv = per_csv = None
+    if not pops.empty:
+        front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "count", "pct_parent", "pct_total"]
+        mfi = sorted(c for c in pops.columns if c.startswith("mfi_"))
+        pops = pops[front + mfi]
+        pop_csv = _write_table(pops, out / "populations", prov)
+        wide = pops.assign(column=pops["tube"] + "|" + pops["population"]).pivot_table(
+            index="woman_id", columns="column", values="pct_parent", aggfunc="first")
+        wide = wide.reindex(sorted(wide.columns), axis=1).reset_index()
+        wide.columns.name = None
+        per_csv = _write_table(wide, out / "per_woman", prov)
+        atomic_write_text(out / "per_woman.columns.md", _per_woman_doc(list(wide.columns)))
+
+    gates_dir = out / "gates"
+    for o in outcomes:
+        if o.ok and o.gatingml:
+            atomic_write_text(gates_dir / f"{_safe(o.sample_id)}.gating-ml.xml", o.gatingml)
+    errors = [{"sample_id": o.sample_id, "file": o.file, "error": o.error} for o in outcomes if not o.ok]
+    errors_json = out / "errors.json"
+    atomic_write_text(errors_json, json.dumps(
+        {"provenance": prov, "errors": errors, "skipped_no_template": skipped}, indent=2) + "\n")
+    prov_json = out / "provenance.json"
+    atomic_write_text(prov_json, json.dumps(prov, indent=2) + "\n")
+    return PlateResult(out, outcomes, pop_csv, per_csv, errors_json, prov_json, skipped=skipped)
+
+
+def _write_table(df: Any, stem: Path, prov: dict[str, Any]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = stem.with_suffix(".csv")
+    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"flowtools.provenance"] = json.dumps(prov).encode()
+    table = table.replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
+    return csv_path
+
+
+def _per_woman_doc(columns: Iterable[str]) -> str:
+    lines = [
+        "# per_woman table",
+        "",
+        "One row per woman (`woman_id`, from the sample sheet). Every other column is named",
+        "`<tube>|<population path>` and holds that population's **% of its parent** (0-100) in that",
+        "woman's sample of that tube, as gated by the tube's template. Empty: the sample failed or",
+        "the population's parent had no events. Counts, % of total and MFIs are in populations.csv.",
+        "",
+        "| column | meaning |",
+        "|---|---|",
+        "| woman_id | participant pseudonym from the sample sheet |",
+    ]
+    for c in columns:
+        if c == "woman_id":
+            continue
+        tube, _, pop = c.partition("|")
+        parent = pop.rpartition("/")[0] or "all events"
+        lines.append(f"| {c} | % of {parent} that is {pop.split('/')[-1]} (tube {tube}) |")
+    return "\n".join(lines) + "\n"
+
