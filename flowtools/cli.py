@@ -422,12 +422,12 @@ def gate(
                            description=f"gating  {rate / 1e6:.1f} M events/s  {failures} failed")
 
             res = run_plate(samples, template, out, jobs=jobs, scheduler=scheduler, seed=seed,
-                            plots=not no_report, progress=on_progress)
+                            progress=on_progress)
             if not no_report:
-                bar.update(task, description="writing the report")
+                bar.update(task, description="drawing gate plots and writing the report")
                 from flowtools.report.html import write_report
 
-                res.report_html = write_report(res)
+                res.report_html = write_report(res, jobs=jobs)
     except (FlowtoolsError, OSError) as exc:
         raise _fail(exc) from None
     summary = {

@@ -182,10 +182,6 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
             out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
-            if task.get("plots_dir"):
-                from flowtools.report.plots import gate_plots
-
-                gate_plots(sample, resolved, Path(task["plots_dir"]) / _safe(row["sample_id"]))
     except (FlowtoolsError, OSError) as exc:
         out.error = f"{row['file']}: {exc}" if row["file"] not in str(exc) else str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the plate; reported in full
@@ -308,10 +304,9 @@ def _row_dict(r: SampleSheetRow) -> dict[str, Any]:
             "file": str(r.file)}
 
 
-def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int, plots: bool) -> str:
+def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
     h = hashlib.sha256()
-    for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__,
-                 str(plots)):
+    for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -325,7 +320,6 @@ def run_plate(
     jobs: int | None = None,
     scheduler: str | None = None,
     seed: int = 0,
-    plots: bool = True,
     progress: ProgressCallback | None = None,
 ) -> PlateResult:
     """Gate every sample of a sample sheet with the template of its tube and write the tables.
@@ -343,8 +337,6 @@ def run_plate(
         Address of a dask.distributed scheduler (``tcp://host:port``); the same
         work runs there instead of on local processes.
     seed : int, default 0
-    plots : bool, default True
-        Draw gate plots for the report.
     progress : callable(done, total, outcome), optional
 
     Returns
@@ -371,7 +363,6 @@ def run_plate(
     sheet = read_sample_sheet(samples_csv, tubes=tubes)
     cache_dir = out / ".cache"
     cache_dir.mkdir(exist_ok=True)
-    plots_dir = out / "report" / "samples" if plots else None
 
     all_rows = [_row_dict(r) for r in sheet]
     rows = [r for r in all_rows if None in by_tube or r["tube"] in by_tube]
@@ -445,7 +436,7 @@ def run_plate(
                 key = f"{spec.path}@{gval}"
                 if key in grp_pins:
                     pins[spec.path] = grp_pins[key]
-            key = _cache_key(hashes[r["sample_id"]], t, pins, seed, plots)
+            key = _cache_key(hashes[r["sample_id"]], t, pins, seed)
             cached = cache_dir / f"{_safe(r['sample_id'])}.{key}.json"
             if cached.is_file():
                 o = SampleOutcome.from_json(cached.read_text(encoding="utf-8"))
@@ -453,8 +444,7 @@ def run_plate(
                 outcomes[r["sample_id"]] = o
                 report(o)
                 continue
-            todo.append({"row": r, "template": t.source, "pinned": pins, "seed": seed, "cache": str(cached),
-                         "plots_dir": str(plots_dir) if plots_dir else None})
+            todo.append({"row": r, "template": t.source, "pinned": pins, "seed": seed, "cache": str(cached)})
 
         for o in ex.map(_gate_task, todo):
             outcomes[o.sample_id] = o

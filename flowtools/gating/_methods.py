@@ -1,0 +1,859 @@
+"""The built-in data-driven gating methods (registered on import; loaded lazily by the registry).
+
+Every method receives the parent population's values on the gate's dimensions
+(float64, shape ``(n, d)``, compensated and transformed) and returns a
+geometry. Methods work from the data and ``ctx.ranges`` only: they assume no
+particular scale (logicle 0..1 or 0..4.5, linear scatter 0..262144 or 0..1).
+
+Common rules
+------------
+- Rows with a NaN or infinite value are ignored (they are never inside a gate).
+- A gate that cannot be computed (no events, too few distinct values, no
+  spread) raises :class:`~flowtools.errors.GatingError` naming the population.
+- Randomness (subsampling, mixture initialisation) comes from ``ctx.seed``
+  only: the same data and seed give the same geometry.
+
+Methods
+-------
+mindensity
+    Cut at the deepest density valley between the two most prominent peaks
+    (openCyto ``mindensity``).
+tail
+    Cut where the main peak's tail falls below a fraction of its height
+    (openCyto ``tailgate``).
+quantile
+    Cut at a quantile.
+singlet
+    A band along the area/height singlet line (doublets fall outside).
+boundary
+    Drop events piled at the range limits (margin events).
+gmm
+    One component of a Gaussian mixture, as an ellipse (flowClust-like).
+quad
+    Quadrant cuts from ``mindensity`` on each axis (or fixed values).
+qc
+    Time windows free of flow-rate gaps and signal shifts (PeacoQC/flowAI-like).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from flowtools.errors import GatingError
+from flowtools.gating.methods import (
+    REQUIRED,
+    ArgSpec,
+    Ellipse,
+    Interval,
+    MethodContext,
+    Polygon,
+    Quadrants,
+    Rectangle,
+    TimeWindows,
+    register,
+)
+
+__all__: list[str] = []
+
+_log = logging.getLogger(__name__)
+
+_GRID = 1024  # density grid points
+_MAD_SD = 1.482602218505602  # MAD -> standard deviation of a normal
+_SIDES = ("positive", "negative")
+_TARGETS = ("largest", "highest_x", "lowest_x", "highest_y", "lowest_y", "highest_z", "lowest_z")
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _fail(ctx: MethodContext, method: str, why: str) -> GatingError:
+    return GatingError(f"population {ctx.population!r}: method {method!r} cannot compute a gate: {why}")
+
+
+def _finite_rows(values: np.ndarray, ctx: MethodContext, method: str, *, min_n: int = 1) -> np.ndarray:
+    """The rows of ``values`` without NaN or inf, as float64 (n, d); GatingError when fewer than min_n."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise _fail(ctx, method, f"expected a 2-D array of events, got shape {x.shape}")
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.all():
+        x = x[ok]
+    if x.shape[0] < min_n:
+        what = "no events" if x.shape[0] == 0 else f"only {x.shape[0]} finite event(s)"
+        raise _fail(ctx, method, f"{what} in the parent population (need at least {min_n})")
+    return np.ascontiguousarray(x)
+
+
+def _restrict(x: np.ndarray, rng: tuple[float, float] | None, ctx: MethodContext, method: str) -> np.ndarray:
+    if rng is None:
+        return x
+    a, b = rng
+    if not a < b:
+        raise _fail(ctx, method, f"range [{a}, {b}] is empty (needs a < b)")
+    return x[(x >= a) & (x <= b)]
+
+
+def _robust_center_scale(v: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(v))
+    return med, _MAD_SD * float(np.median(np.abs(v - med)))
+
+
+def _subsample(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if x.shape[0] <= limit:
+        return x
+    idx = np.random.default_rng(seed).choice(x.shape[0], size=limit, replace=False)
+    idx.sort()
+    return x[idx]
+
+
+class _Density:
+    """A Gaussian-smoothed histogram (binned KDE) of 1-D values on a regular grid."""
+
+    def __init__(self, x: np.ndarray, factor: float, ctx: MethodContext, method: str) -> None:
+        n = x.size
+        if n < 2:
+            raise _fail(ctx, method, f"{n} event(s) in range: too few to estimate a density")
+        q = np.quantile(x, [0.001, 0.25, 0.75, 0.999])
+        lo_x, hi_x = float(x.min()), float(x.max())
+        if not hi_x > lo_x:
+            raise _fail(ctx, method, f"all {n} values are identical ({lo_x:g}): no density to cut")
+        sd = float(np.std(x))
+        spread = min(sd, float(q[2] - q[1]) / 1.34) or sd
+        core = float(q[3] - q[0]) or (hi_x - lo_x)
+        # Silverman's rule (R's bw.nrd0), floored so that a huge n never gives a noise-following density.
+        bw = factor * max(0.9 * spread * n**-0.2, 2e-3 * core)
+        lo = max(lo_x, float(q[0]) - 0.5 * core) - 3.0 * bw
+        hi = min(hi_x, float(q[3]) + 0.5 * core) + 3.0 * bw
+        dx = (hi - lo) / (_GRID - 1)
+        idx = np.floor((x - lo) / dx + 0.5)
+        idx = idx[(idx >= 0) & (idx < _GRID)].astype(np.intp)
+        hist = np.bincount(idx, minlength=_GRID).astype(np.float64)
+        s = bw / dx
+        half = int(min(_GRID - 1, math.ceil(4.0 * s)))
+        k = np.exp(-0.5 * (np.arange(-half, half + 1) / s) ** 2) if s > 0 else np.ones(1)
+        dens = np.convolve(hist, k / (k.sum() * n * dx), mode="same")
+        self.grid = lo + dx * np.arange(_GRID)
+        self.density = dens
+        self.bandwidth = bw
+
+    def peaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Local maxima (grid indices) and their prominences, in grid order."""
+        d = self.density
+        inner = np.flatnonzero((d[1:-1] > d[:-2]) & (d[1:-1] >= d[2:])) + 1
+        cand = list(inner)
+        if d[0] > d[1]:
+            cand.insert(0, 0)
+        if d[-1] > d[-2]:
+            cand.append(len(d) - 1)
+        idx = np.array(cand, dtype=np.intp)
+        prom = np.empty(idx.size)
+        for j, i in enumerate(idx):
+            higher_l = np.flatnonzero(d[:i] > d[i])
+            left = d[higher_l[-1] if higher_l.size else 0 : i + 1].min()
+            higher_r = np.flatnonzero(d[i + 1 :] > d[i])
+            right = d[i : i + 1 + (higher_r[0] + 1 if higher_r.size else len(d))].min()
+            prom[j] = d[i] - max(left, right)
+        return idx, prom
+
+    def valley(self, i: int, j: int) -> float:
+        """The middle of the lowest stretch of density between grid indices i < j."""
+        seg = self.density[i : j + 1]
+        m = int(np.argmin(seg))
+        flat = seg <= seg[m] + 1e-3 * float(self.density.max())
+        a = m
+        while a > 0 and flat[a - 1]:
+            a -= 1
+        b = m
+        while b < seg.size - 1 and flat[b + 1]:
+            b += 1
+        return float(self.grid[i + a] + self.grid[i + b]) / 2.0
+
+    def tail(self, peak: int, fraction: float, *, upper: bool) -> float:
+        """Where the density first falls below ``fraction`` of the peak's height, beyond the peak."""
+        d, g = self.density, self.grid
+        level = fraction * d[peak]
+        if upper:
+            below = np.flatnonzero(d[peak:] < level)
+            if not below.size:
+                return float(g[-1])
+            j = peak + int(below[0])
+        else:
+            below = np.flatnonzero(d[: peak + 1] < level)
+            if not below.size:
+                return float(g[0])
+            j = int(below[-1])
+        k = j - 1 if upper else j + 1  # the grid point just inside (density >= level)
+        d0, d1 = d[k], d[j]
+        t = (d0 - level) / (d0 - d1) if d0 != d1 else 0.0
+        return float(g[k] + t * (g[j] - g[k]))
+
+
+def _mindensity_cut(
+    x: np.ndarray,
+    ctx: MethodContext,
+    method: str,
+    *,
+    range_: tuple[float, float] | None,
+    bandwidth: float,
+    peaks: tuple[float, float] | None,
+    min_peak_height: float,
+    single_peak: str,
+    tolerance: float,
+) -> float:
+    x = _restrict(x, range_, ctx, method)
+    dens = _Density(x, bandwidth, ctx, method)
+    g = dens.grid
+    if peaks is not None:
+        a, b = sorted(peaks)
+        i, j = (int(np.clip(np.searchsorted(g, v), 0, g.size - 1)) for v in (a, b))
+        if j <= i:
+            raise _fail(ctx, method, f"peaks {list(peaks)} are not separated on the density grid")
+        cut = dens.valley(i, j)
+    else:
+        idx, prom = dens.peaks()
+        keep = prom >= min_peak_height * float(dens.density.max())
+        idx, prom = idx[keep], prom[keep]
+        if idx.size >= 2:
+            top = np.sort(idx[np.argsort(-prom, kind="stable")[:2]])
+            cut = dens.valley(int(top[0]), int(top[1]))
+        else:
+            if single_peak == "error":
+                raise _fail(ctx, method, "the density has a single peak (no valley to cut at)")
+            main = int(np.argmax(dens.density))
+            cut = dens.tail(main, tolerance, upper=single_peak == "upper")
+            _log.info(
+                "%s: %s found one peak; cut at its %s tail (%.4g)", ctx.population, method, single_peak, cut
+            )
+    if range_ is not None:
+        cut = float(np.clip(cut, range_[0], range_[1]))
+    return cut
+
+
+def _side_interval(cut: float, side: str) -> Interval:
+    return Interval(cut, None) if side == "positive" else Interval(None, cut)
+
+
+def _chi2_ppf(p: float, d: int) -> float:
+    """Quantile of the chi-square distribution with d = 1, 2 or 3 degrees of freedom (stdlib only)."""
+    if d == 1:
+        return NormalDist().inv_cdf((1.0 + p) / 2.0) ** 2
+    if d == 2:
+        return -2.0 * math.log1p(-p)
+
+    def cdf3(x: float) -> float:
+        return math.erf(math.sqrt(x / 2.0)) - math.sqrt(2.0 * x / math.pi) * math.exp(-x / 2.0)
+
+    lo, hi = 0.0, 200.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf3(mid) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------------------------------ 1-D cuts
+
+_DENSITY_ARGS = {
+    "range": ArgSpec(tuple, None, doc="[a, b]: use only events with a <= x <= b; the cut lies in it"),
+    "bandwidth": ArgSpec(float, 1.0, lo=0.05, hi=20.0, doc="multiplier of the rule-of-thumb KDE bandwidth"),
+}
+
+
+@register(
+    "mindensity",
+    dims=1,
+    args={
+        "side": ArgSpec(
+            str, "positive", choices=_SIDES, doc="positive: keep x >= cut; negative: keep x < cut"
+        ),
+        **_DENSITY_ARGS,
+        "peaks": ArgSpec(
+            tuple, None, doc="[a, b]: approximate peak positions; cut at the lowest density between"
+        ),
+        "min_peak_height": ArgSpec(
+            float, 0.05, lo=0.0, hi=1.0, doc="a peak counts when its prominence is >= this share of the top"
+        ),
+        "single_peak": ArgSpec(
+            str,
+            "upper",
+            choices=("upper", "lower", "error"),
+            doc="one peak only: cut at its upper / lower tail (tolerance), or fail",
+        ),
+        "tolerance": ArgSpec(
+            float, 0.01, lo=1e-6, hi=0.99, doc="single-peak fallback: tail level / peak height"
+        ),
+    },
+)
+def mindensity(
+    values: np.ndarray,
+    ctx: MethodContext,
+    *,
+    side: str,
+    range: tuple[float, float] | None,  # noqa: A002 - the template's argument name
+    bandwidth: float,
+    peaks: tuple[float, float] | None,
+    min_peak_height: float,
+    single_peak: str,
+    tolerance: float,
+) -> Interval:
+    """Threshold at the deepest density valley between the two most prominent peaks.
+
+    The density is a Gaussian-smoothed histogram (1024 points; bandwidth: R's
+    ``bw.nrd0`` times ``bandwidth``). Peaks are local maxima whose prominence is
+    at least ``min_peak_height`` of the highest density; the cut is the middle
+    of the lowest stretch of density between the two most prominent ones.
+
+    With a single peak, the cut does not depend on ``side`` (so that the
+    positive and negative gates of one parent stay complementary): by default
+    (``single_peak="upper"``) the peak is taken as the negative population and
+    the cut is where its upper tail falls below ``tolerance`` of its height;
+    ``"lower"`` uses the lower tail; ``"error"`` raises GatingError.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, 1)
+    ctx : MethodContext
+
+    Returns
+    -------
+    Interval
+        ``[cut, +inf)`` for ``side="positive"``, ``(-inf, cut)`` for ``"negative"``.
+    """
+    x = _finite_rows(values, ctx, "mindensity")[:, 0]
+    cut = _mindensity_cut(
+        x,
+        ctx,
+        "mindensity",
+        range_=range,
+        bandwidth=bandwidth,
+        peaks=peaks,
+        min_peak_height=min_peak_height,
+        single_peak=single_peak,
+        tolerance=tolerance,
+    )
+    return _side_interval(cut, side)
+
+
+@register(
+    "tail",
+    dims=1,
+    args={
+        "side": ArgSpec(str, "positive", choices=_SIDES, doc="positive: the upper tail (keep x >= cut)"),
+        "tolerance": ArgSpec(float, 0.01, lo=1e-6, hi=0.99, doc="tail level as a share of the peak height"),
+        **_DENSITY_ARGS,
+    },
+)
+def tail(
+    values: np.ndarray,
+    ctx: MethodContext,
+    *,
+    side: str,
+    tolerance: float,
+    range: tuple[float, float] | None,  # noqa: A002 - the template's argument name
+    bandwidth: float,
+) -> Interval:
+    """Cut where the main peak's tail falls below ``tolerance`` of its height (openCyto tailgate).
+
+    The main peak is the highest point of the density (see ``mindensity``).
+    ``side="positive"`` walks up from the peak and keeps the events beyond the
+    cut (``x >= cut``); ``"negative"`` walks down and keeps ``x < cut``.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, 1)
+    ctx : MethodContext
+
+    Returns
+    -------
+    Interval
+    """
+    x = _restrict(_finite_rows(values, ctx, "tail")[:, 0], range, ctx, "tail")
+    dens = _Density(x, bandwidth, ctx, "tail")
+    cut = dens.tail(int(np.argmax(dens.density)), tolerance, upper=side == "positive")
+    if range is not None:
+        cut = float(np.clip(cut, range[0], range[1]))
+    return _side_interval(cut, side)
+
+
+@register(
+    "quantile",
+    dims=1,
+    args={
+        "q": ArgSpec(float, REQUIRED, lo=0.0, hi=1.0, doc="the quantile of the cut"),
+        "side": ArgSpec(
+            str, "positive", choices=_SIDES, doc="positive: keep x >= cut; negative: keep x < cut"
+        ),
+    },
+)
+def quantile(values: np.ndarray, ctx: MethodContext, *, q: float, side: str) -> Interval:
+    """Cut at the ``q`` quantile of the values (linear interpolation).
+
+    ``side="positive"`` keeps about ``1 - q`` of the events, ``"negative"`` about ``q``.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, 1)
+    ctx : MethodContext
+
+    Returns
+    -------
+    Interval
+    """
+    x = _finite_rows(values, ctx, "quantile")[:, 0]
+    return _side_interval(float(np.quantile(x, q)), side)
+
+
+# ------------------------------------------------------------------------------------------ singlets
+
+
+def _scale_model(a: np.ndarray, e: np.ndarray, floor: float) -> tuple[float, float]:
+    """Robust residual scale as a linear function of a: c0 + c1 * a, from MADs in 16 quantile bins."""
+    edges = np.quantile(a, np.linspace(0.0, 1.0, 17))
+    which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, 15)
+    mids, scales = [], []
+    for b in range(16):
+        sel = which == b
+        if sel.sum() >= 10:
+            mids.append(float(np.median(a[sel])))
+            scales.append(_MAD_SD * float(np.median(np.abs(e[sel] - np.median(e[sel])))))
+    if len(mids) < 2 or np.ptp(mids) == 0:
+        return max(_robust_center_scale(e)[1], floor), 0.0
+    c1, c0 = np.polyfit(np.asarray(mids), np.asarray(scales), 1)
+    return float(c0), float(c1)
+
+
+@register(
+    "singlet",
+    dims=2,
+    args={
+        "width": ArgSpec(
+            float, 4.0, lo=0.5, hi=50.0, doc="half-width of the band in robust SDs of the residual"
+        ),
+        "max_events": ArgSpec(
+            int, 50_000, lo=1000, hi=10_000_000, doc="events used to fit (seeded subsample)"
+        ),
+    },
+)
+def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events: int) -> Polygon:
+    """A band along the singlet line of an area (x) / height (y) pair; doublets fall below it.
+
+    The line ``y = a + b x`` is fitted by iteratively trimmed weighted least
+    squares, starting from the median ratio ``y / x``. The residual scale is
+    modelled as ``s(x) = c0 + c1 x`` (robust SDs in 16 bins of x), so the band
+    widens with the signal on a linear scale and stays even on a log-like one;
+    it is floored at a quarter of the median scale. The band is
+    ``|y - a - b x| <= width * s(x)`` over the full x span of the data and
+    ``ctx.ranges`` (33 vertices per edge).
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, 2)
+        Area and height.
+    ctx : MethodContext
+
+    Returns
+    -------
+    Polygon
+    """
+    full = _finite_rows(values, ctx, "singlet", min_n=20)
+    x = _subsample(full, max_events, ctx.seed)
+    a, h = x[:, 0], x[:, 1]
+    a_sd = _robust_center_scale(a)[1] or float(np.std(a))
+    h_sd = _robust_center_scale(h)[1] or float(np.std(h))
+    if not (a_sd > 0 and h_sd > 0):
+        raise _fail(ctx, "singlet", "area or height has no spread")
+    # Start: the median ratio over events above the lowest decile of area (where it is defined).
+    pos = (a > np.quantile(a, 0.1)) & (a != 0)
+    if pos.sum() >= 10:
+        b = float(np.median(h[pos] / a[pos]))
+        c = float(np.median(h - b * a))
+    else:
+        b, c = 1.0, float(np.median(h - a))
+    keep = np.ones(a.size, dtype=bool)
+    floor = 1e-9 * max(h_sd, 1e-300)
+    s0, s1 = _robust_center_scale(h - (c + b * a))[1], 0.0
+    for _ in range(12):
+        e = h - (c + b * a)
+        s = np.maximum(s0 + s1 * a, floor)
+        new = np.abs(e) <= 3.0 * s
+        if new.sum() < 10:
+            break
+        w = 1.0 / s[new]
+        sw = np.sqrt(w)
+        design = np.column_stack([np.ones(int(new.sum())), a[new]]) * sw[:, None]
+        (c, b), *_ = np.linalg.lstsq(design, h[new] * sw, rcond=None)
+        e_new = h[new] - (c + b * a[new])
+        s0, s1 = _scale_model(a[new], e_new, floor)
+        med_s = float(np.median(np.abs(e_new))) * _MAD_SD
+        floor = max(floor, 0.25 * med_s)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    if not (np.isfinite(b) and np.isfinite(c)):
+        raise _fail(ctx, "singlet", "the singlet line could not be fitted")
+    lo = min(float(full[:, 0].min()), ctx.ranges[0][0] if ctx.ranges else np.inf)
+    hi = max(float(full[:, 0].max()), ctx.ranges[0][1] if ctx.ranges else -np.inf)
+    pad = 0.01 * (hi - lo) or 1.0
+    xs = np.linspace(lo - pad, hi + pad, 33)
+    half = width * np.maximum(s0 + s1 * xs, floor)
+    line = c + b * xs
+    upper = [(float(u), float(v)) for u, v in zip(xs, line + half, strict=True)]
+    lower = [(float(u), float(v)) for u, v in zip(xs[::-1], (line - half)[::-1], strict=True)]
+    return Polygon(tuple(upper + lower))
+
+
+# ------------------------------------------------------------------------------------------ margins
+
+
+def _pile(x: np.ndarray, edge: float, tol: float, *, top: bool) -> bool:
+    """Whether events pile up within tol of the edge (5x more than in the next band inward)."""
+    if top:
+        at = int(np.count_nonzero(x >= edge - tol))
+        nxt = int(np.count_nonzero((x >= edge - 2 * tol) & (x < edge - tol)))
+    else:
+        at = int(np.count_nonzero(x <= edge + tol))
+        nxt = int(np.count_nonzero((x <= edge + 2 * tol) & (x > edge + tol)))
+    return at >= 3 and at > 5 * max(nxt, 1)
+
+
+@register(
+    "boundary",
+    dims=(1, 2, 3, 4, 5, 6, 7, 8),
+    args={
+        "tolerance": ArgSpec(float, 1e-3, lo=0.0, hi=0.1, doc="margin as a share of each dimension's range"),
+    },
+)
+def boundary(values: np.ndarray, ctx: MethodContext, *, tolerance: float) -> Rectangle:
+    """Drop margin events: those piled at the top of the range, or piled at the bottom.
+
+    Per dimension, with ``tol = tolerance * (range hi - range lo)`` (the
+    observed span when the range is degenerate):
+
+    - ``hi = range hi - tol``, lowered to ``observed max - tol`` when a pile
+      sits at the observed max (at least 3 events within ``tol`` of it and
+      5 times more than in the next ``tol`` band down);
+    - ``lo = observed min + tol`` only when such a pile sits at the observed
+      min; otherwise open (compensated fluorescence legitimately spreads below
+      the range's low end).
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, d)
+    ctx : MethodContext
+
+    Returns
+    -------
+    Rectangle
+    """
+    x = _finite_rows(values, ctx, "boundary")
+    los: list[float | None] = []
+    his: list[float | None] = []
+    for j in range(x.shape[1]):
+        v = x[:, j]
+        vmin, vmax = float(v.min()), float(v.max())
+        rlo, rhi = ctx.ranges[j] if j < len(ctx.ranges) else (vmin, vmax)
+        span = rhi - rlo if rhi > rlo else vmax - vmin
+        tol = tolerance * span
+        hi = rhi - tol if rhi > rlo else vmax + tol
+        if tol > 0 and _pile(v, vmax, tol, top=True):
+            hi = min(hi, vmax - tol)
+        elif tol == 0 and np.count_nonzero(v == vmax) >= 3:
+            hi = min(hi, vmax)
+        his.append(float(hi))
+        lo: float | None = None
+        if tol > 0 and _pile(v, vmin, tol, top=False):
+            lo = vmin + tol
+        elif tol == 0 and np.count_nonzero(v == vmin) >= 3:
+            lo = float(np.nextafter(vmin, np.inf))
+        los.append(lo)
+    return Rectangle(tuple(los), tuple(his))
+
+
+# ------------------------------------------------------------------------------------------ mixtures
+
+
+class _TargetSpec(ArgSpec):
+    """``target``: a keyword (``largest``, ``highest_x``...) or a point [x, y(, z)] (nearest mean)."""
+
+    def check(self, name: str, value: Any, where: str) -> Any:  # noqa: D102 - see class docstring
+        if isinstance(value, list | tuple):
+            if not 1 <= len(value) <= 3:
+                msg = f"{where}: argument {name!r} as a point needs 1 to 3 numbers, got {value!r}"
+                raise GatingError(msg)
+            return tuple(self._number(name, v, where, float) for v in value)
+        return super().check(name, value, where)
+
+
+@register(
+    "gmm",
+    dims=(1, 2, 3),
+    args={
+        "k": ArgSpec(int, 2, lo=1, hi=12, doc="number of mixture components"),
+        "target": _TargetSpec(
+            str,
+            "largest",
+            choices=_TARGETS,
+            doc="component to gate: a keyword or a point [x, y] (nearest mean)",
+        ),
+        "level": ArgSpec(float, 0.95, lo=0.01, hi=0.9999, doc="probability mass of the ellipse (chi-square)"),
+        "max_events": ArgSpec(
+            int, 50_000, lo=100, hi=10_000_000, doc="events used to fit (seeded subsample)"
+        ),
+    },
+)
+def gmm(
+    values: np.ndarray,
+    ctx: MethodContext,
+    *,
+    k: int,
+    target: str | tuple[float, ...],
+    level: float,
+    max_events: int,
+) -> Ellipse:
+    """One component of a Gaussian mixture, as its ``level`` ellipse (flowClust-like).
+
+    Fits scikit-learn's ``GaussianMixture`` (full covariances, k-means
+    initialisation, ``random_state=ctx.seed``) on a seeded subsample of at most
+    ``max_events`` events, in robustly standardised coordinates. The target is
+    the component with the largest weight, the highest/lowest mean on an axis,
+    or the mean nearest a given point.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, d), d in 1..3
+    ctx : MethodContext
+
+    Returns
+    -------
+    Ellipse
+        ``distance_square`` is the chi-square quantile of ``level`` with d degrees of freedom.
+    """
+    full = _finite_rows(values, ctx, "gmm", min_n=max(10, 5 * k))
+    d = full.shape[1]
+    if isinstance(target, tuple) and len(target) != d:
+        raise _fail(
+            ctx, "gmm", f"target point {list(target)} has {len(target)} coordinates for {d} dimensions"
+        )
+    if isinstance(target, str) and target != "largest" and "xyz".index(target[-1]) >= d:
+        raise _fail(ctx, "gmm", f"target {target!r} needs {'xyz'.index(target[-1]) + 1} dimensions, got {d}")
+    x = _subsample(full, max_events, ctx.seed)
+    center = np.median(x, axis=0)
+    scale = np.array([_robust_center_scale(x[:, j])[1] or float(np.std(x[:, j])) for j in range(d)])
+    if not np.all(scale > 0):
+        raise _fail(ctx, "gmm", "a dimension has no spread (all values identical)")
+    z = (x - center) / scale
+    if np.unique(z, axis=0).shape[0] < k:
+        raise _fail(ctx, "gmm", f"fewer distinct events than components (k={k})")
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        n_components=k, covariance_type="full", reg_covar=1e-4, max_iter=300, random_state=ctx.seed
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            model.fit(z)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise _fail(ctx, "gmm", f"the mixture fit failed ({exc})") from None
+    if not model.converged_:
+        _log.warning("%s: gmm did not converge in %d iterations", ctx.population, model.max_iter)
+    means = model.means_ * scale + center
+    if isinstance(target, tuple):
+        pick = int(np.argmin(((means - np.asarray(target)) ** 2).sum(axis=1)))
+    elif target == "largest":
+        pick = int(np.argmax(model.weights_))
+    else:
+        col = means[:, "xyz".index(target[-1])]
+        pick = int(np.argmax(col) if target.startswith("highest") else np.argmin(col))
+    cov = model.covariances_[pick] * np.outer(scale, scale)
+    return Ellipse(
+        tuple(float(m) for m in means[pick]),
+        tuple(tuple(float(c) for c in row) for row in cov),
+        _chi2_ppf(level, d),
+    )
+
+
+# ------------------------------------------------------------------------------------------ quadrants
+
+
+@register(
+    "quad",
+    dims=2,
+    args={
+        "x_cut": ArgSpec(float, None, doc="fixed x cut (skips the density search on x)"),
+        "y_cut": ArgSpec(float, None, doc="fixed y cut (skips the density search on y)"),
+        "x_range": ArgSpec(tuple, None, doc="[a, b]: search the x cut among a <= x <= b"),
+        "y_range": ArgSpec(tuple, None, doc="[a, b]: search the y cut among a <= y <= b"),
+        "bandwidth": _DENSITY_ARGS["bandwidth"],
+        "min_peak_height": ArgSpec(float, 0.05, lo=0.0, hi=1.0, doc="as in mindensity"),
+        "tolerance": ArgSpec(float, 0.01, lo=1e-6, hi=0.99, doc="as in mindensity (single-peak fallback)"),
+    },
+)
+def quad(
+    values: np.ndarray,
+    ctx: MethodContext,
+    *,
+    x_cut: float | None,
+    y_cut: float | None,
+    x_range: tuple[float, float] | None,
+    y_range: tuple[float, float] | None,
+    bandwidth: float,
+    min_peak_height: float,
+    tolerance: float,
+) -> Quadrants:
+    """Quadrant cuts: ``mindensity`` on each axis (single peak: its upper tail), or fixed values.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, 2)
+    ctx : MethodContext
+
+    Returns
+    -------
+    Quadrants
+    """
+    cuts = [x_cut, y_cut]
+    if None in cuts:
+        x = _finite_rows(values, ctx, "quad")
+        for j, rng in ((0, x_range), (1, y_range)):
+            if cuts[j] is None:
+                cuts[j] = _mindensity_cut(
+                    x[:, j],
+                    ctx,
+                    "quad",
+                    range_=rng,
+                    bandwidth=bandwidth,
+                    peaks=None,
+                    min_peak_height=min_peak_height,
+                    single_peak="upper",
+                    tolerance=tolerance,
+                )
+    return Quadrants(float(cuts[0]), float(cuts[1]))
+
+
+# ------------------------------------------------------------------------------------------ QC
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Each value's position in the distribution of all values (0..1; ties share one).
+
+    Interpolated in 1001 quantiles of at most ~200k values (a regular stride: no randomness).
+    """
+    q = np.quantile(v[:: max(1, v.size // 200_000)], np.linspace(0.0, 1.0, 1001))
+    xp, inv = np.unique(q, return_inverse=True)
+    fp = np.bincount(inv, weights=np.linspace(0.0, 1.0, 1001)) / np.bincount(inv)
+    if xp.size == 1:
+        return np.full(v.size, 0.5)
+    return np.interp(v, xp, fp)
+
+
+def _robust_z(v: np.ndarray) -> np.ndarray:
+    med, s = _robust_center_scale(v)
+    s = max(s, 0.01 * abs(med), 1e-12)
+    return (v - med) / s
+
+
+@register(
+    "qc",
+    dims=tuple(range(1, 33)),
+    args={
+        "bins": ArgSpec(int, 100, lo=5, hi=100_000, doc="number of time bins"),
+        "binning": ArgSpec(str, "count", choices=("count", "time"), doc="equal-count or equal-time bins"),
+        "z": ArgSpec(float, 4.0, lo=1.0, hi=100.0, doc="robust z (MAD) beyond which a bin is flagged"),
+        "min_events": ArgSpec(
+            int, 20, lo=1, hi=1_000_000, doc="fewest events per bin (fewer bins if needed)"
+        ),
+        "min_run": ArgSpec(int, 1, lo=1, hi=1000, doc="drop runs of good bins shorter than this"),
+    },
+)
+def qc(
+    values: np.ndarray,
+    ctx: MethodContext,
+    *,
+    bins: int,
+    binning: str,
+    z: float,
+    min_events: int,
+    min_run: int,
+) -> TimeWindows:
+    """Time windows free of flow-rate gaps and signal shifts (PeacoQC / flowAI-like).
+
+    Column 0 is time; the other columns are signals to watch. Events are split
+    into ``bins`` equal-count (default) or equal-time bins, with at most
+    ``n / min_events`` bins. A bin is flagged when its flow rate (seconds per
+    event for equal-count bins, events per bin for equal-time bins) is more
+    than ``z`` robust SDs (1.4826 MAD across bins, floored at 1% of the
+    median) from the median bin, or when the mean rank of any watched signal
+    (each event's position in that signal's overall distribution, 0..1: a
+    scale-free statistic that population mixtures do not make jumpy, unlike
+    a median) is more than ``z`` robust SDs from the median bin (the SD
+    floored at the sampling SD ``1 / sqrt(12 m)`` for ``m`` events per bin);
+    an empty bin is flagged. Consecutive good bins merge into ``[lo, hi)`` windows;
+    the last window's ``hi`` is just above the last event's time. With too few
+    events for 5 bins, one window spans all events.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (n, d)
+    ctx : MethodContext
+
+    Returns
+    -------
+    TimeWindows
+    """
+    x = _finite_rows(values, ctx, "qc")
+    x = x[np.argsort(x[:, 0], kind="stable")]
+    t = x[:, 0]
+    n = t.size
+    t_end = float(np.nextafter(t[-1], np.inf))
+    nb = min(bins, n // min_events)
+    if nb < 5 or t[-1] == t[0]:
+        return TimeWindows(((float(t[0]), t_end),))
+    if binning == "count":
+        starts = (np.arange(nb) * n) // nb
+        edges_t = np.append(t[starts], t_end)
+        stops = np.append(starts[1:], n)
+        counts = stops - starts
+        rate = (edges_t[1:] - edges_t[:-1]) / counts  # seconds per event
+    else:
+        edges_t = np.linspace(float(t[0]), t_end, nb + 1)
+        bounds = np.searchsorted(t, edges_t, side="left")
+        starts, stops = bounds[:-1], bounds[1:]
+        counts = stops - starts
+        rate = counts.astype(np.float64)
+    bad = counts == 0
+    bad |= np.abs(_robust_z(rate)) > z
+    if x.shape[1] > 1:
+        full = counts > 0
+        null_sd = 1.0 / math.sqrt(12.0 * float(np.median(counts[full])))
+        for c in range(1, x.shape[1]):
+            r = _ranks(x[:, c])
+            means = np.add.reduceat(r, np.minimum(starts[full], n - 1)) / counts[full]
+            center, spread = _robust_center_scale(means)
+            zc = np.zeros(nb)
+            zc[full] = (means - center) / max(spread, null_sd)
+            bad |= np.abs(zc) > z
+    windows: list[tuple[float, float]] = []
+    b = 0
+    while b < nb:
+        if bad[b]:
+            b += 1
+            continue
+        e = b
+        while e + 1 < nb and not bad[e + 1]:
+            e += 1
+        if e - b + 1 >= min_run:
+            windows.append((float(edges_t[b]), float(edges_t[e + 1])))
+        b = e + 1
+    if not windows:
+        raise _fail(ctx, "qc", "every time bin was flagged")
+    _log.info("%s: qc kept %d window(s), %d of %d bins flagged", ctx.population, len(windows), bad.sum(), nb)
+    return TimeWindows(tuple(windows))
