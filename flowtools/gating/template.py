@@ -932,7 +932,7 @@ def _run(
                 except GatingError as exc:
                     for i in members:
                         st = states[i]
-                        fail(i, GatingError(f"{st.sample_id if st else ids[i]}: population {spec.path!r}: {exc}"))
+                        fail(i, GatingError(f"{st.sample_id if st else ids[i]}: {exc}"))
                     continue
                 for i in members:
                     geoms[i] = g
