@@ -41,35 +41,44 @@ def _compensate_rows(x, idx, unmix, out):  # noqa: ANN001, ANN202 - numba kernel
                 u = unmix[m, j]
                 for i in range(size):
                     res[j, i] += u * blk[m, i]
-        for i in range(size):
-            for col in range(p):
-                if not is_det[col]:
+        # Column by column: contiguous writes for a column-major ``out`` (what gating asks for).
+        for col in range(p):
+            if not is_det[col]:
+                for i in range(size):
                     out[lo + i, col] = x[lo + i, col]
-            for j in range(k):
-                out[lo + i, idx[j]] = res[j, i]
+        for j in range(k):
+            col = idx[j]
+            for i in range(size):
+                out[lo + i, col] = res[j, i]
     return out
 
 
-def _sig(x_dtype: nb.types.Type) -> nb.core.typing.templates.Signature:
+def _sig(x_dtype: nb.types.Type, layout: str) -> nb.core.typing.templates.Signature:
     # Inputs are typed read-only so that read-only arrays (memory maps, frozen matrices) need no copy;
-    # writable arrays convert to these types at dispatch.
+    # writable arrays convert to these types at dispatch. ``out`` may be row- or column-major.
     ro2 = nb.types.Array(x_dtype, 2, "C", readonly=True)
-    f64 = nb.types.Array(nb.float64, 2, "C")
-    return f64(
+    out_t = nb.types.Array(nb.float64, 2, layout)
+    return out_t(
         ro2,
         nb.types.Array(nb.intp, 1, "C", readonly=True),
         nb.types.Array(nb.float64, 2, "C", readonly=True),
-        f64,
+        out_t,
     )
 
 
-_SIGS = [_sig(nb.float32), _sig(nb.float64)]
+_SIGS = [_sig(dt, layout) for dt in (nb.float32, nb.float64) for layout in ("C", "F")]
 _serial = nb.njit(_SIGS, cache=NUMBA_CACHE, nogil=True)(_compensate_rows)
 _parallel = nb.njit(_SIGS, cache=NUMBA_CACHE, nogil=True, parallel=True)(_compensate_rows)
 
 
 def compensate_rows(
-    x: np.ndarray, idx: np.ndarray, unmix: np.ndarray, out: np.ndarray | None = None, *, parallel: bool = True
+    x: np.ndarray,
+    idx: np.ndarray,
+    unmix: np.ndarray,
+    out: np.ndarray | None = None,
+    *,
+    parallel: bool = True,
+    order: str = "C",
 ) -> np.ndarray:
     """Compensate events row by row.
 
@@ -80,15 +89,18 @@ def compensate_rows(
         Columns of the detectors, in matrix order.
     unmix : ndarray of float64, shape (k, k)
         ``inv(S)``.
-    out : ndarray of float64, shape (n, p), optional
+    out : ndarray of float64, shape (n, p), C or Fortran order, optional
     parallel : bool, default True
         Use the ``prange`` version (threads over events).
+    order : {"C", "F"}, default "C"
+        Layout of a newly allocated ``out``; "F" makes every channel contiguous
+        (what gating wants: it reads channels, not events).
 
     Returns
     -------
     ndarray of float64, shape (n, p)
     """
     if out is None:
-        out = np.empty(x.shape, dtype=np.float64)
+        out = np.empty(x.shape, dtype=np.float64, order=order)
     fn = _parallel if parallel else _serial
     return fn(x, idx, np.ascontiguousarray(unmix, dtype=np.float64), out)

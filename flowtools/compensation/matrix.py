@@ -270,7 +270,7 @@ class SpilloverMatrix:
             raise CompensationError(msg)
         return np.array([pos[d] for d in self.detectors], dtype=np.intp)
 
-    def apply(self, events: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    def apply(self, events: np.ndarray, channels: Sequence[str], *, order: str = "C") -> np.ndarray:
         """Compensate events: the matrix's detector columns become ``observed @ inv(S)``.
 
         Parameters
@@ -279,6 +279,9 @@ class SpilloverMatrix:
             Uncompensated events (any float dtype).
         channels : sequence of str
             ``$PnN`` of the columns.
+
+        order : {"C", "F"}, default "C"
+            Memory layout of the result ("F": each channel contiguous).
 
         Returns
         -------
@@ -299,7 +302,7 @@ class SpilloverMatrix:
             x = x.astype(np.float64)
         from flowtools.compensation._kernels import compensate_rows  # numba: loaded on first use only
 
-        return compensate_rows(np.ascontiguousarray(x), idx, self.unmixing)
+        return compensate_rows(np.ascontiguousarray(x), idx, self.unmixing, order=order)
 
     def unmix(self, events: np.ndarray, channels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Unmix (or compensate) events by least squares.

@@ -105,6 +105,7 @@ class _Evaluator:
         self.n = events.shape[0]
         self._comp: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         self._cols: dict[tuple[Any, ...], np.ndarray] = {}
+        self._partial: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.masks: dict[str, np.ndarray] = {}
 
     # -- values ----------------------------------------------------------------------------------
@@ -121,7 +122,8 @@ class _Evaluator:
             if matrix is None:
                 data, names = self.events, self.channels
             elif not matrix.is_spectral and matrix.fluorochromes == matrix.detectors:
-                data, names = matrix.apply(self.events, self.channels), self.channels  # one-pass kernel
+                # one-pass kernel, column-major so every channel is a contiguous array
+                data, names = matrix.apply(self.events, self.channels, order="F"), self.channels
             else:
                 data, names = matrix.unmix(self.events, self.channels)
             self._comp[ref] = (data, {name: i for i, name in enumerate(names)})
@@ -140,38 +142,78 @@ class _Evaluator:
                     and compensation != UNCOMPENSATED
                     and not self._is_detector(compensation, name)
                 ):
-                    self._cols[key] = np.ascontiguousarray(raw[:, raw_index[name]], dtype=np.float64)
+                    self._cols[key] = raw[:, raw_index[name]]
                     return self._cols[key]
                 msg = (
                     f"{self.where}: no parameter {name!r} (compensation {compensation!r}); "
                     f"available: {sorted(index)}"
                 )
                 raise ChannelError(msg, channel=name, available=tuple(index))
-            self._cols[key] = np.ascontiguousarray(data[:, index[name]], dtype=np.float64)
+            # A strided view, not a copy: gates gather their rows from it, and transforms accept it.
+            self._cols[key] = data[:, index[name]]
         return self._cols[key]
 
     def _is_detector(self, compensation: str, name: str) -> bool:
         m = self.fcs_matrix if compensation == FCS_COMPENSATION else self.s.matrices.get(compensation)
         return m is not None and name in m.detectors
 
+    def _transformed(self, d: Dimension, idx: np.ndarray | None) -> np.ndarray:
+        """Dimension values (ratio, transform) for the events ``idx`` (all when None)."""
+
+        def base(name: str) -> np.ndarray:
+            b = self._base(d.compensation, name)
+            return b if idx is None else b[idx]
+
+        if d.ratio:
+            ratio = self.s.transforms[d.name]
+            values = ratio.transform.apply(base(ratio.numerator), base(ratio.denominator))
+        else:
+            values = base(d.name)
+        if d.transform is not None:
+            values = self.s.transforms[d.transform].apply(values)
+        return np.asarray(values, dtype=np.float64)
+
     def column(self, d: Dimension) -> np.ndarray:
         """Values of a gate dimension for all events (compensated, ratio, transformed as stated)."""
         key = ("dim", d.compensation, d.name, d.transform, d.ratio)
         if key not in self._cols:
-            if d.ratio:
-                ratio = self.s.transforms[d.name]
-                values = ratio.transform.apply(
-                    self._base(d.compensation, ratio.numerator), self._base(d.compensation, ratio.denominator)
-                )
+            part = self._partial.pop(key, None)
+            if part is None:
+                self._cols[key] = self._transformed(d, None)
             else:
-                values = self._base(d.compensation, d.name)
-            if d.transform is not None:
-                values = self.s.transforms[d.transform].apply(values)
-            self._cols[key] = np.ascontiguousarray(values, dtype=np.float64)
+                values, done = part
+                todo = np.flatnonzero(~done)
+                if todo.size:
+                    values[todo] = self._transformed(d, todo)
+                self._cols[key] = values
         return self._cols[key]
 
+    def rows_of(self, d: Dimension, rows: np.ndarray) -> np.ndarray:
+        """Values of a dimension for some events only, transforming each event at most once.
+
+        Transforms (exact logicle, hyperlog) are the costly step; a child gate needs
+        its dimensions only on its parent's events, so values are computed on demand
+        and kept for the next gate that needs them.
+        """
+        key = ("dim", d.compensation, d.name, d.transform, d.ratio)
+        full = self._cols.get(key)
+        if full is not None:
+            return full[rows]
+        if d.transform is None and not d.ratio:
+            return self.column(d)[rows]  # no transform: the base column is already there
+        part = self._partial.get(key)
+        if part is None:
+            part = (np.empty(self.n, dtype=np.float64), np.zeros(self.n, dtype=bool))
+            self._partial[key] = part
+        values, done = part
+        need = rows[~done[rows]]
+        if need.size:
+            values[need] = self._transformed(d, need)
+            done[need] = True
+        return values[rows]
+
     def matrix(self, dims: Sequence[Dimension], rows: np.ndarray | None) -> np.ndarray:
-        cols = [self.column(d) if rows is None else self.column(d)[rows] for d in dims]
+        cols = [self.column(d) if rows is None else self.rows_of(d, rows) for d in dims]
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
     # -- gates -----------------------------------------------------------------------------------
