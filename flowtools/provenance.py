@@ -58,6 +58,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp makes the file 0600; outputs get the usual permissions (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
             fh.flush()

@@ -263,7 +263,7 @@ class _Executor:
         if self.scheduler:
             from distributed import Client
 
-            self._client = Client(self.scheduler, set_as_default=False)
+            self._client = Client(self.scheduler)
         elif self.jobs > 1:
             import multiprocessing as mp
 
@@ -350,6 +350,7 @@ def run_plate(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(out)
     tmpl = [load_template(t) for t in templates]
     by_tube: dict[str | None, Template] = {}
     for t, p in zip(tmpl, templates, strict=True):
@@ -460,6 +461,13 @@ def run_plate(
 
 
 # ------------------------------------------------------------------------------------------ outputs
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Delete temp files a killed run left behind (atomic writes name them ``.<name>.<random>.tmp``)."""
+    for p in out.rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def _write_outputs(

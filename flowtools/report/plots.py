@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from flowtools.provenance import atomic_write_bytes
 
-__all__ = ["delta_heatmap"]
+__all__ = ["delta_heatmap", "gate_plots"]
 
 
 def _pyplot() -> Any:
@@ -46,3 +47,339 @@ def delta_heatmap(
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------ gate plots
+
+_BINS_2D = 256
+_BINS_1D = 128
+_GATE_COLOUR = "#d62728"
+_TEXT = {"fontsize": 7, "color": "black",
+         "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85}}
+_FIGSIZE = (4.0, 4.0)
+_DPI = 80
+
+
+def gate_plots(
+    sample: Any,
+    strategy: Any,
+    result: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Draw every geometric gate of a strategy on its parent's events, one PNG per gate.
+
+    Each figure shows the parent population's events on the gate's dimensions,
+    compensated and transformed exactly as the gate sees them (the values come
+    from the gating engine), as a log-density 2-D histogram (256 x 256 bins) or,
+    for a 1-D gate, a histogram; the gate is drawn on top (rectangle or range
+    edges, polygon, ellipse outline, quadrant dividers). The title gives the
+    population's name, its % of parent and its count; a quadrant gate gives one
+    figure with every quadrant's % in its corner. Boolean gates have no
+    geometry and no figure.
+
+    Parameters
+    ----------
+    sample : FCSSample
+        The sample the strategy was evaluated on.
+    strategy : GatingStrategy
+    result : GatingResult
+        ``gate_sample(strategy, sample)``: the parents' masks.
+    out_dir : path
+        Folder for the PNGs (created if needed); files are named
+        ``NN_<gate id>.png`` in evaluation order, written atomically.
+    labels : mapping of str to str, optional
+        Population id -> display path (``"lymphocytes/T"``); default: the
+        strategy's id path.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The PNGs written, in evaluation order.
+
+    Notes
+    -----
+    Output is deterministic: Agg backend, no software or date metadata in the
+    PNG, fixed size (4 x 4 in at 80 dpi).
+    """
+    from flowtools.compensation import SpilloverMatrix
+    from flowtools.gating.engine import _Evaluator
+    from flowtools.gating.gates import BooleanGate, QuadrantGate
+
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
+    where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
+    ev = _Evaluator(strategy, sample.as_array(preprocess=True), sample.pnn, fcs_matrix, where)
+    names = _display_names(strategy, labels)
+    markers = {c.pnn: c.pns for c in sample.channels}
+    counts = result.counts()
+    n_total = result.n_events
+
+    written: list[Path] = []
+    seen: set[str] = set()
+    for pid, pop in strategy.populations.items():
+        g = pop.gate
+        if isinstance(g, BooleanGate) or g.id in seen:
+            continue
+        seen.add(g.id)
+        parent_n = counts[pop.parent] if pop.parent is not None else n_total
+        rows = None if pop.parent is None else result.mask(pop.parent)
+        parent_name = names.get(pop.parent, "all events") if pop.parent is not None else "all events"
+        if isinstance(g, QuadrantGate):
+            dims = _unique_dims([d.dimension for d in g.dividers])[:2]
+            quads = [(q, names.get(q.id, q.id), counts.get(q.id, 0)) for q in g.quadrants]
+            title = f"quadrants of {_last(parent_name)}"
+        else:
+            dims = list(g.dimensions[:2])
+            quads = []
+            n = counts[pid]
+            pct = f"{100.0 * n / parent_n:.1f}%" if parent_n else "n/a"
+            title = f"{_last(names.get(pid, pid))} \u2014 {pct} of parent ({n:,} events)"
+        values = [ev.column(d) if rows is None else ev.column(d)[rows] for d in dims]
+        axis_names = [_axis_label(d, markers) for d in dims]
+        fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
+        try:
+            if len(dims) == 1:
+                lims = _limits(values[0], _gate_extent(g, pop, dims, 0))
+                _hist_1d(ax, values[0], lims)
+                _draw_gate_1d(ax, g, quads, parent_n)
+                ax.set_xlim(*lims)
+                ax.set_ylabel("events")
+            else:
+                xl = _limits(values[0], _gate_extent(g, pop, dims, 0))
+                yl = _limits(values[1], _gate_extent(g, pop, dims, 1))
+                _hist_2d(ax, values[0], values[1], xl, yl)
+                _draw_gate_2d(ax, g, dims, quads, parent_n, xl, yl)
+                ax.set_xlim(*xl)
+                ax.set_ylim(*yl)
+                ax.set_ylabel(axis_names[1], fontsize=8)
+            ax.set_xlabel(axis_names[0], fontsize=8)
+            _ticks(ax, two_d=len(dims) > 1)
+            ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8)
+            if parent_n == 0:
+                ax.text(0.5, 0.5, "no events in parent", transform=ax.transAxes, ha="center", va="center",
+                        fontsize=9, color="0.4")
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", metadata={"Software": None})
+        finally:
+            plt.close(fig)
+        path = out / f"{len(written) + 1:02d}_{_safe_name(g.id)}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+def _display_names(strategy: Any, labels: Mapping[str, str] | None) -> dict[str, str]:
+    """Population id -> display path: ``labels`` where given, else the path of names.
+
+    A template's gate ids are its population paths joined by ``__``
+    (``lymphocytes__T``), so a child's name is its id less its parent's id.
+    """
+    names: dict[str, str] = {}
+    for pid, pop in strategy.populations.items():  # parents first
+        if labels and pid in labels:
+            names[pid] = labels[pid]
+        elif pop.parent is None:
+            names[pid] = pid
+        else:
+            prefix = pop.parent + "__"
+            own = pid[len(prefix):] if pid.startswith(prefix) and len(pid) > len(prefix) else pid
+            names[pid] = f"{names[pop.parent]}/{own}"
+    return names
+
+
+def _ticks(ax: Any, *, two_d: bool) -> None:
+    """At most five ticks per axis; large scatter values as ``50k`` so labels never collide."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axes = [ax.xaxis, ax.yaxis] if two_d else [ax.xaxis]
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(5))
+        axis.set_major_formatter(FuncFormatter(_tick_text))
+    ax.tick_params(labelsize=7)
+
+
+def _tick_text(value: float, _pos: int | None = None) -> str:
+    if abs(value) >= 10_000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def _last(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] or path
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def _unique_dims(dims: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    for d in dims:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _axis_label(d: Any, markers: Mapping[str, str]) -> str:
+    marker = markers.get(d.name, "")
+    label = f"{marker} ({d.name})" if marker and marker != d.name else d.name
+    if d.ratio:
+        label = f"ratio {d.name}"
+    return label
+
+
+def _gate_extent(g: Any, pop: Any, dims: Sequence[Any], axis: int) -> list[float]:
+    """Finite gate coordinates on one plotted axis (so the gate is in view)."""
+    from flowtools.gating.gates import EllipsoidGate, PolygonGate, QuadrantGate, RectangleGate
+
+    d = dims[axis]
+    if isinstance(g, RectangleGate):
+        i = list(g.dimensions).index(d)
+        return [v for v in (g.mins[i], g.maxs[i]) if v is not None]
+    if isinstance(g, PolygonGate):
+        return [v[axis] for v in g.vertices]
+    if isinstance(g, EllipsoidGate):
+        i = list(g.dimensions).index(d)
+        half = float(np.sqrt(abs(g.covariance[i][i]) * g.distance_square))
+        return [g.mean[i] - half, g.mean[i] + half]
+    if isinstance(g, QuadrantGate):
+        return [v for div in g.dividers if div.dimension == d for v in div.values]
+    return []
+
+
+def _limits(values: np.ndarray, gate: Sequence[float]) -> tuple[float, float]:
+    """Axis range: the data's 0.5-99.5 percentiles and the gate, padded by 5%.
+
+    Gate coordinates far outside the data (a bound at the top of the range) are
+    clipped to one data span beyond it, so the events never shrink to a corner.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    elif gate:
+        lo, hi = float(min(gate)), float(max(gate))
+    else:
+        lo, hi = 0.0, 1.0
+    span = (hi - lo) or (abs(hi) or 1.0)
+    for v in gate:
+        if finite.size:
+            v = min(max(v, lo - span), hi + span)
+        lo, hi = min(lo, v), max(hi, v)
+    pad = 0.05 * ((hi - lo) or 1.0)
+    return lo - pad, hi + pad
+
+
+def _hist_2d(ax: Any, x: np.ndarray, y: np.ndarray, xl: tuple[float, float], yl: tuple[float, float]) -> None:
+    ok = np.isfinite(x) & np.isfinite(y)
+    h, _, _ = np.histogram2d(x[ok], y[ok], bins=_BINS_2D, range=[xl, yl])
+    dens = np.ma.masked_equal(np.log10(1.0 + h.T), 0.0)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    ax.imshow(dens, origin="lower", extent=(*xl, *yl), aspect="auto", cmap=cmap, interpolation="nearest")
+
+
+def _hist_1d(ax: Any, x: np.ndarray, lims: tuple[float, float]) -> None:
+    h, edges = np.histogram(x[np.isfinite(x)], bins=_BINS_1D, range=lims)
+    ax.stairs(h, edges, fill=True, color="#4c72b0", alpha=0.8)
+    ax.set_ylim(0, max(1.0, float(h.max()) * 1.1) if h.size else 1.0)
+
+
+def _draw_gate_1d(ax: Any, g: Any, quads: Sequence[Any], parent_n: int) -> None:
+    from flowtools.gating.gates import EllipsoidGate, QuadrantGate, RectangleGate
+
+    kw = {"color": _GATE_COLOUR, "linewidth": 1.3}
+    if isinstance(g, RectangleGate):
+        lo, hi = g.mins[0], g.maxs[0]
+        for v in (lo, hi):
+            if v is not None:
+                ax.axvline(v, **kw)
+        x0, x1 = ax.get_xlim()
+        ax.axvspan(x0 if lo is None else lo, x1 if hi is None else hi, color=_GATE_COLOUR, alpha=0.08, lw=0)
+    elif isinstance(g, EllipsoidGate):
+        half = float(np.sqrt(abs(g.covariance[0][0]) * g.distance_square))
+        for v in (g.mean[0] - half, g.mean[0] + half):
+            ax.axvline(v, **kw)
+    elif isinstance(g, QuadrantGate):
+        for div in g.dividers:
+            for v in div.values:
+                ax.axvline(v, **kw)
+        for q, name, n in quads:
+            (_, lo, hi), *_ = g.bounds(q)
+            xpos, ha = _corner((lo, hi))
+            ax.text(xpos, 0.95, _quad_text(name, n, parent_n), transform=ax.transAxes, ha=ha, va="top",
+                    **_TEXT)
+
+
+def _quad_text(name: str, n: int, parent_n: int) -> str:
+    pct = f"{100.0 * n / parent_n:.1f}%" if parent_n else "n/a"
+    return f"{_last(name)}\n{pct}"
+
+
+def _draw_gate_2d(
+    ax: Any,
+    g: Any,
+    dims: Sequence[Any],
+    quads: Sequence[Any],
+    parent_n: int,
+    xl: tuple[float, float],
+    yl: tuple[float, float],
+) -> None:
+    from matplotlib.patches import Polygon, Rectangle
+
+    from flowtools.gating.gates import EllipsoidGate, PolygonGate, QuadrantGate, RectangleGate
+
+    kw = {"edgecolor": _GATE_COLOUR, "facecolor": "none", "linewidth": 1.3}
+    if isinstance(g, RectangleGate):
+        # Open sides run past the axes (clipped), so they read as open.
+        far = [(xl[0] - 10 * (xl[1] - xl[0]), xl[1] + 10 * (xl[1] - xl[0])),
+               (yl[0] - 10 * (yl[1] - yl[0]), yl[1] + 10 * (yl[1] - yl[0]))]
+        lo = [far[i][0] if g.mins[i] is None else g.mins[i] for i in (0, 1)]
+        hi = [far[i][1] if g.maxs[i] is None else g.maxs[i] for i in (0, 1)]
+        ax.add_patch(Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1], **kw))
+    elif isinstance(g, PolygonGate):
+        ax.add_patch(Polygon(np.array(g.vertices, dtype=np.float64), closed=True, **kw))
+    elif isinstance(g, EllipsoidGate):
+        ax.plot(*_ellipse_outline(g), color=_GATE_COLOUR, linewidth=1.3)
+    elif isinstance(g, QuadrantGate):
+        for div in g.dividers:
+            for v in div.values:
+                if div.dimension == dims[0]:
+                    ax.axvline(v, color=_GATE_COLOUR, linewidth=1.3)
+                elif div.dimension == dims[1]:
+                    ax.axhline(v, color=_GATE_COLOUR, linewidth=1.3)
+        for q, name, n in quads:
+            pos = {div.dimension: (lo, hi) for div, lo, hi in g.bounds(q)}
+            x = _corner(pos.get(dims[0], (-np.inf, np.inf)))
+            y = _corner(pos.get(dims[1], (-np.inf, np.inf)))
+            ax.text(x[0], y[0], _quad_text(name, n, parent_n), transform=ax.transAxes, ha=x[1],
+                    va={"left": "bottom", "right": "top", "center": "center"}[y[1]], **_TEXT)
+
+
+def _corner(bounds: tuple[float, float]) -> tuple[float, str]:
+    """Axes-fraction position and alignment of a quadrant label along one axis."""
+    lo, hi = bounds
+    if np.isinf(hi) and not np.isinf(lo):
+        return 0.97, "right"
+    if np.isinf(lo) and not np.isinf(hi):
+        return 0.03, "left"
+    return 0.5, "center"
+
+
+def _ellipse_outline(g: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Outline of an ellipsoid gate on its first two dimensions (the exact shadow for n > 2)."""
+    # The gate tests x^T inv(C) x, i.e. the symmetric part of inv(C) (C itself need not be symmetric);
+    # the shadow of that ellipsoid on two axes has those axes' block of its inverse as covariance.
+    inv = g.inverse_covariance
+    shape = np.linalg.inv((inv + inv.T) / 2.0)[:2, :2]
+    mean = np.array(g.mean, dtype=np.float64)[:2]
+    w, v = np.linalg.eigh((shape + shape.T) / 2.0)
+    t = np.linspace(0.0, 2.0 * np.pi, 241)
+    circle = np.vstack([np.cos(t), np.sin(t)])
+    pts = mean[:, None] + v @ (np.sqrt(np.clip(w, 0.0, None) * g.distance_square)[:, None] * circle)
+    return pts[0], pts[1]

@@ -1,0 +1,759 @@
+"""A static HTML report of a plate run: overview, QC flags, outliers, failures and one page per sample.
+
+Built from what :func:`~flowtools.pipeline.plate.run_plate` wrote (its
+outcomes, ``provenance.json``, ``errors.json`` and each sample's resolved
+``gates/<sample>.gating-ml.xml``). The gate plots are redrawn from the FCS
+files with the exported gates, in worker processes, since that is the slow
+part. Pages are self-contained (inline CSS, no JavaScript), link to each
+other relatively, show IDs from the sample sheet only (never FCS free-text
+keywords), and are written atomically; the same run gives the same bytes.
+
+Layout::
+
+    OUT/report/index.html
+    OUT/report/samples/<sample>.html
+    OUT/report/samples/<sample>/NN_<gate>.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from flowtools.pipeline.plate import PlateResult, SampleOutcome, _safe
+from flowtools.provenance import atomic_write_text
+
+__all__ = ["write_report"]
+
+_log = logging.getLogger(__name__)
+
+#: Populations whose name contains one of these are acquisition/QC clean-up gates.
+QC_NAMES = ("qc", "margin", "boundary", "singlet", "clean")
+#: A QC gate keeping less than this % of its parent is flagged.
+QC_MIN_PCT = 85.0
+#: A well with fewer events than this share of its plate's median is flagged.
+LOW_EVENTS_SHARE = 0.2
+#: |x - median| / (1.4826 MAD) above this is an outlier.
+OUTLIER_Z = 3.5
+#: Outliers are looked for only in populations with at least this many gated samples.
+OUTLIER_MIN_SAMPLES = 5
+#: Plate grids drawn per tube: the first populations in template order that are not QC gates.
+KEY_POPULATIONS = 6
+
+_ROWS = "ABCDEFGH"
+_COLS = range(1, 13)
+
+
+def write_report(plate_result: PlateResult, *, jobs: int | None = None) -> Path:
+    """Write the HTML report of a plate run under ``OUT/report/``.
+
+    Parameters
+    ----------
+    plate_result : PlateResult
+        What :func:`~flowtools.pipeline.plate.run_plate` returned; its output
+        folder must still hold ``provenance.json``, ``errors.json`` and
+        ``gates/``, and the FCS files must still be where the sample sheet said.
+    jobs : int, optional
+        Worker processes drawing the gate plots (default: all cores; 1 draws
+        in this process).
+
+    Returns
+    -------
+    pathlib.Path
+        ``OUT/report/index.html``.
+
+    Notes
+    -----
+    The index holds a run summary, one 8 x 12 plate grid per plate, tube and
+    key population (% of parent per well), QC flags (a QC/margin/boundary/
+    singlet gate keeping < 85% of its parent; a well with < 20% of its plate's
+    median events), outliers (robust z > 3.5 on % of parent, populations with
+    at least 5 gated samples), the failures of ``errors.json`` and a link to
+    every sample page. A sample whose plots cannot be drawn (its FCS file is
+    gone or changed) still gets its page, saying why.
+    """
+    out = Path(plate_result.out_dir)
+    rep = out / "report"
+    pages = rep / "samples"
+    pages.mkdir(parents=True, exist_ok=True)
+    prov = _read_json(plate_result.provenance_json)
+    errors_doc = _read_json(plate_result.errors_json)
+    outcomes = list(plate_result.outcomes)
+
+    tasks = [_plot_task_for(o, out, pages, prov) for o in outcomes if o.ok]
+    plots = {r["sample_id"]: r for r in _run(_plot_task, [t for t in tasks if t is not None], jobs)}
+    _remove_stale(pages, outcomes, plots)
+
+    flags = _qc_flags(outcomes)
+    outliers, n_tested = _outliers(outcomes)
+    order = [o.sample_id for o in outcomes]
+    for i, o in enumerate(outcomes):
+        prev_id = order[i - 1] if i > 0 else None
+        next_id = order[i + 1] if i + 1 < len(order) else None
+        page = _sample_page(
+            o,
+            plots.get(o.sample_id),
+            flags.get(o.sample_id, []),
+            [x for x in outliers if x["sample_id"] == o.sample_id],
+            prev_id,
+            next_id,
+        )
+        atomic_write_text(pages / f"{_safe(o.sample_id)}.html", page)
+    index = rep / "index.html"
+    atomic_write_text(index, _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested))
+    _log.info("report written: %s (%d sample pages)", index, len(outcomes))
+    return index
+
+
+# ------------------------------------------------------------------------------------------ plots (workers)
+
+
+def _plot_task_for(
+    o: SampleOutcome, out: Path, pages: Path, prov: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    gml = out / "gates" / f"{_safe(o.sample_id)}.gating-ml.xml"
+    return {
+        "sample_id": o.sample_id,
+        "file": o.file,
+        "gatingml": str(gml) if gml.is_file() else None,
+        "gatingml_text": None if gml.is_file() else o.gatingml,
+        "out_dir": str(pages / _safe(o.sample_id)),
+        "labels": _labels([r["population"] for r in o.rows]),
+        "sha256": (prov.get("fcs_sha256") or {}).get(o.sample_id),
+    }
+
+
+def _labels(paths: Sequence[str]) -> dict[str, str]:
+    """Gate id -> population path, as the template named its gates."""
+    from flowtools.gating.template import _gate_id
+
+    taken: set[str] = set()
+    return {_gate_id(p, taken): p for p in paths}
+
+
+def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Redraw one sample's gate plots (runs in a worker). Never raises: a failure is returned."""
+    from flowtools.gating.engine import gate_sample
+    from flowtools.gating.gates import BooleanGate, QuadrantGate
+    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.io.fcs import read_fcs
+    from flowtools.provenance import file_sha256
+    from flowtools.report.plots import _display_names, _last, _safe_name, gate_plots
+
+    res: dict[str, Any] = {"sample_id": task["sample_id"], "plots": [], "error": None, "changed": False}
+    try:
+        if task["gatingml"] is None and not task["gatingml_text"]:
+            res["error"] = "no exported gates (Gating-ML) for this sample"
+            return res
+        if task["sha256"] is not None:
+            res["changed"] = file_sha256(task["file"]) != task["sha256"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = read_fcs(task["file"])
+        source = (
+            Path(task["gatingml"]).read_bytes()
+            if task["gatingml"] is not None
+            else task["gatingml_text"].encode("utf-8")
+        )
+        strategy = read_gatingml(source)
+        result = gate_sample(strategy, sample, sample_id=task["sample_id"])
+        names = _display_names(strategy, task["labels"])
+        captions: dict[str, str] = {}
+        for pid, pop in strategy.populations.items():
+            g = pop.gate
+            if isinstance(g, BooleanGate):
+                continue
+            if isinstance(g, QuadrantGate):
+                parent = names[pop.parent] if pop.parent is not None else "all events"
+                quads = ", ".join(_last(names[q.id]) for q in g.quadrants if q.id in names)
+                captions[_safe_name(g.id)] = f"quadrants of {parent}: {quads}"
+            else:
+                captions[_safe_name(g.id)] = names[pid]
+        for p in gate_plots(sample, strategy, result, task["out_dir"], labels=task["labels"]):
+            res["plots"].append((p.name, captions.get(p.stem.split("_", 1)[-1], p.stem)))
+    except Exception as exc:  # noqa: BLE001 - one sample's plots must not stop the report; shown on its page
+        res["error"] = f"{type(exc).__name__}: {exc}"
+    return res
+
+
+def _worker_init() -> None:
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _run(fn: Any, tasks: Sequence[dict[str, Any]], jobs: int | None) -> list[dict[str, Any]]:
+    n = jobs if jobs is not None else (os.cpu_count() or 1)
+    n = max(1, min(n, len(tasks)))
+    if n == 1:
+        return [fn(t) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        return list(pool.map(fn, tasks))
+
+
+def _remove_stale(
+    pages: Path, outcomes: Sequence[SampleOutcome], plots: Mapping[str, dict[str, Any]]
+) -> None:
+    """Remove pages and PNGs an earlier report wrote for samples or gates this run no longer has."""
+    keep_pages = {f"{_safe(o.sample_id)}.html" for o in outcomes}
+    keep_dirs = {_safe(sid): {name for name, _ in r["plots"]} for sid, r in plots.items()}
+    for p in sorted(pages.glob("*.html")):
+        if p.name not in keep_pages:
+            p.unlink()
+    for d in sorted(x for x in pages.iterdir() if x.is_dir()):
+        keep = keep_dirs.get(d.name, set())
+        for png in sorted(d.glob("*.png")):
+            if png.name not in keep:
+                png.unlink()
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
+# ------------------------------------------------------------------------------------------ analysis
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None or not Path(path).is_file():
+        return {}
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _is_qc(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1].lower()
+    return any(k in name for k in QC_NAMES)
+
+
+def _qc_flags(outcomes: Sequence[SampleOutcome]) -> dict[str, list[str]]:
+    """Sample id -> QC flags (plain text)."""
+    flags: dict[str, list[str]] = {}
+    for o in outcomes:
+        if not o.ok:
+            continue
+        for r in o.rows:
+            if _is_qc(r["population"]) and _finite(r["pct_parent"]) and r["pct_parent"] < QC_MIN_PCT:
+                flags.setdefault(o.sample_id, []).append(
+                    f"{r['population']} kept {r['pct_parent']:.1f}% of its parent (below {QC_MIN_PCT:g}%)"
+                )
+    by_plate: dict[str, list[SampleOutcome]] = {}
+    for o in outcomes:
+        if o.ok:
+            by_plate.setdefault(o.plate, []).append(o)
+    for plate, members in by_plate.items():
+        median = statistics.median(o.n_events for o in members)
+        for o in members:
+            if o.n_events < LOW_EVENTS_SHARE * median:
+                flags.setdefault(o.sample_id, []).append(
+                    f"low events: {o.n_events:,} (plate {plate} median {median:,.0f}; "
+                    f"below {LOW_EVENTS_SHARE:.0%})"
+                )
+    return flags
+
+
+def _outliers(outcomes: Sequence[SampleOutcome]) -> tuple[list[dict[str, Any]], int]:
+    """Robust-z outliers on % of parent, per tube and population; and how many populations were tested."""
+    values: dict[tuple[str, str], list[tuple[SampleOutcome, float]]] = {}
+    for o in outcomes:
+        if o.ok:
+            for r in o.rows:
+                if _finite(r["pct_parent"]):
+                    values.setdefault((o.tube, r["population"]), []).append((o, float(r["pct_parent"])))
+    found = []
+    tested = 0
+    for (tube, pop), vals in values.items():
+        if len(vals) < OUTLIER_MIN_SAMPLES:
+            continue
+        tested += 1
+        xs = [v for _, v in vals]
+        med = statistics.median(xs)
+        mad = statistics.median(abs(x - med) for x in xs)
+        if mad == 0:
+            continue
+        for o, x in vals:
+            z = (x - med) / (1.4826 * mad)
+            if abs(z) > OUTLIER_Z:
+                found.append(
+                    {
+                        "sample_id": o.sample_id,
+                        "tube": tube,
+                        "population": pop,
+                        "plate": o.plate,
+                        "well": o.well,
+                        "value": x,
+                        "median": med,
+                        "z": z,
+                    }
+                )
+    found.sort(key=lambda d: (-abs(d["z"]), d["population"], d["sample_id"]))
+    return found, tested
+
+
+def _well(well: str) -> tuple[int, int] | None:
+    m = re.fullmatch(r"\s*([A-Ha-h])\s*0?(\d{1,2})\s*", well or "")
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        return None
+    return _ROWS.index(m.group(1).upper()), int(m.group(2))
+
+
+def _key_populations(members: Sequence[SampleOutcome]) -> list[str]:
+    order: dict[str, None] = {}
+    for o in members:
+        for r in o.rows:
+            order.setdefault(r["population"], None)
+    chosen = [p for p in order if not _is_qc(p)][:KEY_POPULATIONS]
+    return chosen or list(order)[:KEY_POPULATIONS]
+
+
+# ------------------------------------------------------------------------------------------ HTML
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0 auto;
+max-width:1180px;padding:16px 24px 48px;color:#1f2933;line-height:1.4;font-size:14px}
+h1{font-size:22px;margin:8px 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d9dee3;
+padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}
+a{color:#0b5cad}nav{font-size:13px;margin-bottom:8px}nav a{margin-right:12px}
+.muted{color:#616e7c}.small{font-size:12px}
+table.data{border-collapse:collapse;margin:6px 0;font-size:13px}
+table.data th,table.data td{border-bottom:1px solid #e4e7eb;padding:3px 10px;text-align:left;
+vertical-align:top}
+table.data th{background:#f5f7fa;font-weight:600}
+table.data td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0}
+.card{border:1px solid #d9dee3;border-radius:6px;padding:8px 14px;min-width:96px;background:#fafbfc}
+.card b{display:block;font-size:22px}.card.bad b{color:#b42318}.card.good b{color:#1a7f37}
+.grids{display:flex;flex-wrap:wrap;gap:18px}
+figure.grid{margin:0}figure.grid figcaption{font-weight:600;font-size:13px;margin-bottom:3px}
+table.plate{border-collapse:collapse;font-size:10px;font-variant-numeric:tabular-nums}
+table.plate th{font-weight:600;color:#616e7c;padding:1px 3px}
+table.plate td{width:30px;height:20px;border:1px solid #d9dee3;text-align:center;padding:0}
+table.plate td a{display:block;text-decoration:none;color:inherit;line-height:20px}
+table.plate td.empty{background:#fff}table.plate td.other{background:#eef0f2;color:#9aa5b1}
+table.plate td.fail{background:#fde2e1;color:#b42318;font-weight:700}
+.legend{font-size:11px;color:#616e7c;margin-top:3px;display:flex;align-items:center;gap:6px}
+.ramp{display:inline-block;width:80px;height:10px;border:1px solid #d9dee3;
+background:linear-gradient(to right,#f7fbff,#08519c)}
+.box{border-radius:6px;padding:8px 12px;margin:10px 0}
+.box.error{background:#fde2e1;border:1px solid #f5b5b0}.box.warn{background:#fff4d6;border:1px solid #f0d58c}
+.box.ok{background:#e6f4ea;border:1px solid #b7dfc2}
+pre{white-space:pre-wrap;font-size:12px;margin:4px 0}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;width:320px}
+.plots img{display:block}.plots figcaption{font-size:12px;color:#616e7c}
+nav.pager a{margin-right:0}
+.status-ok{color:#1a7f37}.status-failed{color:#b42318;font-weight:600}
+.path{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+"""
+
+
+def _e(x: Any) -> str:
+    return escape(str(x), quote=True)
+
+
+def _href(name: str) -> str:
+    return _e(quote(name))
+
+
+def _page(title: str, body: Iterable[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            *body,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], *, num: Sequence[int] = ()) -> str:
+    """An HTML table; cells are already-escaped HTML."""
+    out = [
+        '<table class="data">',
+        "<thead><tr>" + "".join(f'<th scope="col">{h}</th>' for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
+    for r in rows:
+        out.append(
+            "<tr>"
+            + "".join(f'<td class="num">{c}</td>' if i in num else f"<td>{c}</td>" for i, c in enumerate(r))
+            + "</tr>"
+        )
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.1f}" if _finite(x) else "\u2013"
+
+
+def _sample_link(sid: str, *, prefix: str = "samples/") -> str:
+    return f'<a href="{_href(prefix + _safe(sid) + ".html")}">{_e(sid)}</a>'
+
+
+def _reason(error: str | None, file: str) -> tuple[str, str]:
+    """(first line without the file prefix, the rest)."""
+    text = (error or "unknown error").strip()
+    for prefix in (f"{file}: ", f"{file}:"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    first, _, rest = text.partition("\n")
+    return first, rest
+
+
+def _colour(t: float) -> tuple[str, str]:
+    """Background and text colour for a 0..1 position on the white-blue scale."""
+    lo, hi = (0xF7, 0xFB, 0xFF), (0x08, 0x51, 0x9C)
+    rgb = tuple(round(a + (b - a) * t) for a, b in zip(lo, hi, strict=True))
+    return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if t > 0.55 else "#1f2933")
+
+
+def _index_page(
+    res: PlateResult,
+    outcomes: Sequence[SampleOutcome],
+    prov: Mapping[str, Any],
+    errors_doc: Mapping[str, Any],
+    flags: Mapping[str, list[str]],
+    outliers: Sequence[dict[str, Any]],
+    n_tested: int,
+) -> str:
+    n_ok = sum(o.ok for o in outcomes)
+    n_fail = len(outcomes) - n_ok
+    skipped = list(errors_doc.get("skipped_no_template") or getattr(res, "skipped", []) or [])
+    plates = sorted({o.plate for o in outcomes})
+    body = ["<h1>flowtools plate report</h1>"]
+    version = prov.get("version", "unknown")
+    created = prov.get("created")
+    body.append(
+        f'<p class="muted">flowtools {_e(version)}'
+        + (f" \u00b7 gated {_e(created)}" if created else "")
+        + (f" \u00b7 seed {_e(prov['seed'])}" if "seed" in prov else "")
+        + "</p>"
+    )
+    body.append(
+        '<nav><a href="#plates">Plate overview</a><a href="#qc">QC flags</a><a href="#outliers">Outliers</a>'
+        '<a href="#failures">Failures</a><a href="#samples">All samples</a></nav>'
+    )
+    cards = [
+        ("samples", len(outcomes), ""),
+        ("gated", n_ok, "good"),
+        ("failed", n_fail, "bad" if n_fail else ""),
+        ("QC flags", len(flags), "bad" if flags else ""),
+        ("plates", len(plates), ""),
+    ]
+    if skipped:
+        cards.append(("skipped (no template)", len(skipped), ""))
+    body.append(
+        '<div class="cards">'
+        + "".join(f'<div class="card {c}"><b>{v:,}</b>{_e(k)}</div>' for k, v, c in cards)
+        + "</div>"
+    )
+    templates = prov.get("templates") or {}
+    if templates:
+        body.append(
+            _table(
+                ["template", "tube", "file", "SHA-256"],
+                (
+                    [
+                        _e(name),
+                        _e(t.get("tube") or "any"),
+                        _e(t.get("file", "")),
+                        f'<span class="small muted">{_e(str(t.get("sha256", ""))[:12])}</span>',
+                    ]
+                    for name, t in sorted(templates.items())
+                ),
+            )
+        )
+
+    body.append('<h2 id="plates">Plate overview</h2>')
+    body.append(
+        '<p class="muted small">% of parent in each well. Click a well for its sample page. '
+        "Colours run from the lowest (light) to the highest (dark) value on the plate. "
+        "\u2715 failed sample; grey: a sample of another tube.</p>"
+    )
+    for plate in plates:
+        on_plate = [o for o in outcomes if o.plate == plate]
+        for tube in sorted({o.tube for o in on_plate}):
+            members = [o for o in on_plate if o.tube == tube]
+            body.append(
+                f"<h3>Plate {_e(plate)} \u00b7 tube {_e(tube)} "
+                f'<span class="muted small">({len(members)} samples, '
+                f"{sum(not o.ok for o in members)} failed)</span></h3>"
+            )
+            pops = _key_populations([o for o in members if o.ok])
+            if not pops:
+                body.append('<p class="muted">No gated sample.</p>')
+                continue
+            body.append(
+                '<div class="grids">' + "".join(_plate_grid(on_plate, tube, p) for p in pops) + "</div>"
+            )
+
+    body.append('<h2 id="qc">QC flags</h2>')
+    body.append(
+        f'<p class="muted small">A QC clean-up gate ({_e(", ".join(QC_NAMES))}) that kept less than '
+        f"{QC_MIN_PCT:g}% of its parent, or a well with fewer than {LOW_EVENTS_SHARE:.0%} of its plate's "
+        "median events.</p>"
+    )
+    by_id = {o.sample_id: o for o in outcomes}
+    if flags:
+        body.append(
+            _table(
+                ["sample", "plate", "well", "flag"],
+                (
+                    [
+                        _sample_link(sid),
+                        _e(by_id[sid].plate),
+                        _e(by_id[sid].well),
+                        "<br>".join(_e(f) for f in fl),
+                    ]
+                    for sid, fl in flags.items()
+                ),
+            )
+        )
+    else:
+        body.append('<p class="box ok">No QC flag.</p>')
+
+    body.append('<h2 id="outliers">Outliers</h2>')
+    body.append(
+        f'<p class="muted small">Robust z = |x \u2212 median| / (1.4826 \u00d7 MAD) above {OUTLIER_Z:g} '
+        f"on % of parent, per tube and population; only populations with at least "
+        f"{OUTLIER_MIN_SAMPLES} gated samples are tested ({n_tested} tested).</p>"
+    )
+    if outliers:
+        body.append(
+            _table(
+                ["population", "sample", "plate", "well", "% of parent", "median", "robust z"],
+                (
+                    [
+                        f'<span class="path">{_e(x["population"])}</span>',
+                        _sample_link(x["sample_id"]),
+                        _e(x["plate"]),
+                        _e(x["well"]),
+                        _pct(x["value"]),
+                        _pct(x["median"]),
+                        f"{x['z']:+.1f}",
+                    ]
+                    for x in outliers
+                ),
+                num=(4, 5, 6),
+            )
+        )
+    elif n_tested:
+        body.append('<p class="box ok">No outlier.</p>')
+    else:
+        body.append('<p class="muted">Too few gated samples per population to look for outliers.</p>')
+
+    body.append('<h2 id="failures">Failures</h2>')
+    errors = errors_doc.get("errors")
+    if errors is None:
+        errors = [{"sample_id": o.sample_id, "file": o.file, "error": o.error} for o in outcomes if not o.ok]
+    if errors:
+        rows = []
+        for err in errors:
+            file = str(err.get("file", ""))
+            first, rest = _reason(err.get("error"), file)
+            cell = _e(first) + (
+                f"<details><summary>details</summary><pre>{_e(rest)}</pre></details>" if rest else ""
+            )
+            rows.append([_sample_link(str(err.get("sample_id", ""))), _e(Path(file).name), cell])
+        body.append(_table(["sample", "file", "reason"], rows))
+    else:
+        body.append('<p class="box ok">Every sample was gated.</p>')
+
+    body.append('<h2 id="samples">All samples</h2>')
+    body.append(
+        _table(
+            ["sample", "woman", "tube", "plate", "well", "events", "status", "flags"],
+            (
+                [
+                    _sample_link(o.sample_id),
+                    _e(o.woman_id),
+                    _e(o.tube),
+                    _e(o.plate),
+                    _e(o.well),
+                    f"{o.n_events:,}" if o.ok else "\u2013",
+                    '<span class="status-ok">gated</span>'
+                    if o.ok
+                    else '<span class="status-failed">failed</span>',
+                    str(len(flags.get(o.sample_id, []))) if flags.get(o.sample_id) else "",
+                ]
+                for o in outcomes
+            ),
+            num=(5,),
+        )
+    )
+    if skipped:
+        body.append(
+            f'<p class="muted small">Not gated (no template for their tube): {_e(", ".join(skipped))}</p>'
+        )
+    return _page("flowtools plate report", body)
+
+
+def _plate_grid(on_plate: Sequence[SampleOutcome], tube: str, population: str) -> str:
+    cells: dict[tuple[int, int], tuple[str, str, str, str]] = {}  # (row, col) -> class, style, text, title
+    values = {}
+    for o in on_plate:
+        pos = _well(o.well)
+        if pos is None:
+            continue
+        if o.tube != tube:
+            cells[pos] = ("other", "", "", f"{o.sample_id} ({o.tube})")
+        elif not o.ok:
+            cells[pos] = ("fail", "", "\u2715", f"{o.sample_id}: failed")
+        else:
+            v = next((r["pct_parent"] for r in o.rows if r["population"] == population), None)
+            if _finite(v):
+                values[pos] = (o, float(v))
+            else:
+                cells[pos] = ("", "", "\u2013", f"{o.sample_id}: no events in parent")
+    lo = min((v for _, v in values.values()), default=0.0)
+    hi = max((v for _, v in values.values()), default=0.0)
+    for pos, (o, v) in values.items():
+        t = 0.5 if hi == lo else (v - lo) / (hi - lo)
+        bg, fg = _colour(t)
+        cells[pos] = (
+            "",
+            f"background:{bg};color:{fg}",
+            f"{v:.1f}" if v < 99.95 else "100",
+            f"{o.sample_id} ({o.well}): {v:.1f}% of parent",
+        )
+    by_pos = {(_well(o.well) or (-1, -1)): o for o in on_plate}
+    rows = ["<tr><th></th>" + "".join(f'<th scope="col">{c}</th>' for c in _COLS) + "</tr>"]
+    for ri, letter in enumerate(_ROWS):
+        tds = []
+        for c in _COLS:
+            cls, style, text, title = cells.get((ri, c), ("empty", "", "", ""))
+            attrs = (f' class="{cls}"' if cls else "") + (f' style="{_e(style)}"' if style else "")
+            attrs += f' title="{_e(title)}"' if title else ""
+            o = by_pos.get((ri, c))
+            inner = _e(text)
+            if o is not None and cls != "other":
+                inner = (
+                    f'<a href="{_href("samples/" + _safe(o.sample_id) + ".html")}">{inner or "&nbsp;"}</a>'
+                )
+            tds.append(f"<td{attrs}>{inner}</td>")
+        rows.append(f'<tr><th scope="row">{letter}</th>' + "".join(tds) + "</tr>")
+    name = population.rsplit("/", 1)[-1]
+    legend = (
+        f'<div class="legend">{_pct(lo)}% <span class="ramp"></span> {_pct(hi)}%</div>'
+        if values
+        else '<div class="legend">no values</div>'
+    )
+    return (
+        f'<figure class="grid"><figcaption>{_e(name)} <span class="muted small">% of parent \u00b7 '
+        f'{_e(population)}</span></figcaption><table class="plate">{"".join(rows)}</table>{legend}</figure>'
+    )
+
+
+def _sample_page(
+    o: SampleOutcome,
+    plots: Mapping[str, Any] | None,
+    flags: Sequence[str],
+    outliers: Sequence[dict[str, Any]],
+    prev_id: str | None,
+    next_id: str | None,
+) -> str:
+    nav = ['<a href="../index.html">\u2190 plate report</a>']
+    if prev_id is not None:
+        nav.append(f"previous: {_sample_link(prev_id, prefix='')}")
+    if next_id is not None:
+        nav.append(f"next: {_sample_link(next_id, prefix='')}")
+    body = ['<nav class="pager">' + " \u00b7 ".join(nav) + "</nav>", f"<h1>Sample {_e(o.sample_id)}</h1>"]
+    status = '<span class="status-ok">gated</span>' if o.ok else '<span class="status-failed">failed</span>'
+    ids = [
+        ("sample", _e(o.sample_id)),
+        ("woman", _e(o.woman_id)),
+        ("tube", _e(o.tube)),
+        ("plate", _e(o.plate)),
+        ("well", _e(o.well)),
+        ("FCS file", _e(Path(o.file).name)),
+        ("status", status),
+    ]
+    if o.ok:
+        ids.insert(6, ("events", f"{o.n_events:,}"))
+    body.append(
+        '<table class="data">'
+        + "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in ids)
+        + "</table>"
+    )
+    if not o.ok:
+        first, rest = _reason(o.error, o.file)
+        body.append(
+            f'<div class="box error"><b>Gating failed:</b> {_e(first)}'
+            + (f"<pre>{_e(rest)}</pre>" if rest else "")
+            + "</div>"
+        )
+        return _page(f"{o.sample_id} \u2014 flowtools report", body)
+    for f in flags:
+        body.append(f'<div class="box warn"><b>QC:</b> {_e(f)}</div>')
+    for x in outliers:
+        body.append(
+            f'<div class="box warn"><b>Outlier:</b> {_e(x["population"])} {_pct(x["value"])}% of parent '
+            f"(median {_pct(x['median'])}%, robust z {x['z']:+.1f})</div>"
+        )
+
+    body.append("<h2>Populations</h2>")
+    body.append(
+        _table(
+            ["population", "count", "% of parent", "% of total"],
+            (
+                [
+                    f'<span class="path">{_e(r["population"])}</span>',
+                    f"{int(r['count']):,}",
+                    _pct(r["pct_parent"]),
+                    _pct(r["pct_total"]),
+                ]
+                for r in o.rows
+            ),
+            num=(1, 2, 3),
+        )
+    )
+
+    body.append("<h2>Gates</h2>")
+    if plots is None:
+        body.append('<div class="box warn">Gate plots were not drawn.</div>')
+    else:
+        if plots.get("changed"):
+            body.append(
+                '<div class="box warn">The FCS file changed since it was gated: the plots show the file '
+                "as it is now.</div>"
+            )
+        if plots.get("error"):
+            body.append(f'<div class="box warn"><b>Gate plots unavailable:</b> {_e(plots["error"])}</div>')
+        figs = []
+        folder = _safe(o.sample_id)
+        for name, caption in plots.get("plots", []):
+            figs.append(
+                f'<figure><img src="{_href(folder + "/" + name)}" width="320" height="320" '
+                f'alt="{_e("gate plot: " + caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+            )
+        if figs:
+            body.append(
+                "<p class=\"muted small\">Parent population's events on the gate's axes (compensated and "
+                "transformed as the gate sees them; colour = log density); the gate in red.</p>"
+            )
+            body.append('<div class="plots">' + "".join(figs) + "</div>")
+    return _page(f"{o.sample_id} \u2014 flowtools report", body)

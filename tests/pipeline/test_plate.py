@@ -1,0 +1,167 @@
+"""Batch gating of a plate: outputs, partial failures, caching, resume after kill -9, dask, no personal data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flowtools.cli import app
+from flowtools.pipeline.plate import run_plate
+from flowtools.synth import make_cohort
+
+TEMPLATE = """\
+name: small
+tube: TBNK-NK
+compensation: FCS
+populations:
+  - name: cells
+    dims: [FSC-A]
+    method: mindensity
+    args: {side: positive, range: [2000, 50000]}
+  - name: lymphocytes
+    parent: cells
+    dims: [FSC-A, SSC-A]
+    gate: {rectangle: [[35000, 80000], [null, 30000]]}
+  - name: CD3+
+    parent: lymphocytes
+    dims: [CD3]
+    method: mindensity
+    args: {side: positive}
+    group_by: plate
+  - name: T
+    parent: CD3+
+    dims: [CD4, CD8]
+    method: quad
+    quadrants: {CD4: "+-", CD8: "-+"}
+"""
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plate")
+    res = make_cohort(root / "c", n_women=5, events=3000, seed=9)
+    tpl = root / "small.yaml"
+    tpl.write_text(TEMPLATE)
+    return res, tpl
+
+
+def _tables(out: Path) -> tuple[str, str]:
+    return (out / "populations.csv").read_text(), (out / "per_woman.csv").read_text()
+
+
+def test_outputs_and_tables(cohort, tmp_path):
+    c, tpl = cohort
+    res = run_plate(c.samples_csv, [tpl], tmp_path / "out", jobs=1)
+    assert res.exit_code == 0 and res.n_ok == 5
+    assert len(res.skipped) == 5  # the Treg-Th samples: no template for that tube
+    pops = pd.read_parquet(tmp_path / "out" / "populations.parquet")
+    assert set(pops["population"]) == {"cells", "cells/lymphocytes", "cells/lymphocytes/CD3+",
+                                       "cells/lymphocytes/CD3+/CD4", "cells/lymphocytes/CD3+/CD8"}
+    assert {"sample_id", "woman_id", "tube", "plate", "well", "count", "pct_parent", "pct_total",
+            "mfi_CD3", "mfi_CD3_transformed"} <= set(pops.columns)
+    assert pd.read_csv(tmp_path / "out" / "populations.csv").shape == pops.shape
+    wide = pd.read_csv(tmp_path / "out" / "per_woman.csv")
+    assert wide.shape[0] == 5 and "TBNK-NK|cells/lymphocytes/CD3+" in wide.columns
+    assert (tmp_path / "out" / "per_woman.columns.md").is_file()
+    gates = sorted(p.name for p in (tmp_path / "out" / "gates").iterdir())
+    assert len(gates) == 5 and gates[0].endswith(".gating-ml.xml")
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["templates"]["small"]["sha256"] and len(prov["fcs_sha256"]) == 5
+    # group_by: plate -> one CD3 threshold per plate, shared by its samples
+    cuts = set()
+    for p in (tmp_path / "out" / "gates").iterdir():
+        text = p.read_text()
+        i = text.index('gating:id="cells__lymphocytes__CD3pos"')
+        cuts.add(text[i:i + 400].split('gating:min="')[1].split('"')[0])
+    assert len(cuts) == 1
+
+
+def test_no_personal_keyword_in_any_output(cohort, tmp_path):
+    c, tpl = cohort
+    run_plate(c.samples_csv, [tpl], tmp_path / "out", jobs=1)
+    for p in (tmp_path / "out").rglob("*"):
+        if p.is_file():
+            assert b"CANARY" not in p.read_bytes(), p
+
+
+def test_partial_plate_reports_and_completes(cohort, tmp_path):
+    c, tpl = cohort
+    bad = tmp_path / "c"
+    shutil.copytree(c.out_dir, bad)
+    victim = next((bad / "fcs").glob("*TBNK*.fcs"))
+    victim.write_bytes(victim.read_bytes()[:5000])
+    res = run_plate(bad / "samples.csv", [tpl], tmp_path / "out", jobs=1)
+    assert res.exit_code == 2 and res.n_ok == 4 and res.n_failed == 1
+    errors = json.loads(res.errors_json.read_text())["errors"]
+    assert len(errors) == 1 and victim.name in errors[0]["error"] and "truncated" in errors[0]["error"]
+    r = CliRunner().invoke(app, ["gate", str(bad / "samples.csv"), "-t", str(tpl), "--out", str(tmp_path / "o2"),
+                                 "--jobs", "1", "--no-report", "--json"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["failed"] == 1
+
+
+def test_rerun_recomputes_nothing_and_gives_identical_tables(cohort, tmp_path):
+    c, tpl = cohort
+    out = tmp_path / "out"
+    first = run_plate(c.samples_csv, [tpl], out, jobs=1)
+    before = _tables(out)
+    again = run_plate(c.samples_csv, [tpl], out, jobs=1)
+    assert all(o.cached for o in again.outcomes) and not any(o.cached for o in first.outcomes)
+    assert _tables(out) == before
+
+
+def test_killed_run_resumes_to_identical_tables(cohort, tmp_path):
+    c, tpl = cohort
+    ref = tmp_path / "ref"
+    run_plate(c.samples_csv, [tpl], ref, jobs=1)
+    out = tmp_path / "out"
+    code = (
+        "import sys, time\n"
+        "from flowtools.pipeline import plate\n"
+        "orig = plate._gate_task\n"
+        "def slow(task):\n"
+        "    time.sleep(0.4)\n"
+        "    return orig(task)\n"
+        "plate._gate_task = slow\n"
+        f"plate.run_plate({str(c.samples_csv)!r}, [{str(tpl)!r}], {str(out)!r}, jobs=1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / ".cache").glob("*.json"))) < 2 if (out / ".cache").exists() \
+            else time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "populations.csv").exists()  # no final table from a killed run
+    done_before = len(list((out / ".cache").glob("*.json")))
+    assert 1 <= done_before < 5
+    res = run_plate(c.samples_csv, [tpl], out, jobs=1)
+    assert sum(o.cached for o in res.outcomes) == done_before
+    assert _tables(out) == _tables(ref)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_process_pool_and_dask_give_identical_tables(cohort, tmp_path):
+    c, tpl = cohort
+    run_plate(c.samples_csv, [tpl], tmp_path / "serial", jobs=1)
+    run_plate(c.samples_csv, [tpl], tmp_path / "pool", jobs=2)
+    assert _tables(tmp_path / "pool") == _tables(tmp_path / "serial")
+    distributed = pytest.importorskip("distributed")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dask's own deprecation and resource warnings
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster:
+            run_plate(c.samples_csv, [tpl], tmp_path / "dask", scheduler=cluster.scheduler_address)
+    assert _tables(tmp_path / "dask") == _tables(tmp_path / "serial")
