@@ -235,13 +235,15 @@ def demo(
     women: Annotated[int, typer.Option("--women", min=2, help="Number of women in the demo cohort.")] = 24,
     events: Annotated[int, typer.Option(min=100, help="Events per FCS file.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all cores).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Make a synthetic demo cohort and run every stage that exists on it, end to end."""
     from flowtools.errors import FlowtoolsError
     from flowtools.pipeline.demo import run_demo
 
-    labels = {"synth": "1/2 synthetic cohort", "read": "2/2 reading and compensating FCS files"}
+    labels = {"synth": "1/4 synthetic cohort", "read": "2/4 reading and compensating FCS files",
+              "gate": "3/4 gating with the study templates"}
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -251,20 +253,30 @@ def demo(
                     tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            res = run_demo(out, n_women=women, events=events, seed=seed, progress=on_progress)
+            res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress)
+            bar.add_task("4/4 gate plots and HTML report", total=None)
+            from flowtools.report.html import write_report
+
+            report_html = write_report(res.plate, jobs=jobs) if res.plate is not None else None
     except FlowtoolsError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAIL) from None
     s = res.summary
     if json_out:
-        paths = {"out": res.out_dir, "cohort": res.cohort.out_dir, "samples_csv": res.cohort.samples_csv,
+        paths = {"report": report_html, "out": res.out_dir, "cohort": res.cohort.out_dir,
+                 "samples_csv": res.cohort.samples_csv,
+                 "populations_csv": res.plate.populations_csv if res.plate else None,
+                 "per_woman_csv": res.plate.per_woman_csv if res.plate else None,
                  "clinical_csv": res.cohort.clinical_csv, "truth": res.cohort.truth_dir,
                  "fcs_scan_csv": res.scan_csv, "compensated_medians_csv": res.medians_csv,
                  "provenance": res.provenance_json}
+        paths = {k: v for k, v in paths.items() if v is not None}
         sys.stdout.write(json.dumps({"summary": s, "outputs": {k: str(v) for k, v in paths.items()}}, indent=2)
                          + "\n")
         return
     console.rule("[bold]flowtools demo")
+    if report_html is not None:
+        console.print(f"[bold]report:[/] {report_html}", highlight=False, soft_wrap=True)
     console.print(
         f"[bold]1. synthetic cohort[/]  {s['women']} women ({s['rm']} RM, {s['controls']} controls, "
         f"{s['immune_subgroup']} in the immune subgroup), {s['files']} FCS files on plate(s) "
@@ -280,12 +292,19 @@ def demo(
         f"[bold]3. compensation[/]      {s['compensated_files']} files compensated with their own $SPILLOVER",
         highlight=False, soft_wrap=True,
     )
+    console.print(
+        f"[bold]4. gating[/]            {s['gated']} samples gated with the study templates"
+        + (f", {s['gating_failed']} failed (see errors.json)" if s["gating_failed"] else ""),
+        highlight=False, soft_wrap=True,
+    )
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
         ("clinical record", res.cohort.clinical_csv), ("truth", res.cohort.truth_dir),
         ("FCS scan table", res.scan_csv), ("compensated medians", res.medians_csv),
-        ("provenance", res.provenance_json),
+        ("populations", res.plate.populations_csv if res.plate else "-"),
+        ("per woman", res.plate.per_woman_csv if res.plate else "-"),
+        ("resolved gates", res.out_dir / "gated" / "gates"), ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
     console.print(table)
