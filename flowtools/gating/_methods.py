@@ -603,7 +603,7 @@ class _TargetSpec(ArgSpec):
         ),
         "level": ArgSpec(float, 0.95, lo=0.01, hi=0.9999, doc="probability mass of the ellipse (chi-square)"),
         "max_events": ArgSpec(
-            int, 50_000, lo=100, hi=10_000_000, doc="events used to fit (seeded subsample)"
+            int, 20_000, lo=100, hi=10_000_000, doc="events used to fit (seeded subsample)"
         ),
     },
 )
