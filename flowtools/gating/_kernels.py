@@ -24,10 +24,13 @@ __all__ = ["ellipsoid_mask", "polygon_mask", "rectangle_mask"]
 _PARALLEL_MIN = 50_000  # below this, threads cost more than they save
 
 
-def _polygon(x, y, vx, vy, out):  # noqa: ANN001, ANN202
+def _polygon(x, y, vx, vy, parent, out):  # noqa: ANN001, ANN202
     n = x.shape[0]
     m = vx.shape[0]
     for i in nb.prange(n):
+        if not parent[i]:  # children are tested only on their parent's events
+            out[i] = False
+            continue
         px = x[i]
         py = y[i]
         inside = False
@@ -44,9 +47,12 @@ def _polygon(x, y, vx, vy, out):  # noqa: ANN001, ANN202
     return out
 
 
-def _ellipsoid(values, mean, inv_cov, dist2, out):  # noqa: ANN001, ANN202
+def _ellipsoid(values, mean, inv_cov, dist2, parent, out):  # noqa: ANN001, ANN202
     n, d = values.shape
     for i in nb.prange(n):
+        if not parent[i]:
+            out[i] = False
+            continue
         acc = 0.0
         for a in range(d):
             da = values[i, a] - mean[a]
@@ -58,9 +64,12 @@ def _ellipsoid(values, mean, inv_cov, dist2, out):  # noqa: ANN001, ANN202
     return out
 
 
-def _rectangle(values, lo, hi, out):  # noqa: ANN001, ANN202
+def _rectangle(values, lo, hi, parent, out):  # noqa: ANN001, ANN202
     n, d = values.shape
     for i in nb.prange(n):
+        if not parent[i]:
+            out[i] = False
+            continue
         ok = True
         for a in range(d):
             v = values[i, a]
@@ -75,9 +84,10 @@ def _rectangle(values, lo, hi, out):  # noqa: ANN001, ANN202
 _ro1 = nb.types.Array(nb.float64, 1, "C", readonly=True)
 _ro2 = nb.types.Array(nb.float64, 2, "C", readonly=True)
 _b1 = nb.types.Array(nb.boolean, 1, "C")
-_POLY_SIG = _b1(_ro1, _ro1, _ro1, _ro1, _b1)
-_ELL_SIG = _b1(_ro2, _ro1, _ro2, nb.float64, _b1)
-_RECT_SIG = _b1(_ro2, _ro1, _ro1, _b1)
+_rob1 = nb.types.Array(nb.boolean, 1, "C", readonly=True)
+_POLY_SIG = _b1(_ro1, _ro1, _ro1, _ro1, _rob1, _b1)
+_ELL_SIG = _b1(_ro2, _ro1, _ro2, nb.float64, _rob1, _b1)
+_RECT_SIG = _b1(_ro2, _ro1, _ro1, _rob1, _b1)
 
 _polygon_s = nb.njit([_POLY_SIG], cache=NUMBA_CACHE, nogil=True)(_polygon)
 _polygon_p = nb.njit([_POLY_SIG], cache=NUMBA_CACHE, nogil=True, parallel=True)(_polygon)
@@ -95,12 +105,17 @@ def _out(n: int, out: np.ndarray | None) -> np.ndarray:
     return np.empty(n, dtype=np.bool_) if out is None else out
 
 
+def _parent(n: int, parent: np.ndarray | None) -> np.ndarray:
+    return np.ones(n, dtype=np.bool_) if parent is None else np.ascontiguousarray(parent, dtype=np.bool_)
+
+
 def polygon_mask(
     x: np.ndarray,
     y: np.ndarray,
     vertices: np.ndarray,
     out: np.ndarray | None = None,
     *,
+    parent: np.ndarray | None = None,
     parallel: bool | None = None,
 ) -> np.ndarray:
     """Even-odd point-in-polygon test.
@@ -110,6 +125,8 @@ def polygon_mask(
     x, y : ndarray of float64, shape (n,)
     vertices : ndarray of float64, shape (m, 2)
     out : ndarray of bool, shape (n,), optional
+    parent : ndarray of bool, shape (n,), optional
+        Only these events are tested (the others are False): a child gate on its parent.
     parallel : bool, optional
         Default: threads when n >= 50,000.
 
@@ -120,7 +137,8 @@ def polygon_mask(
     v = _f64(vertices)
     n = x.shape[0]
     fn = _polygon_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _polygon_s
-    return fn(_f64(x), _f64(y), np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), _out(n, out))
+    return fn(_f64(x), _f64(y), np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), _parent(n, parent),
+              _out(n, out))
 
 
 def ellipsoid_mask(
@@ -130,12 +148,13 @@ def ellipsoid_mask(
     distance_square: float,
     out: np.ndarray | None = None,
     *,
+    parent: np.ndarray | None = None,
     parallel: bool | None = None,
 ) -> np.ndarray:
     """``(v - mean)^T inv_cov (v - mean) <= distance_square`` per row of ``values`` (n, d)."""
     n = values.shape[0]
     fn = _ellipsoid_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _ellipsoid_s
-    return fn(_f64(values), _f64(mean), _f64(inv_cov), float(distance_square), _out(n, out))
+    return fn(_f64(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
 
 
 def rectangle_mask(
@@ -144,9 +163,10 @@ def rectangle_mask(
     hi: np.ndarray,
     out: np.ndarray | None = None,
     *,
+    parent: np.ndarray | None = None,
     parallel: bool | None = None,
 ) -> np.ndarray:
     """``lo <= v < hi`` on every column of ``values`` (n, d); use -inf/inf for open bounds."""
     n = values.shape[0]
     fn = _rectangle_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _rectangle_s
-    return fn(_f64(values), _f64(lo), _f64(hi), _out(n, out))
+    return fn(_f64(values), _f64(lo), _f64(hi), _parent(n, parent), _out(n, out))

@@ -199,8 +199,10 @@ class _Evaluator:
         full = self._cols.get(key)
         if full is not None:
             return full[rows]
-        if d.transform is None and not d.ratio:
-            return self.column(d)[rows]  # no transform: the base column is already there
+        if (d.transform is None and not d.ratio) or 2 * rows.size >= self.n:
+            # No transform (the base column is already there), or most events wanted anyway:
+            # transforming the whole column once is cheaper than bookkeeping.
+            return self.column(d)[rows]
         part = self._partial.get(key)
         if part is None:
             part = (np.empty(self.n, dtype=np.float64), np.zeros(self.n, dtype=bool))
@@ -212,8 +214,20 @@ class _Evaluator:
             done[need] = True
         return values[rows]
 
+    def values(self, d: Dimension, rows: np.ndarray | None) -> np.ndarray:
+        """One dimension's values on ``rows`` (all events when None), contiguous float64."""
+        v = self.column(d) if rows is None else self.rows_of(d, rows)
+        return np.ascontiguousarray(v, dtype=np.float64)
+
     def matrix(self, dims: Sequence[Dimension], rows: np.ndarray | None) -> np.ndarray:
-        cols = [self.column(d) if rows is None else self.rows_of(d, rows) for d in dims]
+        if len(dims) == 1:
+            return self.values(dims[0], rows).reshape(-1, 1)  # a view, no copy
+        if rows is None:
+            key = ("stack", *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
+            if key not in self._cols:  # quadrants of one gate share their dimensions
+                self._cols[key] = np.ascontiguousarray(np.column_stack([self.column(d) for d in dims]))
+            return self._cols[key]
+        cols = [self.rows_of(d, rows) for d in dims]
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
     # -- gates -----------------------------------------------------------------------------------
@@ -238,40 +252,31 @@ class _Evaluator:
             if isinstance(g, BooleanGate):
                 self.masks[pid] = self._boolean(g, parent)
                 continue
-            rows = None if parent is None else np.flatnonzero(parent)
-            sub = self._geometry(k, pop, rows)
-            if rows is None:
-                self.masks[pid] = sub
-            else:
-                full = np.zeros(self.n, dtype=bool)
-                full[rows] = sub
-                self.masks[pid] = full
+            # Every kernel takes the parent mask: children are tested on their parent's events only,
+            # with no gather or scatter of rows.
+            self.masks[pid] = self._geometry(k, pop, parent)
         return self.masks
 
-    def _geometry(self, k: Any, pop: Population, rows: np.ndarray | None) -> np.ndarray:
+    def _geometry(self, k: Any, pop: Population, parent: np.ndarray | None) -> np.ndarray:
         g = pop.gate
         if isinstance(g, RectangleGate):
             lo = np.array([-np.inf if v is None else v for v in g.mins], dtype=np.float64)
             hi = np.array([np.inf if v is None else v for v in g.maxs], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(g.dimensions, rows), lo, hi)
+            return k.rectangle_mask(self.matrix(g.dimensions, None), lo, hi, parent=parent)
         if isinstance(g, PolygonGate):
-            vals = self.matrix(g.dimensions, rows)
             verts = np.array(g.vertices, dtype=np.float64)
-            return k.polygon_mask(np.ascontiguousarray(vals[:, 0]), np.ascontiguousarray(vals[:, 1]), verts)
+            return k.polygon_mask(self.values(g.dimensions[0], None), self.values(g.dimensions[1], None), verts,
+                                  parent=parent)
         if isinstance(g, EllipsoidGate):
-            return k.ellipsoid_mask(
-                self.matrix(g.dimensions, rows),
-                np.array(g.mean, dtype=np.float64),
-                g.inverse_covariance,
-                g.distance_square,
-            )
+            return k.ellipsoid_mask(self.matrix(g.dimensions, None), np.array(g.mean, dtype=np.float64),
+                                    g.inverse_covariance, g.distance_square, parent=parent)
         if isinstance(g, QuadrantGate):
             quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
             bounds = g.bounds(quadrant)
             dims = [div.dimension for div, _, _ in bounds]
             lo = np.array([b[1] for b in bounds], dtype=np.float64)
             hi = np.array([b[2] for b in bounds], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(dims, rows), lo, hi)
+            return k.rectangle_mask(self.matrix(dims, None), lo, hi, parent=parent)
         msg = f"unsupported gate type {type(g).__name__}"
         raise GatingError(msg)
 
