@@ -662,5 +662,12 @@ def sheet_check(
         )
 
 
+# --------------------------------------------------------------------------------------------- groups in _cli
+
+from flowtools._cli.wsp import wsp_app  # noqa: E402 - command groups defined in their own modules
+
+app.add_typer(wsp_app, name="wsp")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
