@@ -664,9 +664,11 @@ def sheet_check(
 
 # --------------------------------------------------------------------------------------------- groups in _cli
 
-from flowtools._cli.wsp import wsp_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.cluster import cluster_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.wsp import wsp_app  # noqa: E402
 
 app.add_typer(wsp_app, name="wsp")
+app.add_typer(cluster_app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,502 @@
+"""Cohort-consistent clustering of one gated population over a ``flowtools gate`` run.
+
+The clusterer is fitted once, on a balanced subsample (the same number of events
+from every sample, at most ``events_per_sample``) of one gated population on
+chosen markers, and then assigns every event of every sample, so a cluster
+means the same thing in every woman. Outputs (``OUT``, default
+``RUN_DIR/clusters/<population>``), written atomically with provenance:
+
+``clusters.csv`` / ``clusters.parquet``
+    Long table in the gated tables' format: sample_id, woman_id, tube, plate,
+    well, population (``<gated path>/cluster_NN``), cluster, label, count,
+    pct_parent (% of the gated population), pct_total (% of all events), and per
+    marker ``mfi_<marker>`` (median, compensated) and ``mfi_<marker>_transformed``.
+``per_woman_clusters.csv`` / ``.parquet``
+    Wide table: one row per woman, one ``<tube>|<population>/cluster_NN`` column of % of parent.
+``cluster_annotation.csv``
+    Per cluster: marker-profile label (e.g. ``CD3- CD56hi CD16-``), pooled share,
+    median transformed value of each marker, and the gated population it overlaps
+    best (F1, precision = share of the cluster inside the gate, recall).
+``cluster_gate_overlap.csv``
+    Events of every cluster inside every gated population below the clustered one.
+``provenance.json``
+
+Marker values are compensated with each file's spillover and put on one fixed
+logicle scale (T=262144, W=0.5, M=4.5, A=0) for every file, so distances mean
+the same everywhere; scatter channels are divided by 262144.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowtools.errors import GatingError
+from flowtools.provenance import atomic_write_text, file_sha256, provenance_record
+
+__all__ = ["CohortClusters", "annotate_clusters", "cluster_cohort", "find_sample_sheet"]
+
+_log = logging.getLogger(__name__)
+ProgressCallback = Callable[[str, int, int], None]
+_LOGICLE = {"T": 262144.0, "W": 0.5, "M": 4.5, "A": 0.0}
+_SCATTER_MAX = 262144.0
+
+
+@dataclass
+class CohortClusters:
+    """What :func:`cluster_cohort` produced.
+
+    Attributes
+    ----------
+    out_dir : pathlib.Path
+    population : str
+        Gated population path that was clustered.
+    tube : str
+    markers : list of str
+    method : str
+    model : estimator
+        The fitted clusterer (:class:`~flowtools.analysis.FlowSOM` or :class:`~flowtools.analysis.HDBSCAN`).
+    fit_x : ndarray of float64, shape (n_fit, n_markers)
+        The balanced subsample the model was fitted on (transformed scale).
+    fit_labels : ndarray of int64, shape (n_fit,)
+    fit_sample : ndarray of int64, shape (n_fit,)
+        Index into ``samples`` of each fitted event.
+    samples : list of dict
+        sample_id, woman_id, tube, plate, well, file of every clustered sample.
+    table : pandas.DataFrame
+        The long table (clusters.csv).
+    wide : pandas.DataFrame
+        The per-woman table.
+    annotation : pandas.DataFrame
+        One row per cluster.
+    overlap : pandas.DataFrame
+        Cluster x gated population event counts (long).
+    embedding : ndarray of float32, shape (n_embedded, 2) or None
+    embedding_index : ndarray of int64 or None
+        Rows of ``fit_x`` that were embedded.
+    files : dict of str to pathlib.Path
+    errors : list of str
+        Samples that could not be clustered (file and reason).
+    """
+
+    out_dir: Path
+    population: str
+    tube: str
+    markers: list[str]
+    method: str
+    model: Any
+    fit_x: np.ndarray
+    fit_labels: np.ndarray
+    fit_sample: np.ndarray
+    samples: list[dict[str, Any]]
+    table: Any
+    wide: Any
+    annotation: Any
+    overlap: Any
+    embedding: np.ndarray | None = None
+    embedding_index: np.ndarray | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def find_sample_sheet(run_dir: str | os.PathLike[str]) -> Path:
+    """The sample sheet a gate run used, found by the SHA-256 its provenance recorded.
+
+    Looks in the run folder, its parent and the parent's sub-folders.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file there has the recorded hash (pass the sheet explicitly).
+    """
+    run = Path(run_dir)
+    prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    want = prov.get("inputs", {}).get("samples.csv")
+    candidates = [run / "samples.csv", run.parent / "samples.csv", *sorted(run.parent.glob("*/samples.csv"))]
+    for c in candidates:
+        if c.is_file() and want and file_sha256(c) == want:
+            return c
+    msg = (f"{run}: the sample sheet of this run (sha256 {want}) was not found beside it; "
+           "pass it explicitly (--samples)")
+    raise FileNotFoundError(msg)
+
+
+def _resolve_population(pops: Any, population: str, tube: str | None) -> tuple[str, str]:
+    """(tube, full template path) of a population given by its path or its last segments."""
+    paths = pops[["tube", "population"]].drop_duplicates()
+    if tube is not None:
+        if tube not in set(paths["tube"]):
+            msg = f"no tube {tube!r} in this run; tubes are {sorted(paths['tube'].unique())}"
+            raise GatingError(msg)
+        paths = paths[paths["tube"] == tube]
+    exact = paths[paths["population"] == population]
+    hit = exact if len(exact) else paths[paths["population"].map(
+        lambda p: p == population or p.endswith("/" + population.strip("/")))]
+    if hit.empty:
+        msg = f"no gated population {population!r}; populations are {sorted(paths['population'].unique())}"
+        raise GatingError(msg)
+    uniq = hit.drop_duplicates()
+    if len(uniq) > 1:
+        msg = (f"population {population!r} is ambiguous: {sorted(map(tuple, uniq.values.tolist()))}; "
+               "give more of its path, or the tube (--tube)")
+        raise GatingError(msg)
+    return str(uniq.iloc[0]["tube"]), str(uniq.iloc[0]["population"])
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def _sample_events(
+    row: dict[str, Any], run: Path, population: str, markers: Sequence[str], below: Sequence[str]
+) -> dict[str, Any]:
+    """Read one file, gate it with its resolved Gating-ML, return the population's marker values."""
+    from flowtools.compensation import SpilloverMatrix
+    from flowtools.gating.engine import gate_sample
+    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.template import _gate_id
+    from flowtools.io.fcs import read_fcs
+    from flowtools.transforms.scales import LogicleTransform
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sample = read_fcs(row["file"])
+    strategy = read_gatingml(run / "gates" / f"{_safe(row['sample_id'])}.gating-ml.xml")
+    result = gate_sample(strategy, sample, sample_id=row["sample_id"])
+    pid = _gate_id(population, set())
+    mask = result.mask(pid)
+    events = sample.as_array(preprocess=True)
+    if sample.spillover is not None:
+        events = SpilloverMatrix.from_fcs(sample).apply(events, sample.pnn)
+    names = {c.pns: i for i, c in enumerate(sample.channels) if c.pns}
+    names.update({c.pnn: i for i, c in enumerate(sample.channels)})
+    missing = [m for m in markers if m not in names]
+    if missing:
+        msg = f"{row['file']}: no channel or marker {missing}; it has {sorted(names)}"
+        raise GatingError(msg)
+    cols = [names[m] for m in markers]
+    raw = np.ascontiguousarray(events[mask][:, cols])
+    logicle = LogicleTransform(**_LOGICLE)
+    x = np.empty_like(raw)
+    for j, c in enumerate(cols):
+        pnn = sample.channels[c].pnn.lower()
+        x[:, j] = raw[:, j] / _SCATTER_MAX if pnn.startswith(("fsc", "ssc")) else logicle.apply(
+            np.ascontiguousarray(raw[:, j]))
+    gates = {}
+    for path in below:
+        gid = _gate_id(path, set())
+        if gid in result.masks:
+            gates[path] = result.mask(gid)[mask]
+    return {"x": x, "raw": raw, "n_total": int(sample.n_events), "gates": gates}
+
+
+# ------------------------------------------------------------------------------------------- annotation
+
+
+def _otsu(v: np.ndarray, bins: int = 128) -> float:
+    hist, edges = np.histogram(v, bins=bins)
+    mids = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * mids)
+    mu0 = np.where(w0 > 0, m0 / np.maximum(w0, 1), 0)
+    mu1 = np.where(w1 > 0, (m0[-1] - m0) / np.maximum(w1, 1), 0)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(mids[int(np.argmax(between))])
+
+
+def annotate_clusters(x: np.ndarray, labels: np.ndarray, markers: Sequence[str]) -> dict[int, str]:
+    """Marker-profile label of every cluster, e.g. ``'CD3- CD56hi CD16-'``.
+
+    Per marker, an Otsu threshold on the pooled events splits negative from
+    positive; a cluster whose median lies below it is ``-``. Above it, the
+    cluster is ``lo`` below the 25th percentile of the positive events, ``hi``
+    above their 75th percentile, else ``+``. Markers on which every cluster is
+    ``-`` are left out of the labels.
+
+    Parameters
+    ----------
+    x : ndarray of float64, shape (n, n_markers)
+        Transformed marker values.
+    labels : ndarray of int, shape (n,)
+        Cluster per event (negative: noise, not labelled).
+    markers : sequence of str
+
+    Returns
+    -------
+    dict of int to str
+    """
+    clusters = [int(c) for c in np.unique(labels) if c >= 0]
+    levels: dict[int, list[str]] = {c: [] for c in clusters}
+    shown = []
+    for j, m in enumerate(markers):
+        v = x[:, j]
+        t = _otsu(v)
+        pos = v[v >= t]
+        q25, q75 = np.percentile(pos, [25, 75]) if pos.size else (t, t)
+        col = {}
+        for c in clusters:
+            med = float(np.median(v[labels == c]))
+            col[c] = "-" if med < t else ("lo" if med < q25 else ("hi" if med > q75 else "+"))
+        if any(s != "-" for s in col.values()):
+            shown.append(m)
+            for c in clusters:
+                levels[c].append(f"{m}{col[c]}")
+    return {c: " ".join(levels[c]) if levels[c] else "all markers -" for c in clusters}
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def _make_model(method: str, n_clusters: int, seed: int, params: dict[str, Any]) -> Any:
+    if method == "flowsom":
+        from flowtools.analysis.som import FlowSOM
+
+        return FlowSOM(n_clusters=n_clusters, random_state=seed, **params)
+    if method == "hdbscan":
+        from flowtools.analysis.density import HDBSCAN
+
+        return HDBSCAN(random_state=seed, **params)
+    msg = f"method must be 'flowsom' or 'hdbscan', not {method!r}"
+    raise ValueError(msg)
+
+
+def cluster_cohort(
+    run_dir: str | os.PathLike[str],
+    *,
+    population: str,
+    markers: Sequence[str],
+    tube: str | None = None,
+    method: str = "flowsom",
+    out_dir: str | os.PathLike[str] | None = None,
+    samples_csv: str | os.PathLike[str] | None = None,
+    n_clusters: int = 10,
+    events_per_sample: int = 5000,
+    embed: str | None = "umap",
+    embed_events: int = 10_000,
+    seed: int = 0,
+    method_params: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> CohortClusters:
+    """Cluster one gated population of every sample of a gate run with one model, and tabulate it.
+
+    Parameters
+    ----------
+    run_dir : path
+        Output folder of ``flowtools gate`` (populations.csv, gates/, provenance.json).
+    population : str
+        Gated population path, or its last segments (e.g. ``"lymphocytes"``).
+    markers : sequence of str
+        Markers ($PnS) or channels ($PnN) to cluster on.
+    tube : str, optional
+        Tube of the population, where its path alone is ambiguous.
+    method : {"flowsom", "hdbscan"}, default "flowsom"
+    out_dir : path, optional
+        Default ``RUN_DIR/clusters/<last population segment>``.
+    samples_csv : path, optional
+        The run's sample sheet (default: found beside the run by its recorded hash).
+    n_clusters : int, default 10
+        Metaclusters (FlowSOM only).
+    events_per_sample : int, default 5000
+        Events each sample contributes to the fit (all of them when it has fewer).
+    embed : {"umap", "pca"} or None, default "umap"
+        2-D embedding of (part of) the fitted events, for the figures.
+    embed_events : int, default 10_000
+    seed : int, default 0
+    method_params : dict, optional
+        Further parameters of the estimator (e.g. ``{"xdim": 12}``).
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    CohortClusters
+
+    Raises
+    ------
+    GatingError
+        The population is unknown or ambiguous, or a marker is missing.
+    FileNotFoundError
+        The run folder or its sample sheet is missing.
+    """
+    import pandas as pd
+
+    from flowtools.io.sample_sheet import read_sample_sheet
+
+    run = Path(run_dir)
+    markers = list(markers)
+    if not markers:
+        msg = "give at least one marker"
+        raise ValueError(msg)
+    pops = pd.read_csv(run / "populations.csv")
+    tube, path = _resolve_population(pops, population, tube)
+    sheet_path = Path(samples_csv) if samples_csv is not None else find_sample_sheet(run)
+    sheet = read_sample_sheet(sheet_path)
+    files = {r.sample_id: str(r.file) for r in sheet}
+    done = pops[(pops["tube"] == tube) & (pops["population"] == path)]
+    rows = [{"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate, "well": r.well,
+             "file": files[r.sample_id]} for r in done.itertuples() if r.sample_id in files]
+    below = sorted({p for p in pops.loc[pops["tube"] == tube, "population"] if p.startswith(path + "/")})
+    out = Path(out_dir) if out_dir is not None else run / "clusters" / _safe(path.rsplit("/", 1)[-1])
+    rng = np.random.default_rng(seed)
+
+    per: list[dict[str, Any]] = []
+    errors: list[str] = []
+    kept: list[dict[str, Any]] = []
+    for i, r in enumerate(rows):
+        try:
+            per.append(_sample_events(r, run, path, markers, below))
+            kept.append(r)
+        except (GatingError, OSError, ValueError) as exc:
+            errors.append(f"{r['file']}: {exc}")
+        if progress is not None:
+            progress("read", i + 1, len(rows))
+    if not per:
+        msg = f"no sample of tube {tube} could be clustered: {errors}"
+        raise GatingError(msg)
+
+    # Balanced subsample: the same number of events from every sample (all of a smaller one's).
+    take = [np.sort(rng.choice(p["x"].shape[0], size=min(events_per_sample, p["x"].shape[0]), replace=False))
+            for p in per]
+    fit_x = np.ascontiguousarray(np.concatenate([p["x"][t] for p, t in zip(per, take, strict=True)]))
+    fit_sample = np.concatenate([np.full(t.size, i, dtype=np.int64) for i, t in enumerate(take)])
+    params = dict(method_params or {})
+    model = _make_model(method, n_clusters, seed, params).fit(fit_x)
+    fit_labels = np.asarray(model.labels_, dtype=np.int64)
+    if progress is not None:
+        progress("fit", 1, 1)
+    labels_per = [model.predict(p["x"]) if p["x"].shape[0] else np.zeros(0, np.int64) for p in per]
+    clusters = sorted({int(c) for c in np.unique(fit_labels)} | {int(c) for lab in labels_per for c in np.unique(lab)})
+    names = {c: ("noise" if c < 0 else f"cluster_{c:02d}") for c in clusters}
+    annot = annotate_clusters(fit_x, fit_labels, markers)
+
+    records = []
+    overlap_rows = []
+    for r, p, lab in zip(kept, per, labels_per, strict=True):
+        n_parent = lab.size
+        for c in clusters:
+            m = lab == c
+            n = int(m.sum())
+            rec = {**{k: r[k] for k in ("sample_id", "woman_id", "tube", "plate", "well")},
+                   "population": f"{path}/{names[c]}", "cluster": names[c], "label": annot.get(c, "noise"),
+                   "count": n, "pct_parent": 100.0 * n / n_parent if n_parent else float("nan"),
+                   "pct_total": 100.0 * n / p["n_total"] if p["n_total"] else float("nan")}
+            for j, mk in enumerate(markers):
+                rec[f"mfi_{mk}"] = float(np.median(p["raw"][m, j])) if n else float("nan")
+                rec[f"mfi_{mk}_transformed"] = float(np.median(p["x"][m, j])) if n else float("nan")
+            records.append(rec)
+            for g, gm in p["gates"].items():
+                overlap_rows.append({"sample_id": r["sample_id"], "cluster": names[c], "gate": g,
+                                     "both": int(np.count_nonzero(gm & m)), "cluster_n": n,
+                                     "gate_n": int(np.count_nonzero(gm))})
+    table = pd.DataFrame.from_records(records)
+    wide = table.assign(column=table["tube"] + "|" + table["population"]).pivot_table(
+        index="woman_id", columns="column", values="pct_parent", aggfunc="first")
+    wide = wide.reindex(sorted(wide.columns), axis=1).reset_index()
+    wide.columns.name = None
+    overlap = pd.DataFrame.from_records(overlap_rows, columns=["sample_id", "cluster", "gate", "both", "cluster_n",
+                                                                "gate_n"])
+    annotation = _annotation_table(fit_x, fit_labels, clusters, names, annot, markers, table, overlap)
+
+    embedding = emb_idx = None
+    if embed is not None and fit_x.shape[0] >= 3:
+        emb_idx = np.sort(rng.choice(fit_x.shape[0], size=min(embed_events, fit_x.shape[0]), replace=False))
+        embedding = _embed(fit_x[emb_idx], embed, seed)
+
+    prov = provenance_record(
+        inputs={"samples.csv": sheet_path, "run_provenance.json": run / "provenance.json"},
+        parameters={"population": path, "tube": tube, "markers": markers, "method": method,
+                    "n_clusters": n_clusters, "events_per_sample": events_per_sample,
+                    "method_params": params, "embed": embed, "scale": {"fluorescence": {"logicle": _LOGICLE},
+                                                                        "scatter": {"divide": _SCATTER_MAX}}},
+        seed=seed, command="flowtools cluster")
+    prov["samples"] = [r["sample_id"] for r in kept]
+    prov["errors"] = errors
+    written = _write(out, table, wide, annotation, overlap, prov)
+    return CohortClusters(out, path, tube, markers, method, model, fit_x, fit_labels, fit_sample, kept, table,
+                          wide, annotation, overlap, embedding, emb_idx, written, errors)
+
+
+def _annotation_table(fit_x, fit_labels, clusters, names, annot, markers, table, overlap):  # noqa: ANN001, ANN202
+    import pandas as pd
+
+    pooled = overlap.groupby(["cluster", "gate"], as_index=False)[["both", "cluster_n", "gate_n"]].sum()
+    rows = []
+    total = table["count"].sum()
+    for c in clusters:
+        name = names[c]
+        sel = fit_labels == c
+        n_all = int(table.loc[table["cluster"] == name, "count"].sum())
+        rec: dict[str, Any] = {"cluster": name, "label": annot.get(c, "noise"), "count": n_all,
+                               "pct_of_population": 100.0 * n_all / total if total else float("nan")}
+        for j, mk in enumerate(markers):
+            rec[f"median_{mk}"] = float(np.median(fit_x[sel, j])) if sel.any() else float("nan")
+        sub = pooled[pooled["cluster"] == name]
+        best = None
+        if len(sub):
+            f1 = 2 * sub["both"] / (sub["cluster_n"] + sub["gate_n"]).clip(lower=1)
+            k = int(np.argmax(f1.to_numpy()))
+            best = sub.iloc[k]
+            rec.update({"best_gate": best["gate"], "f1": float(f1.iloc[k]),
+                        "precision": float(best["both"] / max(best["cluster_n"], 1)),
+                        "recall": float(best["both"] / max(best["gate_n"], 1))})
+        else:
+            rec.update({"best_gate": "", "f1": float("nan"), "precision": float("nan"), "recall": float("nan")})
+        rows.append(rec)
+    return pd.DataFrame.from_records(rows)
+
+
+def _embed(x: np.ndarray, how: str, seed: int) -> np.ndarray:
+    if how == "pca":
+        xc = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(xc, full_matrices=False)
+        return np.ascontiguousarray((xc @ vt[:2].T).astype(np.float32))
+    if how == "umap":
+        from flowtools.analysis.embed import UMAP
+
+        return UMAP(random_state=seed, max_fit_events=None).fit(x).embedding_
+    msg = f"embed must be 'umap', 'pca' or None, not {how!r}"
+    raise ValueError(msg)
+
+
+def _write_table(df: Any, stem: Path, prov: dict[str, Any]) -> Path:
+    """CSV and parquet (provenance in the parquet schema metadata), both written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flowtools.provenance import atomic_write_bytes
+
+    csv_path = stem.with_suffix(".csv")
+    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"flowtools.provenance": json.dumps(prov).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(t, sink)
+    atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
+    return csv_path
+
+
+def _write(out: Path, table: Any, wide: Any, annotation: Any, overlap: Any, prov: dict[str, Any]) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "clusters": _write_table(table, out / "clusters", prov),
+        "per_woman": _write_table(wide, out / "per_woman_clusters", prov),
+        "annotation": out / "cluster_annotation.csv",
+        "overlap": out / "cluster_gate_overlap.csv",
+        "provenance": out / "provenance.json",
+    }
+    atomic_write_text(files["annotation"], annotation.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(files["overlap"], overlap.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(files["provenance"], json.dumps(prov, indent=2) + "\n")
+    _log.info("cluster tables written to %s", out)
+    return files
