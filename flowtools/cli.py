@@ -242,8 +242,8 @@ def demo(
     from flowtools.errors import FlowtoolsError
     from flowtools.pipeline.demo import run_demo
 
-    labels = {"synth": "1/4 synthetic cohort", "read": "2/4 reading and compensating FCS files",
-              "gate": "3/4 gating with the study templates"}
+    labels = {"synth": "1/5 synthetic cohort", "read": "2/5 reading and compensating FCS files",
+              "gate": "3/5 gating with the study templates", "cluster": "4/5 clustering lymphocytes"}
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -254,10 +254,12 @@ def demo(
                 bar.update(tasks[stage], completed=done, total=total)
 
             res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress)
-            bar.add_task("4/4 gate plots and HTML report", total=None)
+            bar.add_task("5/5 gate plots and HTML report", total=None)
             from flowtools.report.html import write_report
 
-            report_html = write_report(res.plate, jobs=jobs) if res.plate is not None else None
+            report_html = (
+                write_report(res.plate, jobs=jobs, sections=_demo_sections(res)) if res.plate is not None else None
+            )
     except FlowtoolsError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAIL) from None
@@ -297,6 +299,10 @@ def demo(
         + (f", {s['gating_failed']} failed (see errors.json)" if s["gating_failed"] else ""),
         highlight=False, soft_wrap=True,
     )
+    console.print(
+        f"[bold]5. clustering[/]        {s['clusters']} FlowSOM clusters of TBNK-NK lymphocytes, per woman "
+        f"(annotated, matched to gates)", highlight=False, soft_wrap=True,
+    )
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
@@ -304,7 +310,8 @@ def demo(
         ("FCS scan table", res.scan_csv), ("compensated medians", res.medians_csv),
         ("populations", res.plate.populations_csv if res.plate else "-"),
         ("per woman", res.plate.per_woman_csv if res.plate else "-"),
-        ("resolved gates", res.out_dir / "gated" / "gates"), ("provenance", res.provenance_json),
+        ("resolved gates", res.out_dir / "gated" / "gates"),
+        ("clusters", res.clusters_dir or "-"), ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
     console.print(table)
@@ -599,6 +606,27 @@ def template_diff(
             console.print(f"wrote {out / 'diff.csv'}" + (f" and {out / 'diff.png'}" if diff.rows else ""))
     if diff.errors:
         raise typer.Exit(EXIT_PARTIAL if diff.rows else EXIT_FAIL)
+
+
+def _demo_sections(res: Any) -> list[Any]:
+    """Report sections for the demo's later stages (clustering, statistics), from their output folders."""
+    import csv
+
+    from flowtools.report.html import ReportSection
+
+    sections = []
+    if res.clusters_dir is not None:
+        keep = ("cluster", "label", "count", "pct_of_population", "best_gate", "f1")
+        with open(res.clusters_dir / "cluster_annotation.csv", newline="", encoding="utf-8") as fh:
+            rows = tuple({k: (r[k].rsplit("/", 1)[-1] if k == "best_gate" else r[k]) for k in keep if k in r}
+                         for r in csv.DictReader(fh))
+        figs = tuple(sorted((res.clusters_dir / "figures").glob("*.png")))
+        sections.append(ReportSection(
+            "Clusters of TBNK-NK lymphocytes",
+            "FlowSOM-class clustering fitted on a balanced subsample of every woman's lymphocytes and applied to "
+            "every event; each cluster is annotated by its marker profile and matched to the gated population "
+            "it overlaps most.", figs, rows))
+    return sections
 
 
 # --------------------------------------------------------------------------------------------- sheet

@@ -3,7 +3,8 @@
 Stages so far: synthetic cohort -> sample-sheet validation -> FCS reading (one
 summary row per file) -> compensation with each file's own spillover matrix ->
 batch gating of the whole cohort with the study templates (tables, per-woman
-table, resolved Gating-ML per sample). The command line adds the HTML report. Each later stage (compensation, gating, tables, statistics)
+table, resolved Gating-ML per sample) -> cohort-consistent clustering of the
+lymphocytes (FlowSOM-class). The command line adds the HTML report. Each later stage (compensation, gating, tables, statistics)
 is added here as it lands, so the demo always runs the whole study end to end.
 """
 
@@ -62,6 +63,7 @@ class DemoResult:
     provenance_json: Path
     summary: dict[str, Any]
     plate: PlateResult | None = None
+    clusters_dir: Path | None = None
 
 
 def run_demo(
@@ -168,6 +170,19 @@ def run_demo(
         progress=None if gate_step is None else (lambda done, total, _o: gate_step(done, total)),
     )
 
+    # Stage 5: cohort-consistent clustering of the lymphocytes of the TBNK-NK tube.
+    clusters = None
+    if plate.n_ok:
+        from flowtools.analysis.cohort import cluster_cohort
+        from flowtools.analysis.figures import cluster_figures
+
+        clusters = cluster_cohort(
+            out / "gated", population="lymphocytes", markers=["CD3", "CD4", "CD8", "CD19", "CD56", "CD16"],
+            tube="TBNK-NK", method="flowsom", out_dir=out / "clusters", samples_csv=cohort.samples_csv,
+            n_clusters=10, events_per_sample=2000, embed="pca", seed=seed,
+        )
+        cluster_figures(clusters, out / "clusters" / "figures")
+
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
         inputs={"samples.csv": cohort.samples_csv, "clinical.csv": cohort.clinical_csv},
@@ -192,10 +207,12 @@ def run_demo(
         "files_with_warnings": sum(1 for r in rows if r["warnings"]),
         "compensated_files": len({m["sample_id"] for m in medians}),
         "gated": plate.n_ok,
+        "clusters": 0 if clusters is None else int(len(clusters.annotation)),
         "gating_failed": plate.n_failed,
         "warnings": n_warnings,
     }
-    return DemoResult(out, cohort, scan_csv, scan_json, medians_csv, provenance_json, summary, plate)
+    return DemoResult(out, cohort, scan_csv, scan_json, medians_csv, provenance_json, summary, plate,
+                      None if clusters is None else out / "clusters")
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:

@@ -25,13 +25,14 @@ import re
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from flowtools.pipeline.plate import PlateResult, SampleOutcome, _safe
-from flowtools.provenance import atomic_write_text
+from flowtools.provenance import atomic_write_bytes, atomic_write_text
 
 __all__ = ["write_report"]
 
@@ -54,7 +55,30 @@ _ROWS = "ABCDEFGH"
 _COLS = range(1, 13)
 
 
-def write_report(plate_result: PlateResult, *, jobs: int | None = None) -> Path:
+@dataclass(frozen=True)
+class ReportSection:
+    """An extra section of the report index (clusters, statistics...).
+
+    Attributes
+    ----------
+    title : str
+    text : str
+        A paragraph (plain text; escaped).
+    images : tuple of Path
+        PNGs, copied into ``report/sections/<slug>/``.
+    rows : tuple of dict
+        A table (column -> value), shown under the text.
+    """
+
+    title: str
+    text: str = ""
+    images: tuple[Path, ...] = ()
+    rows: tuple[dict[str, Any], ...] = ()
+
+
+def write_report(
+    plate_result: PlateResult, *, jobs: int | None = None, sections: Sequence[ReportSection] = ()
+) -> Path:
     """Write the HTML report of a plate run under ``OUT/report/``.
 
     Parameters
@@ -66,6 +90,8 @@ def write_report(plate_result: PlateResult, *, jobs: int | None = None) -> Path:
     jobs : int, optional
         Worker processes drawing the gate plots (default: all cores; 1 draws
         in this process).
+    sections : sequence of ReportSection, optional
+        Further sections for the index (clustering, statistics), after the plates.
 
     Returns
     -------
@@ -110,9 +136,43 @@ def write_report(plate_result: PlateResult, *, jobs: int | None = None) -> Path:
         )
         atomic_write_text(pages / f"{_safe(o.sample_id)}.html", page)
     index = rep / "index.html"
-    atomic_write_text(index, _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested))
+    extra = _sections_html(rep, sections)
+    atomic_write_text(index, _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested, extra))
     _log.info("report written: %s (%d sample pages)", index, len(outcomes))
     return index
+
+
+def _sections_html(rep: Path, sections: Sequence[ReportSection]) -> list[str]:
+    out: list[str] = []
+    for sec in sections:
+        slug = "".join(ch if ch.isalnum() else "-" for ch in sec.title.lower()).strip("-") or "section"
+        folder = rep / "sections" / slug
+        out.append(f'<h2 id="{_e(slug)}">{_e(sec.title)}</h2>')
+        if sec.text:
+            out.append(f"<p>{_e(sec.text)}</p>")
+        if sec.rows:
+            cols = list(sec.rows[0])
+            out.append(_table(cols, ([_e(_fmt_cell(r.get(c))) for c in cols] for r in sec.rows)))
+        for img in sec.images:
+            data = Path(img).read_bytes()
+            atomic_write_bytes(folder / Path(img).name, data)
+            out.append(f'<figure><img src="sections/{_e(slug)}/{_e(Path(img).name)}" alt="{_e(Path(img).stem)}">'
+                       f"<figcaption>{_e(Path(img).stem.replace('_', ' '))}</figcaption></figure>")
+    return out
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        if v.strip().lstrip("-").isdigit():
+            return v
+        v = f
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.3g}"
+    return "" if v is None else str(v)
 
 
 # ------------------------------------------------------------------------------------------ plots (workers)
@@ -439,6 +499,7 @@ def _index_page(
     flags: Mapping[str, list[str]],
     outliers: Sequence[dict[str, Any]],
     n_tested: int,
+    extra: Sequence[str] = (),
 ) -> str:
     n_ok = sum(o.ok for o in outcomes)
     n_fail = len(outcomes) - n_ok
@@ -511,6 +572,7 @@ def _index_page(
                 '<div class="grids">' + "".join(_plate_grid(on_plate, tube, p) for p in pops) + "</div>"
             )
 
+    body.extend(extra)
     body.append('<h2 id="qc">QC flags</h2>')
     body.append(
         f'<p class="muted small">A QC clean-up gate ({_e(", ".join(QC_NAMES))}) that kept less than '
