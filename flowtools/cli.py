@@ -693,10 +693,13 @@ def sheet_check(
 # --------------------------------------------------------------------------------------------- groups in _cli
 
 from flowtools._cli.cluster import cluster_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
 from flowtools._cli.wsp import wsp_app  # noqa: E402
 
 app.add_typer(wsp_app, name="wsp")
 app.add_typer(cluster_app)
+app.command("compare")(compare_command)
+app.add_typer(predict_app, name="predict")
 
 
 if __name__ == "__main__":  # pragma: no cover

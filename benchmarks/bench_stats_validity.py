@@ -1,0 +1,331 @@
+"""Validity of flowtools.stats, measured on synthetic cohorts (null and with the planted effects).
+
+Null cohorts (``make_cohort(null=True, write_fcs=False)``, tables from the truth):
+type-I error per test at alpha 0.05 (pooled over populations), mean BH false
+discovery proportion at q < 0.05, mean nested-CV AUC of the immune model
+(RM vs control), and a deliberately leaky variant (features chosen on all women
+before CV) that must score well above 0.5. Planted cohorts: power per population
+at the default size and at 2x, the calibration slope of the clinical + immune
+model of the next loss, and its AUC against the oracle (a logistic model on the
+true planted features), with the clinical-only baseline beside it.
+
+Prints a table and writes JSON (default ``benchmarks/results/bench_stats_validity.json``).
+Usage: ``python benchmarks/bench_stats_validity.py [--null 200] [--planted 50] [--women 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TARGETS = {
+    "type1": (0.035, 0.065),
+    "fdp_max": 0.05,
+    "null_auc": (0.47, 0.53),
+    "calibration_slope": (0.8, 1.2),
+    "oracle_ratio_min": 0.9,
+}
+PLANTED = ("NK cells", "NK cells/CD56dim CD16+", "CD4/Treg", "CD4/Th17", "CD4/Th1")
+KNOCK_ON_PARENTS = (
+    "Singlets/Live/Lymphocytes",
+    "Singlets/Live/Lymphocytes/NK cells",
+    "Singlets/Live/Lymphocytes/T cells/CD4",
+)
+
+
+def _cohort(tmp: str, n: int, seed: int, *, null: bool) -> tuple:
+    from flowtools.stats import read_clinical, tables_from_truth
+    from flowtools.synth import make_cohort
+
+    d = Path(tmp) / f"c{seed}"
+    make_cohort(d, n_women=n, seed=seed, null=null, write_fcs=False)
+    return d, tables_from_truth(d), read_clinical(d / "clinical.csv")
+
+
+def _leaky_auc(x: np.ndarray, y: np.ndarray, seed: int, k: int = 5) -> float:
+    """The mistake the benchmark must see: choose features on all women, then cross-validate."""
+    from scipy import stats
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    p = stats.ttest_ind(x[y == 1], x[y == 0], equal_var=False).pvalue
+    keep = np.argsort(p)[:k]
+    xs = x[:, keep]
+    aucs = []
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y):
+        m = LogisticRegression(C=1.0).fit(xs[tr], y[tr])
+        aucs.append(roc_auc_score(y[te], m.predict_proba(xs[te])[:, 1]))
+    return float(np.mean(aucs))
+
+
+def null_job(args: tuple) -> dict:
+    seed, n = args
+    from flowtools.stats import compare
+    from flowtools.stats.predict import build_features, cross_validate_models
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        _, counts, clin = _cohort(tmp, n, seed, null=True)
+    res = compare(counts, clin).table
+    out: dict = {"seed": seed}
+    for scale, g in res.groupby("scale"):
+        out[scale] = {t: g[t].to_numpy(float).tolist() for t in ("p", "p_mannwhitney", "p_welch_t")}
+        out[scale]["any_discovery"] = bool((g["q"] < 0.05).any())
+    imm = build_features(counts)
+    y = (clin.set_index("woman_id").loc[imm.index, "group"] == "RM").to_numpy(int)
+    ev = cross_validate_models({"immune": imm}, y, baseline=None, augmented=None, n_repeats=1, seed=seed)
+    out["auc_immune"] = float(ev.auc["auc"].iloc[0])
+    out["auc_leaky"] = _leaky_auc(np.nan_to_num(imm.to_numpy(float)), y, seed)
+    return out
+
+
+def _oracle_block(cohort: Path, clin: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    from flowtools.synth import cohort as synth_cohort
+
+    truth = pd.read_csv(cohort / "truth" / "women.csv", dtype={"woman_id": str})
+    nk = truth[(truth["population"] == "Singlets/Live/Lymphocytes/NK cells") & (truth["tube"] == "TBNK-NK")]
+    nk = nk.set_index("woman_id").loc[index]
+    c = clin.set_index("woman_id").loc[index]
+    base = np.array([synth_cohort._LOSS_RISK.get(int(k), 0.24) for k in c["n_prior_losses"]])
+    age_or = synth_cohort._AGE_LOG_OR[
+        np.searchsorted(synth_cohort._AGE_BANDS, c["age"].to_numpy(), side="right")
+    ]
+    return pd.DataFrame(
+        {
+            "clinical_logit": np.log(base / (1 - base)) + age_or,
+            "immune_subgroup": nk["immune_subgroup"].to_numpy(float),
+            "log_nk": np.log(nk["expected_pct_parent"].to_numpy(float)),
+        },
+        index=index,
+    )
+
+
+def planted_job(args: tuple) -> dict:
+    seed, n, predict = args
+    from flowtools.stats import compare
+    from flowtools.stats.predict import CLINICAL_FEATURES, build_features, cross_validate_models
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        d, counts, clin = _cohort(tmp, n, seed, null=False)
+        res = compare(counts, clin).table
+        out = {"seed": seed, "n": n, "rows": res[["population", "scale", "p", "q"]].to_dict(orient="list")}
+        if predict:
+            rm = clin[clin["group"] == "RM"]
+            imm = build_features(counts[counts["woman_id"].isin(rm["woman_id"])])
+            c = rm.set_index("woman_id").loc[imm.index]
+            xc = c[list(CLINICAL_FEATURES["next_loss"])].astype(float)
+            y = c["next_pregnancy_loss"].to_numpy(int)
+            blocks = {
+                "clinical": xc,
+                "clinical + immune": pd.concat([xc, imm], axis=1),
+                "oracle": _oracle_block(d, rm, imm.index),
+            }
+            ev = cross_validate_models(blocks, y, n_repeats=2, seed=seed)
+            out["auc"] = ev.auc.set_index("model")[
+                ["auc", "calibration_slope", "calibration_intercept", "brier"]
+            ].to_dict(orient="index")
+    return out
+
+
+def _kind(population: str) -> str:
+    path = population.partition("|")[2]
+    if any(path.endswith(p) for p in PLANTED):
+        return "planted"
+    if path.rpartition("/")[0] in KNOCK_ON_PARENTS:
+        return "sibling (knock-on)"
+    return "unaffected"
+
+
+def main() -> None:  # noqa: D103
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--null", type=int, default=200, help="null cohorts")
+    ap.add_argument("--null-women", type=int, default=100)
+    ap.add_argument("--planted", type=int, default=50, help="planted cohorts per size")
+    ap.add_argument("--women", type=int, default=200, help="default size of a planted cohort (2x also run)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out-json", default="benchmarks/results/bench_stats_validity.json")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as ex:
+        nulls = list(ex.map(null_job, [(20_000 + s, args.null_women) for s in range(args.null)]))
+        t_null = time.perf_counter() - t0
+        sizes = [24, 48, args.women, 2 * args.women]
+        planted = list(
+            ex.map(
+                planted_job,
+                [
+                    (30_000 + 1000 * i + s, n, n == args.women)
+                    for i, n in enumerate(sizes)
+                    for s in range(args.planted)
+                ],
+            )
+        )
+    wall = time.perf_counter() - t0
+
+    result: dict = {
+        "null_cohorts": args.null,
+        "null_women": args.null_women,
+        "planted_cohorts": args.planted,
+        "sizes": sizes,
+        "default_size": args.women,
+        "wall_s": round(wall, 1),
+        "null_wall_s": round(t_null, 1),
+        "targets": TARGETS,
+        "type1": {},
+        "checks": {},
+    }
+    lines = [
+        f"## Null cohorts: {args.null} x {args.null_women} women (truth tables), alpha 0.05",
+        "",
+        "| scale | test | tests | type-I error | target |",
+        "|---|---|---|---|---|",
+    ]
+    ok_all = True
+    for scale in ("% of parent", "composition (CLR)"):
+        for test, label in (
+            ("p", "default (GLM / OLS-CLR)"),
+            ("p_mannwhitney", "Mann-Whitney"),
+            ("p_welch_t", "Welch t (logit/CLR)"),
+        ):
+            ps = np.concatenate([np.asarray(r[scale][test]) for r in nulls if scale in r])
+            ps = ps[~np.isnan(ps)]
+            rate = float(np.mean(ps < 0.05))
+            ok = TARGETS["type1"][0] <= rate <= TARGETS["type1"][1]
+            ok_all &= ok
+            result["type1"][f"{scale} | {label}"] = {"tests": int(ps.size), "rate": rate, "ok": ok}
+            lines.append(
+                f"| {scale} | {label} | {ps.size} | {rate:.4f} | 0.035-0.065 {'OK' if ok else 'FAIL'} |"
+            )
+    fdp = {
+        s: float(np.mean([r[s]["any_discovery"] for r in nulls if s in r]))
+        for s in ("% of parent", "composition (CLR)")
+    }
+    auc = float(np.mean([r["auc_immune"] for r in nulls]))
+    leaky = float(np.mean([r["auc_leaky"] for r in nulls]))
+    result["checks"].update(
+        {
+            "bh_fdp": fdp,
+            "null_auc_immune": auc,
+            "null_auc_leaky": leaky,
+            "null_auc_immune_sd": float(np.std([r["auc_immune"] for r in nulls])),
+        }
+    )
+    lines += ["", "| check | value | target |", "|---|---|---|"]
+    for s, v in fdp.items():
+        ok = v <= TARGETS["fdp_max"]
+        ok_all &= ok
+        lines.append(f"| mean BH FDP at q < 0.05 ({s}) | {v:.3f} | <= 0.05 {'OK' if ok else 'FAIL'} |")
+    ok = TARGETS["null_auc"][0] <= auc <= TARGETS["null_auc"][1]
+    ok_all &= ok
+    lines.append(
+        f"| mean nested-CV AUC, immune model, null (RM vs control) | {auc:.3f} | 0.50 +/- 0.03 "
+        f"{'OK' if ok else 'FAIL'} |"
+    )
+    ok = leaky > 0.6
+    ok_all &= ok
+    lines.append(
+        f"| mean AUC, leaky variant (top-5 features chosen on all women) | {leaky:.3f} | well above 0.5 "
+        f"{'OK' if ok else 'FAIL'} |"
+    )
+
+    # power
+    rows = []
+    for r in planted:
+        for pop, scale, p, q in zip(*(r["rows"][k] for k in ("population", "scale", "p", "q")), strict=True):
+            rows.append({"n": r["n"], "population": pop, "scale": scale, "p": p, "q": q})
+    pw = pd.DataFrame(rows)
+    pw["kind"] = pw["population"].map(_kind)
+    pw["hit"] = pw["q"] < 0.05
+    power = pw.groupby(["scale", "kind", "population", "n"])["hit"].mean().unstack("n")
+    result["power"] = {
+        f"{s} | {p}": {"kind": k, **{str(n): float(v) for n, v in row.items()}}
+        for (s, k, p), row in power.iterrows()
+    }
+    lines += [
+        "",
+        f"## Power (q < 0.05, BH within scale), {args.planted} planted cohorts per size",
+        "",
+        "| scale | kind | population | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|---|---|---|" + "---|" * len(sizes),
+    ]
+    for (s, k, p), row in power.iterrows():
+        if k == "unaffected" and row.max() < 0.1:
+            continue
+        lines.append(
+            f"| {s} | {k} | {p.split('|')[1].replace('Singlets/Live/', '')} | "
+            + " | ".join(f"{row[n]:.2f}" for n in sizes)
+            + " |"
+        )
+    unaff = pw[pw["kind"] == "unaffected"].groupby("n")["hit"].mean()
+    lines.append(
+        "| all | unaffected (any) | mean rejection rate | "
+        + " | ".join(f"{unaff.get(n, np.nan):.3f}" for n in sizes)
+        + " |"
+    )
+    result["checks"]["unaffected_rejection_rate"] = {str(n): float(v) for n, v in unaff.items()}
+
+    pred = [r["auc"] for r in planted if "auc" in r]
+    mean = {
+        m: {
+            k: float(np.mean([p[m][k] for p in pred]))
+            for k in ("auc", "calibration_slope", "calibration_intercept", "brier")
+        }
+        for m in ("clinical", "clinical + immune", "oracle")
+    }
+    result["prediction"] = mean
+    ratio = mean["clinical + immune"]["auc"] / mean["oracle"]["auc"]
+    slope = mean["clinical + immune"]["calibration_slope"]
+    med_slope = float(np.median([p["clinical + immune"]["calibration_slope"] for p in pred]))
+    result["checks"].update(
+        {"oracle_ratio": ratio, "calibration_slope_mean": slope, "calibration_slope_median": med_slope}
+    )
+    lines += [
+        "",
+        f"## Prediction of the next loss, {len(pred)} planted cohorts of {args.women} women "
+        "(RM women only), nested CV (5 folds x 2 repeats)",
+        "",
+        "| model | AUC | calibration slope | calibration intercept | Brier |",
+        "|---|---|---|---|---|",
+    ]
+    for m, v in mean.items():
+        lines.append(
+            f"| {m} | {v['auc']:.3f} | {v['calibration_slope']:.2f} | {v['calibration_intercept']:+.3f} "
+            f"| {v['brier']:.3f} |"
+        )
+    ok = ratio >= TARGETS["oracle_ratio_min"]
+    ok_all &= ok
+    lines.append(
+        f"\nclinical + immune / oracle AUC = {ratio:.3f} (target >= 0.9: {'OK' if ok else 'FAIL'}); "
+        f"clinical-only baseline {mean['clinical']['auc']:.3f}"
+    )
+    ok = TARGETS["calibration_slope"][0] <= slope <= TARGETS["calibration_slope"][1]
+    ok_all &= ok
+    lines.append(
+        f"calibration slope (clinical + immune), mean {slope:.2f}, median {med_slope:.2f} "
+        f"(target 0.8-1.2: {'OK' if ok else 'FAIL'})"
+    )
+    result["all_targets_met"] = bool(ok_all)
+    lines.append(f"\nall targets met: {ok_all}; wall {wall:.0f} s ({args.jobs} processes)")
+    text = "\n".join(lines)
+    print(text)  # noqa: T201
+    out = Path(args.out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["table_markdown"] = text
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

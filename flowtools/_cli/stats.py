@@ -1,0 +1,264 @@
+"""``flowtools compare`` and ``flowtools predict fit|evaluate|apply`` (mounted by :mod:`flowtools.cli`).
+
+Heavy modules (pandas, scikit-learn, matplotlib) are imported inside the commands.
+Exit status: 0 success, 1 failure (bad input), 2 partial (``apply``: some women refused).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+__all__ = ["compare_command", "predict_app"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+predict_app = typer.Typer(
+    help="Predict the next loss (or RM vs control): fit, evaluate (nested CV), apply.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_IMMUNE_HELP = (
+    "Gate output folder, its populations.csv or per_woman.csv (counts come from populations.csv "
+    "beside it), or a synthetic cohort folder (its truth/women.csv)."
+)
+_MISSING_HELP = "Missing values / unmatched women: error (stop), drop (drop those women), impute (median)."
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _load(immune: Path, clinical: Path, missing: str) -> tuple[Any, Any]:
+    from flowtools.stats.tables import read_clinical, tables_from_gate, tables_from_truth
+
+    if (
+        immune.is_dir()
+        and (immune / "truth" / "women.csv").is_file()
+        and not (immune / "populations.csv").exists()
+    ):
+        counts = tables_from_truth(immune)
+    else:
+        counts = tables_from_gate(immune)
+    return counts, read_clinical(clinical, missing=missing)
+
+
+def compare_command(
+    per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
+    clinical: Annotated[Path, typer.Option("--clinical", help="Clinical record CSV.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("comparison"),
+    covariates: Annotated[str, typer.Option(help="Comma-separated adjustment covariates.")] = "age,bmi",
+    batch: Annotated[str, typer.Option(help="Batch column ('' for none).")] = "plate",
+    subgroup: Annotated[str, typer.Option(help="RM subgroup column ('' for none).")] = "rm_type",
+    missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="Draw volcano, forest, distributions.")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Compare RM women with controls, population by population (quasi-binomial GLM, BH q-values)."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.stats.comparison import compare as run_compare
+
+    try:
+        counts, clin = _load(per_woman, clinical, missing)
+        covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
+        res = run_compare(
+            counts, clin, covariates=covs, batch=batch or None, subgroup=subgroup or None, missing=missing
+        )
+        inputs = {"clinical": clinical}
+        paths = res.to_files(out, inputs=inputs)
+        if figures:
+            from flowtools.stats.figures import comparison_figures
+
+            paths += comparison_figures(res, out)
+    except (FlowtoolsError, ValueError, OSError) as exc:
+        _fail(exc)
+    t = res.table
+    main = t[t["subgroup"] == "all RM"]
+    hits = main[main["q"] < 0.05]
+    if json_out:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "files": [str(p) for p in paths],
+                    "significant": hits[["population", "scale", "effect", "q"]].to_dict(orient="records"),
+                    "parameters": res.parameters,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    console.print(
+        f"[green]comparison written[/] {out}: {res.parameters['n_rm']} RM vs "
+        f"{res.parameters['n_control']} controls, {len(main)} tests, {len(hits)} with q < 0.05",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for _, r in hits.iterrows():
+        console.print(
+            f"  {r['population']} [{r['scale']}] effect {r['effect']:+.3f} "
+            f"({r['ci_low']:+.3f}..{r['ci_high']:+.3f}) q={r['q']:.3g}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@predict_app.command("evaluate")
+def evaluate(
+    per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
+    clinical: Annotated[Path, typer.Option("--clinical", help="Clinical record CSV.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("prediction"),
+    task: Annotated[str, typer.Option(help="next_loss (RM women) or rm_vs_control.")] = "next_loss",
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats of the outer 5-fold CV.")] = 5,
+    permutations: Annotated[int, typer.Option(min=0, help="Permutations for the test of the AUC gain.")] = 99,
+    transform: Annotated[str, typer.Option(help="Immune features: logit or clr.")] = "logit",
+    missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Repeated nested CV of clinical, immune and clinical + immune models: AUC, gain, calibration."""
+    import warnings
+
+    from flowtools.errors import FlowtoolsError
+    from flowtools.stats.errors import LeakageWarning
+    from flowtools.stats.figures import prediction_figures
+    from flowtools.stats.predict import evaluate_models
+
+    try:
+        counts, clin = _load(per_woman, clinical, missing)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LeakageWarning)  # shown below, from ev.warnings
+            ev = evaluate_models(
+                counts,
+                clin,
+                task=task,
+                transform=transform,
+                missing=missing,
+                n_repeats=repeats,
+                n_permutations=permutations,
+                seed=seed,
+            )
+        paths = ev.to_files(out, inputs={"clinical": clinical}) + prediction_figures(ev, out)
+    except (FlowtoolsError, ValueError, OSError) as exc:
+        _fail(exc)
+    if json_out:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "auc": ev.auc.to_dict(orient="records"),
+                    "gain": ev.gain,
+                    "warnings": ev.warnings,
+                    "files": [str(p) for p in paths],
+                },
+                indent=2,
+                default=float,
+            )
+            + "\n"
+        )
+        return
+    for _, r in ev.auc.iterrows():
+        console.print(
+            f"  {r['model']:<18} AUC {r['auc']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f})  "
+            f"calibration slope {r['calibration_slope']:.2f}  Brier {r['brier']:.3f}",
+            highlight=False,
+        )
+    g = ev.gain
+    if "estimate" in g:
+        pp = "" if g.get("p_permutation") is None else f", permutation p = {g['p_permutation']:.3g}"
+        console.print(
+            f"  gain of clinical + immune over clinical: {g['estimate']:+.3f} "
+            f"({g['ci_low']:+.3f}..{g['ci_high']:+.3f}){pp}",
+            highlight=False,
+        )
+    for w in ev.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+
+
+@predict_app.command("fit")
+def fit(
+    per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
+    clinical: Annotated[Path, typer.Option("--clinical", help="Clinical record CSV.", show_default=False)],
+    model_out: Annotated[Path, typer.Option("--out", help="Where to save the model (JSON).")] = Path(
+        "model.json"
+    ),
+    task: Annotated[str, typer.Option(help="next_loss (RM women) or rm_vs_control.")] = "next_loss",
+    model: Annotated[
+        str, typer.Option(help="clinical, immune or 'clinical + immune'.")
+    ] = "clinical + immune",
+    transform: Annotated[str, typer.Option(help="Immune features: logit or clr.")] = "logit",
+    margin: Annotated[float, typer.Option(min=0.0, help="Refusal margin beyond the training range.")] = 0.1,
+    missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Fit the final model on all women and save it with its provenance."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.provenance import file_sha256
+    from flowtools.stats.predict import fit_model, save_model
+
+    try:
+        counts, clin = _load(per_woman, clinical, missing)
+        m = fit_model(
+            counts,
+            clin,
+            task=task,
+            model=model,
+            transform=transform,
+            missing=missing,
+            margin=margin,
+            seed=seed,
+        )
+        m.provenance["inputs"] = {"clinical": file_sha256(clinical)}
+        save_model(m, model_out)
+    except (FlowtoolsError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(
+        f"[green]model saved[/] {model_out}: {m.model}, task {m.task}, {m.n_train} women "
+        f"({m.n_events} events), {len(m.features)} features, penalty C={m.penalty['C']:g}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@predict_app.command("apply")
+def apply(
+    per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
+    clinical: Annotated[
+        Path, typer.Option("--clinical", help="Clinical record CSV of the new women.", show_default=False)
+    ],
+    model_path: Annotated[Path, typer.Option("--model", help="Model saved by `predict fit`.")] = Path(
+        "model.json"
+    ),
+    out: Annotated[Path, typer.Option("--out", help="Predictions CSV.")] = Path("predictions.csv"),
+) -> None:
+    """Predict for new women (probability with a 95% interval); refuse women outside the training range."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.provenance import atomic_write_text
+    from flowtools.stats.predict import apply_model, load_model
+
+    try:
+        m = load_model(model_path)
+        counts, clin = _load(per_woman, clinical, "error")
+        pred = apply_model(m, counts, clin, refuse="mark")
+        atomic_write_text(out, pred.to_csv(index=False, lineterminator="\n"))
+    except (FlowtoolsError, ValueError, OSError) as exc:
+        _fail(exc)
+    refused = pred[pred["refused"] != ""]
+    console.print(f"[green]predictions written[/] {out}: {len(pred) - len(refused)} women", highlight=False)
+    for _, r in refused.iterrows():
+        err_console.print(
+            f"[yellow]refused[/] {r['woman_id']}: {r['refused']}", highlight=False, soft_wrap=True
+        )
+    if len(refused):
+        raise typer.Exit(1 if len(refused) == len(pred) else 2)

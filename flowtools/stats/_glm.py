@@ -1,0 +1,200 @@
+"""Small, exact numerical cores: quasi-binomial GLM, OLS, Welch t, Benjamini-Hochberg, DeLong.
+
+Plain numpy/scipy on plain arrays, so that thousands of fits (the validity
+benchmark) stay cheap; each is tested against statsmodels/scipy on the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = ["LinearFit", "bh_qvalues", "delong", "ols", "quasi_binomial", "welch_t"]
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """Coefficients of a fitted linear predictor with Wald/t inference.
+
+    Attributes
+    ----------
+    params, bse, tvalues, pvalues : ndarray of float64, shape (p,)
+    df_resid : int
+    scale : float
+        Dispersion (quasi-binomial: Pearson chi2 / df; OLS: residual variance).
+    converged : bool
+    """
+
+    params: np.ndarray
+    bse: np.ndarray
+    tvalues: np.ndarray
+    pvalues: np.ndarray
+    df_resid: int
+    scale: float
+    converged: bool
+
+    def conf_int(self, j: int, level: float = 0.95) -> tuple[float, float]:
+        """Return the t-based confidence interval of coefficient ``j``."""
+        t = _st.t.ppf(0.5 + level / 2, self.df_resid)
+        return float(self.params[j] - t * self.bse[j]), float(self.params[j] + t * self.bse[j])
+
+
+def _finish(beta: np.ndarray, cov: np.ndarray, df: int, scale: float, *, converged: bool) -> LinearFit:
+    bse = np.sqrt(np.clip(np.diag(cov), 0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = beta / bse
+    p = 2 * _st.t.sf(np.abs(t), df)
+    return LinearFit(beta, bse, t, p, df, float(scale), converged)
+
+
+def quasi_binomial(
+    x: np.ndarray, successes: np.ndarray, trials: np.ndarray, *, max_iter: int = 50, tol: float = 1e-10
+) -> LinearFit:
+    """Fit a quasi-binomial GLM (logit link) by IRLS; dispersion from Pearson chi2.
+
+    Equivalent to ``statsmodels.GLM(successes / trials, x, family=Binomial(),
+    var_weights=trials).fit(scale="X2")``; inference uses the t distribution
+    with ``n - p`` degrees of freedom (quasi-likelihood).
+
+    Parameters
+    ----------
+    x : ndarray of float64, shape (n, p)
+        Design matrix, with an intercept column.
+    successes, trials : ndarray, shape (n,)
+        Counts and parent counts (trials > 0).
+
+    Returns
+    -------
+    LinearFit
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(trials, dtype=np.float64)
+    y = np.asarray(successes, dtype=np.float64) / w
+    n, p = x.shape
+    # start from a weighted least squares fit of the empirical logits
+    ys = np.clip(y, 0.5 / w, 1 - 0.5 / w)
+    eta = np.log(ys / (1 - ys))
+    beta = np.linalg.lstsq(x * np.sqrt(w)[:, None], eta * np.sqrt(w), rcond=None)[0]
+    converged = False
+    dev_old = np.inf
+    for _ in range(max_iter):
+        eta = x @ beta
+        mu = 1 / (1 + np.exp(-eta))
+        mu = np.clip(mu, 1e-12, 1 - 1e-12)
+        v = mu * (1 - mu)
+        wz = w * v
+        z = eta + (y - mu) / v
+        sw = np.sqrt(wz)
+        beta = np.linalg.lstsq(x * sw[:, None], z * sw, rcond=None)[0]
+        mu = np.clip(1 / (1 + np.exp(-(x @ beta))), 1e-12, 1 - 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = 2 * np.sum(
+                w
+                * (
+                    np.where(y > 0, y * np.log(y / mu), 0)
+                    + np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0)
+                )
+            )
+        if abs(dev - dev_old) <= tol * (abs(dev) + 0.1):
+            converged = True
+            break
+        dev_old = dev
+    v = mu * (1 - mu)
+    df = n - p
+    scale = float(np.sum(w * (y - mu) ** 2 / v) / df) if df > 0 else float("nan")
+    xtwx = x.T @ (x * (w * v)[:, None])
+    cov = scale * np.linalg.pinv(xtwx)
+    return _finish(beta, cov, df, scale, converged=converged)
+
+
+def ols(x: np.ndarray, y: np.ndarray) -> LinearFit:
+    """Ordinary least squares with classical (t) inference, as ``statsmodels.OLS``.
+
+    Parameters
+    ----------
+    x : ndarray of float64, shape (n, p)
+    y : ndarray of float64, shape (n,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, p = x.shape
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    df = n - p
+    s2 = float(resid @ resid / df) if df > 0 else float("nan")
+    cov = s2 * np.linalg.pinv(x.T @ x)
+    return _finish(beta, cov, df, s2, converged=True)
+
+
+def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Welch two-sample t-test of mean(a) - mean(b).
+
+    Returns
+    -------
+    diff, ci_low, ci_high, p : float
+        Difference of means with its 95% Welch CI and two-sided p-value
+        (the p equals ``scipy.stats.ttest_ind(a, b, equal_var=False)``).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    d = float(a.mean() - b.mean())
+    t = _st.t.ppf(0.975, df)
+    p = float(2 * _st.t.sf(abs(d / se), df)) if se > 0 else float("nan")
+    return d, float(d - t * se), float(d + t * se), p
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); NaN p-values stay NaN and are not counted.
+
+    Equal to ``statsmodels.stats.multitest.multipletests(p, method="fdr_bh")[1]``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m == 0:
+        return q
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    ranked = p[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    q[order] = np.minimum(ranked, 1.0)
+    return q
+
+
+def _midrank(x: np.ndarray) -> np.ndarray:
+    return _st.rankdata(x)
+
+
+def delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of several scores on the same women and their DeLong covariance.
+
+    Parameters
+    ----------
+    y : ndarray of {0, 1}, shape (n,)
+    scores : ndarray of float64, shape (k, n)
+
+    Returns
+    -------
+    auc : ndarray, shape (k,)
+    cov : ndarray, shape (k, k)
+    """
+    y = np.asarray(y).astype(bool)
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    pos, neg = scores[:, y], scores[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    k = scores.shape[0]
+    v10 = np.empty((k, m))
+    v01 = np.empty((k, n))
+    auc = np.empty(k)
+    for r in range(k):
+        tx, ty, tz = _midrank(pos[r]), _midrank(neg[r]), _midrank(np.concatenate([pos[r], neg[r]]))
+        auc[r] = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+        v10[r] = (tz[:m] - tx) / n
+        v01[r] = 1.0 - (tz[m:] - ty) / m
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return auc, cov

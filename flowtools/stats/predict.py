@@ -1,0 +1,834 @@
+"""Does the immune profile predict better than the clinical record? Honest, nested, calibrated.
+
+Tasks
+-----
+``next_loss``
+    Next-pregnancy loss among RM women (``next_pregnancy_loss``); clinical
+    features: age and number of prior losses.
+``rm_vs_control``
+    RM versus control; clinical features: age and BMI (prior losses define the
+    groups and would leak the answer).
+
+Models: ``clinical``, ``immune`` (empirical logit of every population's share of
+its parent, or CLR within partitions) and ``clinical + immune``; each a
+scikit-learn pipeline (median imputation -> standardisation -> elastic-net
+logistic regression) whose penalty is chosen by an inner cross-validation.
+:func:`evaluate_models` runs repeated nested cross-validation, so every learned
+step (imputation, scaling, feature choice by the L1 part, penalty) is learned
+inside the training folds only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize as _opt
+from scipy import stats as _st
+
+from flowtools.provenance import atomic_write_text, provenance_record
+from flowtools.stats._glm import delong, quasi_binomial
+from flowtools.stats.errors import LeakageWarning, ModelFileError, OutOfRangeError
+from flowtools.stats.tables import join_women, validate_clinical
+
+__all__ = [
+    "CLINICAL_FEATURES",
+    "TASKS",
+    "Evaluation",
+    "FittedModel",
+    "apply_model",
+    "build_features",
+    "cross_validate_models",
+    "evaluate_models",
+    "fit_model",
+    "load_model",
+    "save_model",
+]
+
+_log = logging.getLogger(__name__)
+
+TASKS = ("next_loss", "rm_vs_control")
+CLINICAL_FEATURES: dict[str, tuple[str, ...]] = {
+    "next_loss": ("age", "n_prior_losses"),
+    "rm_vs_control": ("age", "bmi"),
+}
+MODELS = ("clinical", "immune", "clinical + immune")
+_FORMAT = "flowtools-stats-model/1"
+_HONEST_AUC_WARNING = 0.80
+DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+ProgressCallback = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------------------------------ features
+
+
+def build_features(counts: pd.DataFrame, *, transform: str = "logit") -> pd.DataFrame:
+    """Per-woman immune features from a count table.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Count table (:func:`~flowtools.stats.tables_from_gate`, :func:`~flowtools.stats.tables_from_truth`).
+    transform : {"logit", "clr"}, default "logit"
+        ``logit``: empirical logit ``log((count + 0.5) / (parent_count - count + 0.5))``;
+        ``clr``: centred log-ratio within sibling groups that partition their
+        parent (3+ children), logit elsewhere.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``woman_id``; one float64 column per feature (``tube|path``); NaN
+        where the parent had no events.
+    """
+    if transform not in ("logit", "clr"):
+        msg = f"transform must be 'logit' or 'clr', not {transform!r}"
+        raise ValueError(msg)
+    c = counts[counts["parent_count"] > 0]
+    k, n = c["count"].to_numpy(float), c["parent_count"].to_numpy(float)
+    val = np.log((k + 0.5) / (n - k + 0.5))
+    wide = c.assign(v=val).pivot_table(index="woman_id", columns="feature", values="v", aggfunc="first")
+    if transform == "clr":
+        from flowtools.stats.comparison import _partitions
+
+        for feats in _partitions(c).values():
+            sub = c[c["feature"].isin(feats)].pivot_table(
+                index="woman_id", columns="feature", values="count", aggfunc="first"
+            )
+            lc = np.log(sub.to_numpy(float) + 0.5)
+            wide.loc[sub.index, list(sub.columns)] = lc - lc.mean(axis=1, keepdims=True)
+    wide = wide.reindex(sorted(wide.columns), axis=1)
+    wide.columns.name = None
+    return wide.astype("float64")
+
+
+def _task_frames(
+    counts: pd.DataFrame,
+    clinical: pd.DataFrame,
+    *,
+    task: str,
+    transform: str,
+    missing: str,
+    need_outcome: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None, list[str]]:
+    if task not in TASKS:
+        msg = f"task must be one of {TASKS}, not {task!r}"
+        raise ValueError(msg)
+    clin_cols = list(CLINICAL_FEATURES[task])
+    source = clinical.attrs.get("source", "<clinical table>")
+    required = clin_cols + (["next_pregnancy_loss"] if task == "next_loss" and need_outcome else [])
+    if task == "next_loss":
+        rm_only = clinical[clinical["group"].astype(str).str.strip() == "RM"]
+        rm_only.attrs.update(clinical.attrs)
+        clinical = rm_only
+    clin = validate_clinical(clinical, missing=missing, required=required, source=source)
+    counts = counts[counts["woman_id"].isin(clin["woman_id"])] if task == "next_loss" else counts
+    counts, clin, dropped = join_women(counts, clin, missing=missing, source=source)
+    imm = build_features(counts, transform=transform)
+    clin = clin.set_index("woman_id").loc[imm.index]
+    xc = clin[clin_cols].astype("float64")
+    y = None
+    if need_outcome:
+        y = (clin["next_pregnancy_loss"] if task == "next_loss" else (clin["group"] == "RM")).to_numpy(float)
+        y = y.astype(int)
+    return xc, imm, y, list(clinical.attrs.get("dropped", [])) + list(clin.attrs.get("dropped", [])) + dropped
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def _pipeline(c: float = 1.0, l1_ratio: float = 0.5, seed: int = 0) -> Any:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            (
+                "clf",
+                LogisticRegression(
+                    C=c, l1_ratio=l1_ratio, solver="saga", max_iter=5000, tol=1e-4, random_state=seed
+                ),
+            ),
+        ]
+    )
+
+
+def _tuned(cs: Sequence[float], l1_ratios: Sequence[float], inner_folds: int, seed: int) -> Any:
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    return GridSearchCV(
+        _pipeline(seed=seed),
+        {"clf__C": list(cs), "clf__l1_ratio": list(l1_ratios)},
+        cv=StratifiedKFold(inner_folds, shuffle=True, random_state=seed),
+        scoring="neg_log_loss",
+        refit=True,
+        error_score="raise",
+    )
+
+
+def _quiet_fit(est: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # saga on an unpenalised-looking grid point can stop at max_iter; the inner CV scores it anyway
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(x, y)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if y.min() == y.max():
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate_models` / :func:`cross_validate_models`.
+
+    Attributes
+    ----------
+    task : str
+    auc : pandas.DataFrame
+        One row per model: model, auc (mean over outer folds and repeats),
+        ci_low, ci_high (95%, DeLong on repeat-averaged out-of-fold predictions),
+        sd_folds, brier, calibration_intercept, calibration_slope, n, n_events.
+    gain : dict
+        ``baseline``, ``augmented``, ``estimate`` (AUC gain), ``ci_low``,
+        ``ci_high`` (paired DeLong), ``p_permutation``, ``n_permutations``.
+    calibration_curve : pandas.DataFrame
+        model, bin, mean_predicted, observed, n (quantile bins).
+    predictions : pandas.DataFrame
+        woman_id, y, and the repeat-averaged out-of-fold probability of each model.
+    parameters : dict
+    warnings : list of str
+    """
+
+    task: str
+    auc: pd.DataFrame
+    gain: dict[str, Any]
+    calibration_curve: pd.DataFrame
+    predictions: pd.DataFrame
+    parameters: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_files(
+        self, out_dir: str | os.PathLike[str], *, inputs: Mapping[str, str | os.PathLike[str]] | None = None
+    ) -> list[Path]:
+        """Write the evaluation tables (csv + parquet) and ``evaluation.json``.
+
+        Tables: ``evaluation_auc``, ``evaluation_calibration``, ``evaluation_predictions``;
+        ``evaluation.json`` holds the gain, warnings, parameters and provenance.
+        """
+        from flowtools.stats.comparison import write_table
+
+        out = Path(out_dir)
+        prov = provenance_record(
+            inputs=inputs,
+            parameters=self.parameters,
+            seed=self.parameters.get("seed"),
+            command="flowtools predict evaluate",
+        )
+        paths = []
+        paths += write_table(self.auc, out / "evaluation_auc", prov)[:2]
+        paths += write_table(self.calibration_curve, out / "evaluation_calibration", prov)[:2]
+        paths += write_table(self.predictions.reset_index(drop=True), out / "evaluation_predictions", prov)[
+            :2
+        ]
+        doc = {
+            "task": self.task,
+            "auc": self.auc.to_dict(orient="records"),
+            "gain": self.gain,
+            "warnings": self.warnings,
+            "provenance": prov,
+        }
+        atomic_write_text(out / "evaluation.json", json.dumps(doc, indent=2, default=float) + "\n")
+        return [*paths, out / "evaluation.json"]
+
+
+def _calibration(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    lp = np.log(p / (1 - p))
+    slope = float(
+        quasi_binomial(np.column_stack([np.ones_like(lp), lp]), y.astype(float), np.ones_like(lp)).params[1]
+    )
+
+    def score(a: float) -> float:
+        return float(np.sum(y - 1 / (1 + np.exp(-(a + lp)))))
+
+    try:
+        intercept = float(_opt.brentq(score, -20, 20))
+    except ValueError:
+        intercept = float("nan")
+    brier = float(np.mean((p - y) ** 2))
+    return intercept, slope, brier
+
+
+def cross_validate_models(
+    blocks: Mapping[str, pd.DataFrame],
+    y: np.ndarray,
+    *,
+    task: str = "custom",
+    baseline: str | None = "clinical",
+    augmented: str | None = "clinical + immune",
+    permute: Sequence[str] = (),
+    n_splits: int = 5,
+    n_repeats: int = 5,
+    inner_folds: int = 3,
+    cs: Sequence[float] = DEFAULT_CS,
+    l1_ratios: Sequence[float] = (0.5,),
+    n_permutations: int = 0,
+    permutation_repeats: int = 1,
+    n_bins: int = 5,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """Repeated nested cross-validation of several feature sets on the same folds.
+
+    Parameters
+    ----------
+    blocks : mapping of str to pandas.DataFrame
+        Model name -> feature frame (rows: women, same order for every block).
+    y : ndarray of {0, 1}, shape (n,)
+    task : str
+        Label stored with the result.
+    baseline, augmented : str or None
+        The two models whose AUC difference (augmented - baseline) is the gain.
+    permute : sequence of str
+        Columns of the augmented block that the permutation test shuffles
+        together across women (the immune features).
+    n_splits, n_repeats : int, default 5, 5
+        Outer stratified folds and repeats.
+    inner_folds : int, default 3
+        Inner stratified folds choosing the penalty (``cs`` x ``l1_ratios``).
+    cs, l1_ratios : sequence of float
+        Penalty grid (inverse strength, elastic-net mixing).
+    n_permutations : int, default 0
+        Permutations of the gain test (each re-runs ``permutation_repeats``
+        repeats of the nested CV of the augmented model).
+    n_bins : int
+        Quantile bins of the calibration curve.
+    seed : int
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    Evaluation
+    """
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    y = np.asarray(y).astype(int)
+    names = list(blocks)
+    xs = {m: blocks[m].to_numpy(float) for m in names}
+    n = y.size
+    n_events = int(y.sum())
+    k = min(n_splits, n_events, n - n_events)
+    if k < 2:
+        msg = f"too few events for cross-validation: {n_events} of {n} (need at least 2 in each class)"
+        raise ValueError(msg)
+    outer = RepeatedStratifiedKFold(n_splits=k, n_repeats=n_repeats, random_state=seed)
+    splits = list(outer.split(np.zeros(n), y))
+    oof = {m: np.full((n_repeats, n), np.nan) for m in names}
+    fold_auc = {m: [] for m in names}
+    total = len(splits) * (1 + (n_permutations * permutation_repeats) // max(n_repeats, 1))
+    done = 0
+    for i, (tr, te) in enumerate(splits):
+        r = i // k
+        for m in names:
+            inner = min(inner_folds, int(y[tr].sum()), int((1 - y[tr]).sum()))
+            est = _quiet_fit(_tuned(cs, l1_ratios, max(inner, 2), seed + i), xs[m][tr], y[tr])
+            p = est.predict_proba(xs[m][te])[:, 1]
+            oof[m][r, te] = p
+            fold_auc[m].append(_auc(y[te], p))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    mean_p = {m: oof[m].mean(axis=0) for m in names}
+    aucs_delong, cov = delong(y, np.vstack([mean_p[m] for m in names]))
+    z = _st.norm.ppf(0.975)
+    rows = []
+    emitted: list[str] = []
+    for j, m in enumerate(names):
+        est_auc = float(np.nanmean(fold_auc[m]))
+        se = float(np.sqrt(cov[j, j]))
+        ci, cs_, b = _calibration(y, mean_p[m])
+        rows.append(
+            {
+                "model": m,
+                "auc": est_auc,
+                "ci_low": max(0.0, est_auc - z * se),
+                "ci_high": min(1.0, est_auc + z * se),
+                "auc_pooled": float(aucs_delong[j]),
+                "sd_folds": float(np.nanstd(fold_auc[m])),
+                "brier": b,
+                "calibration_intercept": ci,
+                "calibration_slope": cs_,
+                "n": n,
+                "n_events": n_events,
+            }
+        )
+        if est_auc > _HONEST_AUC_WARNING:
+            text = (
+                f"{m}: honest cross-validated AUC {est_auc:.2f} > {_HONEST_AUC_WARNING:.2f}; real studies "
+                "report 0.57-0.72: look for leakage (an outcome proxy among the features) or batch effects"
+            )
+            emitted.append(text)
+            warnings.warn(text, LeakageWarning, stacklevel=2)
+    auc_table = pd.DataFrame(rows)
+    gain: dict[str, Any] = {"baseline": baseline, "augmented": augmented}
+    if baseline in names and augmented in names:
+        a, b = names.index(augmented), names.index(baseline)
+        g_fold = np.asarray(fold_auc[augmented]) - np.asarray(fold_auc[baseline])
+        g = float(np.nanmean(g_fold))
+        se = float(np.sqrt(max(cov[a, a] + cov[b, b] - 2 * cov[a, b], 0.0)))
+        gain.update({"estimate": g, "ci_low": float(g - z * se), "ci_high": float(g + z * se)})
+        if n_permutations > 0:
+            cols = [blocks[augmented].columns.get_loc(c) for c in permute]
+            rng = np.random.default_rng(seed)
+            n_sp = permutation_repeats * k
+            obs = float(np.nanmean(g_fold[:n_sp]))
+            base = np.asarray(fold_auc[baseline][:n_sp])
+            hits = 0
+            for _ in range(n_permutations):
+                xp = xs[augmented].copy()
+                perm = rng.permutation(n)
+                xp[:, cols] = xp[perm][:, cols]
+                fa = []
+                for i, (tr, te) in enumerate(splits[:n_sp]):
+                    inner = min(inner_folds, int(y[tr].sum()), int((1 - y[tr]).sum()))
+                    est = _quiet_fit(_tuned(cs, l1_ratios, max(inner, 2), seed + i), xp[tr], y[tr])
+                    fa.append(_auc(y[te], est.predict_proba(xp[te])[:, 1]))
+                hits += float(np.nanmean(np.asarray(fa) - base)) >= obs
+                done += 1
+                if progress is not None:
+                    progress(min(done, total), total)
+            gain.update(
+                {
+                    "p_permutation": (1 + hits) / (1 + n_permutations),
+                    "n_permutations": n_permutations,
+                    "permutation_repeats": permutation_repeats,
+                    "gain_on_permutation_folds": obs,
+                }
+            )
+        else:
+            gain.update({"p_permutation": None, "n_permutations": 0})
+    curves = []
+    for m in names:
+        p = mean_p[m]
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+        idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+        for bi in np.unique(idx):
+            sel = idx == bi
+            curves.append(
+                {
+                    "model": m,
+                    "bin": int(bi),
+                    "mean_predicted": float(p[sel].mean()),
+                    "observed": float(y[sel].mean()),
+                    "n": int(sel.sum()),
+                }
+            )
+    index = next(iter(blocks.values())).index
+    preds = pd.DataFrame({"woman_id": np.asarray(index), "y": y, **{m: mean_p[m] for m in names}})
+    params = {
+        "task": task,
+        "n_splits": k,
+        "n_repeats": n_repeats,
+        "inner_folds": inner_folds,
+        "cs": list(cs),
+        "l1_ratios": list(l1_ratios),
+        "n_permutations": n_permutations,
+        "seed": seed,
+        "features": {m: list(blocks[m].columns) for m in names},
+        "auc_estimate": "mean of outer-fold AUCs over folds and repeats",
+        "auc_ci": "DeLong on repeat-averaged out-of-fold predictions, centred on the estimate",
+    }
+    return Evaluation(
+        task=task,
+        auc=auc_table,
+        gain=gain,
+        calibration_curve=pd.DataFrame(curves),
+        predictions=preds,
+        parameters=params,
+        warnings=emitted,
+    )
+
+
+def _blocks(xc: pd.DataFrame, imm: pd.DataFrame, models: Sequence[str]) -> dict[str, pd.DataFrame]:
+    all_blocks = {"clinical": xc, "immune": imm, "clinical + immune": pd.concat([xc, imm], axis=1)}
+    unknown = [m for m in models if m not in all_blocks]
+    if unknown:
+        msg = f"unknown model(s) {unknown}; choose from {list(all_blocks)}"
+        raise ValueError(msg)
+    return {m: all_blocks[m] for m in models}
+
+
+def evaluate_models(
+    counts: pd.DataFrame,
+    clinical: pd.DataFrame,
+    *,
+    task: str = "next_loss",
+    models: Sequence[str] = MODELS,
+    transform: str = "logit",
+    missing: str = "error",
+    n_splits: int = 5,
+    n_repeats: int = 5,
+    n_permutations: int = 0,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """Repeated nested cross-validation of clinical, immune and clinical + immune models.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Count table.
+    clinical : pandas.DataFrame
+        Clinical record (validated here).
+    task : {"next_loss", "rm_vs_control"}, default "next_loss"
+    models : sequence of str
+        Subset of ``("clinical", "immune", "clinical + immune")``.
+    transform : {"logit", "clr"}
+    missing : {"error", "drop", "impute"}
+    n_splits, n_repeats : int
+        Outer folds and repeats.
+    n_permutations : int, default 0
+        Permutations of the immune features for the test of the gain.
+    seed : int
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    Evaluation
+        AUC with 95% CI per model, the gain of clinical + immune over clinical
+        with its CI and permutation p-value, calibration (intercept, slope,
+        Brier, curve). Emits :class:`LeakageWarning` for an AUC above 0.80.
+    """
+    xc, imm, y, dropped = _task_frames(
+        counts, clinical, task=task, transform=transform, missing=missing, need_outcome=True
+    )
+    ev = cross_validate_models(
+        _blocks(xc, imm, models),
+        y,
+        task=task,
+        permute=list(imm.columns),
+        n_splits=n_splits,
+        n_repeats=n_repeats,
+        n_permutations=n_permutations,
+        seed=seed,
+        progress=progress,
+    )
+    ev.parameters.update({"transform": transform, "missing": missing, "dropped_women": sorted(set(dropped))})
+    return ev
+
+
+# ------------------------------------------------------------------------------------------ fitted model
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A fitted linear-logistic model in raw feature units, with bootstrap refits and training ranges.
+
+    ``logit p = intercept + features @ weights``; the bootstrap sets give the
+    interval of a prediction. Learned attributes carry no trailing underscore
+    because the object is a frozen record, not an estimator.
+
+    Attributes
+    ----------
+    task, model, transform : str
+    features : tuple of str
+        Clinical features first, then immune features.
+    intercept : float
+    weights : ndarray of float64, shape (n_features,)
+    boot_intercepts : ndarray, shape (B,)
+    boot_weights : ndarray, shape (B, n_features)
+    train_min, train_max : ndarray, shape (n_features,)
+    margin : float
+        Allowed excursion beyond the training range, as a fraction of it.
+    penalty : dict
+        The chosen C and l1_ratio.
+    n_train, n_events : int
+    provenance : dict
+    """
+
+    task: str
+    model: str
+    transform: str
+    features: tuple[str, ...]
+    intercept: float
+    weights: np.ndarray
+    boot_intercepts: np.ndarray
+    boot_weights: np.ndarray
+    train_min: np.ndarray
+    train_max: np.ndarray
+    margin: float
+    penalty: dict[str, float]
+    n_train: int
+    n_events: int
+    provenance: dict[str, Any]
+
+
+def _raw_linear(pipe: Any) -> tuple[float, np.ndarray]:
+    scale = pipe.named_steps["scale"]
+    clf = pipe.named_steps["clf"]
+    s = np.where(scale.scale_ > 0, scale.scale_, 1.0)
+    w = clf.coef_[0] / s
+    return float(clf.intercept_[0] - np.sum(w * scale.mean_)), w
+
+
+def fit_model(
+    counts: pd.DataFrame,
+    clinical: pd.DataFrame,
+    *,
+    task: str = "next_loss",
+    model: str = "clinical + immune",
+    transform: str = "logit",
+    missing: str = "error",
+    margin: float = 0.1,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> FittedModel:
+    """Fit the final model on all women (penalty by CV), with bootstrap refits for intervals.
+
+    Parameters
+    ----------
+    counts, clinical : pandas.DataFrame
+    task : {"next_loss", "rm_vs_control"}
+    model : {"clinical", "immune", "clinical + immune"}
+    transform : {"logit", "clr"}
+    missing : {"error", "drop", "impute"}
+    margin : float, default 0.1
+        :func:`apply_model` refuses features beyond the training range by more
+        than this fraction of the range.
+    n_bootstrap : int, default 200
+        Refits on resampled women (penalty fixed) for the prediction interval.
+    seed : int
+
+    Returns
+    -------
+    FittedModel
+    """
+    xc, imm, y, dropped = _task_frames(
+        counts, clinical, task=task, transform=transform, missing=missing, need_outcome=True
+    )
+    x_df = _blocks(xc, imm, [model])[model]
+    x = x_df.to_numpy(float)
+    if np.isnan(x).any():
+        med = np.nanmedian(x, axis=0)
+        x = np.where(np.isnan(x), med, x)
+    grid = _quiet_fit(_tuned(DEFAULT_CS, (0.5,), 3, seed), x, y)
+    best = {"C": float(grid.best_params_["clf__C"]), "l1_ratio": float(grid.best_params_["clf__l1_ratio"])}
+    b0, w = _raw_linear(grid.best_estimator_)
+    rng = np.random.default_rng(seed)
+    bi, bw = [], []
+    while len(bi) < n_bootstrap:
+        idx = rng.integers(0, y.size, y.size)
+        if y[idx].min() == y[idx].max():
+            continue
+        pipe = _quiet_fit(_pipeline(best["C"], best["l1_ratio"], seed), x[idx], y[idx])
+        a, v = _raw_linear(pipe)
+        bi.append(a)
+        bw.append(v)
+    prov = provenance_record(
+        parameters={
+            "task": task,
+            "model": model,
+            "transform": transform,
+            "missing": missing,
+            "margin": margin,
+            "n_bootstrap": n_bootstrap,
+            "penalty": best,
+            "dropped_women": sorted(set(dropped)),
+        },
+        seed=seed,
+        command="flowtools predict fit",
+    )
+    return FittedModel(
+        task=task,
+        model=model,
+        transform=transform,
+        features=tuple(x_df.columns),
+        intercept=b0,
+        weights=w,
+        boot_intercepts=np.asarray(bi),
+        boot_weights=np.asarray(bw).reshape(-1, w.size),
+        train_min=np.nanmin(x_df.to_numpy(float), axis=0),
+        train_max=np.nanmax(x_df.to_numpy(float), axis=0),
+        margin=float(margin),
+        penalty=best,
+        n_train=int(y.size),
+        n_events=int(y.sum()),
+        provenance=prov,
+    )
+
+
+def _body(m: FittedModel) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "task": m.task,
+        "model": m.model,
+        "transform": m.transform,
+        "features": list(m.features),
+        "intercept": m.intercept,
+        "weights": m.weights.tolist(),
+        "boot_intercepts": m.boot_intercepts.tolist(),
+        "boot_weights": m.boot_weights.tolist(),
+        "train_min": m.train_min.tolist(),
+        "train_max": m.train_max.tolist(),
+        "margin": m.margin,
+        "penalty": m.penalty,
+        "n_train": m.n_train,
+        "n_events": m.n_events,
+        "provenance": m.provenance,
+    }
+
+
+def save_model(model: FittedModel, path: str | os.PathLike[str]) -> Path:
+    """Save a fitted model as JSON (no pickle), with its provenance and a SHA-256 of its content.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    body = _body(model)
+    text = json.dumps(body, sort_keys=True)
+    doc = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "model": body}
+    p = Path(path)
+    atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return p
+
+
+def load_model(path: str | os.PathLike[str]) -> FittedModel:
+    """Load a model written by :func:`save_model`, checking its format and hash.
+
+    Raises
+    ------
+    ModelFileError
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        body = doc["model"]
+        digest = doc["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        msg = f"{p}: not a flowtools model file ({exc})"
+        raise ModelFileError(msg) from None
+    if body.get("format") != _FORMAT:
+        msg = f"{p}: unknown model format {body.get('format')!r} (expected {_FORMAT})"
+        raise ModelFileError(msg)
+    if hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != digest:
+        msg = f"{p}: content does not match its SHA-256 (edited or corrupted)"
+        raise ModelFileError(msg)
+    arr = {
+        k: np.asarray(body[k], dtype=np.float64)
+        for k in ("weights", "boot_intercepts", "boot_weights", "train_min", "train_max")
+    }
+    return FittedModel(
+        task=body["task"],
+        model=body["model"],
+        transform=body["transform"],
+        features=tuple(body["features"]),
+        intercept=float(body["intercept"]),
+        weights=arr["weights"],
+        boot_intercepts=arr["boot_intercepts"],
+        boot_weights=arr["boot_weights"].reshape(-1, arr["weights"].size),
+        train_min=arr["train_min"],
+        train_max=arr["train_max"],
+        margin=float(body["margin"]),
+        penalty=body["penalty"],
+        n_train=int(body["n_train"]),
+        n_events=int(body["n_events"]),
+        provenance=body["provenance"],
+    )
+
+
+def apply_model(
+    model: FittedModel,
+    counts: pd.DataFrame,
+    clinical: pd.DataFrame,
+    *,
+    refuse: str = "raise",
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Predict for new women: probability with a bootstrap interval; refuse out-of-range women.
+
+    Parameters
+    ----------
+    model : FittedModel
+    counts, clinical : pandas.DataFrame
+        The new women's count table and clinical rows (no outcome needed).
+    refuse : {"raise", "mark"}, default "raise"
+        ``raise``: :class:`OutOfRangeError` naming every refused woman and
+        feature; ``mark``: return them with NaN probability and the reason.
+    level : float, default 0.95
+        Interval level (percentiles of the bootstrap refits).
+
+    Returns
+    -------
+    pandas.DataFrame
+        woman_id, probability, ci_low, ci_high, refused (empty string when accepted).
+
+    Raises
+    ------
+    OutOfRangeError
+    """
+    if refuse not in ("raise", "mark"):
+        msg = f"refuse must be 'raise' or 'mark', not {refuse!r}"
+        raise ValueError(msg)
+    if model.task == "next_loss":
+        clinical = clinical.assign(group="RM") if "group" not in clinical else clinical
+    xc, imm, _, _ = _task_frames(
+        counts, clinical, task=model.task, transform=model.transform, missing="error", need_outcome=False
+    )
+    full = pd.concat([xc, imm], axis=1)
+    x_df = full.reindex(columns=list(model.features))
+    x = x_df.to_numpy(float)
+    span = model.train_max - model.train_min
+    lo, hi = model.train_min - model.margin * span, model.train_max + model.margin * span
+    refused: dict[str, list[str]] = {}
+    for i, wid in enumerate(x_df.index):
+        reasons = []
+        for j, f in enumerate(model.features):
+            v = x[i, j]
+            if np.isnan(v):
+                reasons.append(f"{f} is missing")
+            elif v < lo[j] or v > hi[j]:
+                reasons.append(
+                    f"{f} = {v:.3g} outside the training range {model.train_min[j]:.3g}.."
+                    f"{model.train_max[j]:.3g} (+/- {model.margin:.0%} margin)"
+                )
+        if reasons:
+            refused[str(wid)] = reasons
+    if refused and refuse == "raise":
+        raise OutOfRangeError(refused)
+    with np.errstate(invalid="ignore"):
+        eta = model.intercept + x @ model.weights
+        boot = model.boot_intercepts[:, None] + model.boot_weights @ x.T
+    prob = 1 / (1 + np.exp(-eta))
+    bp = 1 / (1 + np.exp(-boot))
+    a = (1 - level) / 2
+    out = pd.DataFrame(
+        {
+            "woman_id": x_df.index.astype(str),
+            "probability": prob,
+            "ci_low": np.quantile(bp, a, axis=0),
+            "ci_high": np.quantile(bp, 1 - a, axis=0),
+        }
+    )
+    out["refused"] = ["; ".join(refused.get(w, [])) for w in out["woman_id"]]
+    bad = out["refused"] != ""
+    out.loc[bad, ["probability", "ci_low", "ci_high"]] = np.nan
+    return out
