@@ -242,8 +242,8 @@ def demo(
     from flowtools.errors import FlowtoolsError
     from flowtools.pipeline.demo import run_demo
 
-    labels = {"synth": "1/5 synthetic cohort", "read": "2/5 reading and compensating FCS files",
-              "gate": "3/5 gating with the study templates", "cluster": "4/5 clustering lymphocytes"}
+    labels = {"synth": "1/6 synthetic cohort", "read": "2/6 reading and compensating FCS files",
+              "gate": "3/6 gating with the study templates"}
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -254,7 +254,7 @@ def demo(
                 bar.update(tasks[stage], completed=done, total=total)
 
             res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress)
-            bar.add_task("5/5 gate plots and HTML report", total=None)
+            bar.add_task("6/6 gate plots and HTML report", total=None)
             from flowtools.report.html import write_report
 
             report_html = (
@@ -303,6 +303,15 @@ def demo(
         f"[bold]5. clustering[/]        {s['clusters']} FlowSOM clusters of TBNK-NK lymphocytes, per woman "
         f"(annotated, matched to gates)", highlight=False, soft_wrap=True,
     )
+    if "populations_compared" in s:
+        auc = s.get("auc") or {}
+        pred = (", ".join(f"{k} AUC {v:.2f}" for k, v in auc.items()) if auc
+                else f"prediction skipped: {s.get('prediction_skipped', '')}")
+        console.print(
+            f"[bold]6. statistics[/]        RM vs control on {s['populations_compared']} populations "
+            f"({s['significant_q05']} at q < 0.05); next-loss prediction: {pred}",
+            highlight=False, soft_wrap=True,
+        )
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
@@ -311,7 +320,8 @@ def demo(
         ("populations", res.plate.populations_csv if res.plate else "-"),
         ("per woman", res.plate.per_woman_csv if res.plate else "-"),
         ("resolved gates", res.out_dir / "gated" / "gates"),
-        ("clusters", res.clusters_dir or "-"), ("provenance", res.provenance_json),
+        ("clusters", res.clusters_dir or "-"), ("statistics", res.stats_dir or "-"),
+        ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
     console.print(table)
@@ -626,6 +636,27 @@ def _demo_sections(res: Any) -> list[Any]:
             "FlowSOM-class clustering fitted on a balanced subsample of every woman's lymphocytes and applied to "
             "every event; each cluster is annotated by its marker profile and matched to the gated population "
             "it overlaps most.", figs, rows))
+    if res.stats_dir is not None:
+        keep = ("population", "scale", "effect", "ci_low", "ci_high", "p", "q", "test")
+        with open(res.stats_dir / "comparison.csv", newline="", encoding="utf-8") as fh:
+            rows = sorted(({k: r[k] for k in keep if k in r} for r in csv.DictReader(fh)),
+                          key=lambda r: float(r.get("p") or 1))
+        sections.append(ReportSection(
+            "RM vs control",
+            "Per population, women with recurrent miscarriage against controls, the woman as the unit "
+            "(quasi-binomial GLM on counts, adjusted for age and BMI, plate as batch; BH q-values). "
+            "'composition (CLR)' rows compare sibling populations as a composition.",
+            tuple(sorted((res.stats_dir / "figures").glob("*.png"))), tuple(rows[:15])))
+        auc_csv = next(iter(sorted((res.stats_dir / "prediction").glob("*auc*.csv"))), None) \
+            if (res.stats_dir / "prediction").is_dir() else None
+        if auc_csv is not None:
+            with open(auc_csv, newline="", encoding="utf-8") as fh:
+                auc_rows = tuple(csv.DictReader(fh))
+            sections.append(ReportSection(
+                "Predicting the next loss",
+                "Repeated nested cross-validation (every learned step inside the folds): clinical record only, "
+                "immune populations only, and both. Real studies report AUC 0.57-0.72; small cohorts are noisy.",
+                (), auc_rows))
     return sections
 
 

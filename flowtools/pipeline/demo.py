@@ -64,6 +64,7 @@ class DemoResult:
     summary: dict[str, Any]
     plate: PlateResult | None = None
     clusters_dir: Path | None = None
+    stats_dir: Path | None = None
 
 
 def run_demo(
@@ -183,6 +184,13 @@ def run_demo(
         )
         cluster_figures(clusters, out / "clusters" / "figures")
 
+    # Stage 6: the study's question - RM vs control per population, and does immune testing add to the
+    # clinical record in predicting the next loss (honest nested CV). Small demo cohorts give wide CIs.
+    stats_dir: Path | None = None
+    stats_summary: dict[str, Any] = {}
+    if plate.n_ok:
+        stats_dir, stats_summary = _stats_stage(plate.out_dir, cohort.clinical_csv, out / "stats", seed=seed)
+
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
         inputs={"samples.csv": cohort.samples_csv, "clinical.csv": cohort.clinical_csv},
@@ -208,11 +216,39 @@ def run_demo(
         "compensated_files": len({m["sample_id"] for m in medians}),
         "gated": plate.n_ok,
         "clusters": 0 if clusters is None else int(len(clusters.annotation)),
+        **stats_summary,
         "gating_failed": plate.n_failed,
         "warnings": n_warnings,
     }
     return DemoResult(out, cohort, scan_csv, scan_json, medians_csv, provenance_json, summary, plate,
-                      None if clusters is None else out / "clusters")
+                      None if clusters is None else out / "clusters", stats_dir)
+
+
+def _stats_stage(gate_dir: Path, clinical_csv: Path, out: Path, *, seed: int) -> tuple[Path, dict[str, Any]]:
+    """Comparison and prediction on the gated tables; figures beside the tables."""
+    from flowtools.stats import compare, comparison_figures, evaluate_models, prediction_figures
+    from flowtools.stats.errors import StatsError
+    from flowtools.stats.tables import read_clinical, tables_from_gate
+
+    counts = tables_from_gate(gate_dir)
+    clinical = read_clinical(clinical_csv, missing="drop")
+    summary: dict[str, Any] = {}
+    comparison = compare(counts, clinical, missing="drop")
+    comparison.to_files(out, inputs={"clinical.csv": clinical_csv})
+    comparison_figures(comparison, out / "figures")
+    table = comparison.table
+    summary["populations_compared"] = int(len(table))
+    summary["significant_q05"] = int((table["q"] < 0.05).sum())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small demo cohorts: convergence notes of tiny folds
+            ev = evaluate_models(counts, clinical, task="next_loss", n_repeats=2, missing="drop", seed=seed)
+        ev.to_files(out / "prediction")
+        prediction_figures(ev, out / "figures")
+        summary["auc"] = {str(r["model"]): round(float(r["auc"]), 3) for _, r in ev.auc.iterrows()}
+    except (StatsError, ValueError) as exc:  # e.g. too few RM women with each outcome in a tiny cohort
+        summary["prediction_skipped"] = str(exc)
+    return out, summary
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
