@@ -7,11 +7,21 @@ benchmark) stay cheap; each is tested against statsmodels/scipy on the same data
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["LinearFit", "bh_qvalues", "delong", "ols", "quasi_binomial", "welch_t"]
+__all__ = [
+    "LinearFit",
+    "bh_qvalues",
+    "delong",
+    "hierarchical_qvalues",
+    "manova_one_df",
+    "ols",
+    "quasi_binomial",
+    "welch_t",
+]
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,89 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
     q[order] = np.minimum(ranked, 1.0)
     return q
+
+
+def manova_one_df(x: np.ndarray, y: np.ndarray, j: int = 1) -> tuple[float, float, int, int]:
+    """Exact multivariate test of one coefficient (column ``j`` of ``x``) on all columns of ``y`` at once.
+
+    Multivariate linear model ``Y = X B + E`` with normal rows of E; for a
+    one-degree-of-freedom hypothesis Wilks, Pillai, Hotelling-Lawley and Roy
+    agree and ``F = (n - p - d + 1) / d * T`` with ``T = b' E^-1 b / c`` follows
+    F(d, n - p - d + 1) exactly (``b``: row j of the estimate, ``E``: residual
+    SSCP, ``c = [(X'X)^-1]_jj``). Invariant to any invertible linear map of the
+    columns of ``y``, so any basis of the CLR space (k - 1 coordinates) gives
+    the same p-value. With ``d = 1`` it is the OLS t-test squared.
+
+    Returns
+    -------
+    F, p, df1, df2
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    n, p = x.shape
+    d = y.shape[1]
+    df2 = n - p - d + 1
+    if df2 < 1 or d < 1:
+        return float("nan"), float("nan"), d, df2
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    e = resid.T @ resid
+    c = float(np.linalg.pinv(x.T @ x)[j, j])
+    b = beta[j]
+    t = float(b @ np.linalg.pinv(e) @ b) / c
+    f = t * df2 / d
+    return f, float(_st.f.sf(f, d, df2)), d, df2
+
+
+def hierarchical_qvalues(
+    p: np.ndarray, groups: np.ndarray, p_group: dict[Any, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-level FDR control (Benjamini & Bogomolov 2014, Biometrics 70:708-718).
+
+    Stage 1: BH over the groups' global p-values (one per group, testing that
+    no hypothesis of the group is false). Stage 2: within each group selected
+    at level q, BH at level ``q * R / m`` (R selected of m groups). This keeps
+    the FDR over groups at q under any dependence *within* a group, which is
+    what sibling populations need (their tests share a parent and, on the CLR
+    scale, are negatively correlated and sum to zero, so BH's PRDS condition
+    fails). A row is rejected at level q iff its returned value is <= q:
+
+    ``q_row = min over r of max(s_r, q_group, m * q_within / r)``, ``s_r`` the
+    r-th smallest group q-value, ``q_within`` the BH q-value within the group.
+
+    Parameters
+    ----------
+    p : ndarray, shape (n,)
+        Row p-values (NaN allowed; NaN rows get NaN).
+    groups : ndarray, shape (n,)
+        Group key of each row.
+    p_group : mapping group key -> global p-value of that group
+
+    Returns
+    -------
+    q_rows, q_group_of_rows : ndarray, ndarray
+    """
+    p = np.asarray(p, dtype=np.float64)
+    keys = [k for k in dict.fromkeys(groups.tolist()) if np.isfinite(p_group.get(k, np.nan))]
+    q_rows = np.full(p.shape, np.nan)
+    q_grp = np.full(p.shape, np.nan)
+    if not keys:
+        return q_rows, q_grp
+    qg = dict(zip(keys, bh_qvalues(np.array([p_group[k] for k in keys])), strict=True))
+    m = len(keys)
+    s = np.sort(np.array(list(qg.values())))
+    r = np.arange(1, m + 1)
+    for k in keys:
+        idx = np.flatnonzero(groups == k)
+        qw = bh_qvalues(p[idx])
+        for i, w in zip(idx, qw, strict=True):
+            q_grp[i] = qg[k]
+            if np.isnan(w):
+                continue
+            q_rows[i] = min(1.0, float(np.min(np.maximum(np.maximum(s, qg[k]), m * w / r))))
+    return q_rows, q_grp
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:

@@ -37,11 +37,22 @@ def test_compare_row_equals_statsmodels_and_scipy(small_cohort):
     )
     logit = np.log((g["count"] + 0.5) / (g.parent_count - g["count"] + 0.5))
     np.testing.assert_allclose(row.p_welch_t, stats.ttest_ind(logit[rm], logit[~rm], equal_var=False).pvalue)
-    # q-values: BH within (subgroup, scale)
+    # q-values: two-level FDR within (subgroup, scale), rebuilt from statsmodels' BH
     from statsmodels.stats.multitest import multipletests
 
     fam = res.table[(res.table.subgroup == "all RM") & (res.table.scale == SCALE_PCT)]
-    np.testing.assert_allclose(fam.q, multipletests(fam.p, method="fdr_bh")[1])
+    key = fam.tube + "|" + fam.parent
+    pg = fam.groupby(key)["p_group"].first()
+    qg = pd.Series(multipletests(pg, method="fdr_bh")[1], index=pg.index)
+    np.testing.assert_allclose(fam.q_group, qg.loc[key].to_numpy())
+    s, m = np.sort(qg.to_numpy()), len(qg)
+    for i, row in fam.iterrows():
+        sib = fam[key == key[i]]
+        qw = pd.Series(multipletests(sib.p, method="fdr_bh")[1], index=sib.index)[i]
+        ref = min(1.0, min(max(s[r - 1], qg[key[i]], m * qw / r) for r in range(1, m + 1)))
+        np.testing.assert_allclose(row.q, ref)
+    assert (res.table.correction == res.parameters["correction"]).all()
+    assert res.table.correction.str.contains("Benjamini-Bogomolov").all()
 
 
 def test_every_row_says_its_scale(small_cohort):
