@@ -105,7 +105,6 @@ class _Evaluator:
         self.n = events.shape[0]
         self._comp: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         self._cols: dict[tuple[Any, ...], np.ndarray] = {}
-        self._partial: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.masks: dict[str, np.ndarray] = {}
 
     # -- values ----------------------------------------------------------------------------------
@@ -157,18 +156,15 @@ class _Evaluator:
         m = self.fcs_matrix if compensation == FCS_COMPENSATION else self.s.matrices.get(compensation)
         return m is not None and name in m.detectors
 
-    def _transformed(self, d: Dimension, idx: np.ndarray | None) -> np.ndarray:
-        """Dimension values (ratio, transform) for the events ``idx`` (all when None)."""
-
-        def base(name: str) -> np.ndarray:
-            b = self._base(d.compensation, name)
-            return b if idx is None else b[idx]
-
+    def _transformed(self, d: Dimension) -> np.ndarray:
+        """Dimension values for all events: the (compensated) parameter, ratio, then transform."""
         if d.ratio:
             ratio = self.s.transforms[d.name]
-            values = ratio.transform.apply(base(ratio.numerator), base(ratio.denominator))
+            values = ratio.transform.apply(
+                self._base(d.compensation, ratio.numerator), self._base(d.compensation, ratio.denominator)
+            )
         else:
-            values = base(d.name)
+            values = self._base(d.compensation, d.name)
         if d.transform is not None:
             values = self.s.transforms[d.transform].apply(values)
         return np.asarray(values, dtype=np.float64)
@@ -177,58 +173,21 @@ class _Evaluator:
         """Values of a gate dimension for all events (compensated, ratio, transformed as stated)."""
         key = ("dim", d.compensation, d.name, d.transform, d.ratio)
         if key not in self._cols:
-            part = self._partial.pop(key, None)
-            if part is None:
-                self._cols[key] = self._transformed(d, None)
-            else:
-                values, done = part
-                todo = np.flatnonzero(~done)
-                if todo.size:
-                    values[todo] = self._transformed(d, todo)
-                self._cols[key] = values
+            self._cols[key] = self._transformed(d)
         return self._cols[key]
 
-    def rows_of(self, d: Dimension, rows: np.ndarray) -> np.ndarray:
-        """Values of a dimension for some events only, transforming each event at most once.
+    def values(self, d: Dimension) -> np.ndarray:
+        """One dimension's values for all events, contiguous float64."""
+        return np.ascontiguousarray(self.column(d), dtype=np.float64)
 
-        Transforms (exact logicle, hyperlog) are the costly step; a child gate needs
-        its dimensions only on its parent's events, so values are computed on demand
-        and kept for the next gate that needs them.
-        """
-        key = ("dim", d.compensation, d.name, d.transform, d.ratio)
-        full = self._cols.get(key)
-        if full is not None:
-            return full[rows]
-        if (d.transform is None and not d.ratio) or 2 * rows.size >= self.n:
-            # No transform (the base column is already there), or most events wanted anyway:
-            # transforming the whole column once is cheaper than bookkeeping.
-            return self.column(d)[rows]
-        part = self._partial.get(key)
-        if part is None:
-            part = (np.empty(self.n, dtype=np.float64), np.zeros(self.n, dtype=bool))
-            self._partial[key] = part
-        values, done = part
-        need = rows[~done[rows]]
-        if need.size:
-            values[need] = self._transformed(d, need)
-            done[need] = True
-        return values[rows]
-
-    def values(self, d: Dimension, rows: np.ndarray | None) -> np.ndarray:
-        """One dimension's values on ``rows`` (all events when None), contiguous float64."""
-        v = self.column(d) if rows is None else self.rows_of(d, rows)
-        return np.ascontiguousarray(v, dtype=np.float64)
-
-    def matrix(self, dims: Sequence[Dimension], rows: np.ndarray | None) -> np.ndarray:
+    def matrix(self, dims: Sequence[Dimension]) -> np.ndarray:
+        """Values of several dimensions as a C-contiguous (n_events, n_dims) array, cached per sample."""
         if len(dims) == 1:
-            return self.values(dims[0], rows).reshape(-1, 1)  # a view, no copy
-        if rows is None:
-            key = ("stack", *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
-            if key not in self._cols:  # quadrants of one gate share their dimensions
-                self._cols[key] = np.ascontiguousarray(np.column_stack([self.column(d) for d in dims]))
-            return self._cols[key]
-        cols = [self.rows_of(d, rows) for d in dims]
-        return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
+            return self.values(dims[0]).reshape(-1, 1)  # a view, no copy
+        key = ("stack", *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
+        if key not in self._cols:  # quadrants of one gate share their dimensions
+            self._cols[key] = np.ascontiguousarray(np.column_stack([self.column(d) for d in dims]))
+        return self._cols[key]
 
     # -- gates -----------------------------------------------------------------------------------
 
@@ -262,13 +221,12 @@ class _Evaluator:
         if isinstance(g, RectangleGate):
             lo = np.array([-np.inf if v is None else v for v in g.mins], dtype=np.float64)
             hi = np.array([np.inf if v is None else v for v in g.maxs], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(g.dimensions, None), lo, hi, parent=parent)
+            return k.rectangle_mask(self.matrix(g.dimensions), lo, hi, parent=parent)
         if isinstance(g, PolygonGate):
             verts = np.array(g.vertices, dtype=np.float64)
-            return k.polygon_mask(self.values(g.dimensions[0], None), self.values(g.dimensions[1], None), verts,
-                                  parent=parent)
+            return k.polygon_mask(self.values(g.dimensions[0]), self.values(g.dimensions[1]), verts, parent=parent)
         if isinstance(g, EllipsoidGate):
-            return k.ellipsoid_mask(self.matrix(g.dimensions, None), np.array(g.mean, dtype=np.float64),
+            return k.ellipsoid_mask(self.matrix(g.dimensions), np.array(g.mean, dtype=np.float64),
                                     g.inverse_covariance, g.distance_square, parent=parent)
         if isinstance(g, QuadrantGate):
             quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
@@ -276,7 +234,7 @@ class _Evaluator:
             dims = [div.dimension for div, _, _ in bounds]
             lo = np.array([b[1] for b in bounds], dtype=np.float64)
             hi = np.array([b[2] for b in bounds], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(dims, None), lo, hi, parent=parent)
+            return k.rectangle_mask(self.matrix(dims), lo, hi, parent=parent)
         msg = f"unsupported gate type {type(g).__name__}"
         raise GatingError(msg)
 
