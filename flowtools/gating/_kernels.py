@@ -82,23 +82,31 @@ def _rectangle(values, lo, hi, parent, out):  # noqa: ANN001, ANN202
 
 
 _ro1 = nb.types.Array(nb.float64, 1, "C", readonly=True)
-_ro2 = nb.types.Array(nb.float64, 2, "C", readonly=True)
 _b1 = nb.types.Array(nb.boolean, 1, "C")
 _rob1 = nb.types.Array(nb.boolean, 1, "C", readonly=True)
-_POLY_SIG = _b1(_ro1, _ro1, _ro1, _ro1, _rob1, _b1)
-_ELL_SIG = _b1(_ro2, _ro1, _ro2, nb.float64, _rob1, _b1)
-_RECT_SIG = _b1(_ro2, _ro1, _ro1, _rob1, _b1)
+_POLY_SIG = [_b1(_ro1, _ro1, _ro1, _ro1, _rob1, _b1)]
+# 2-D inputs may come row-major (a single column reshaped) or column-major (stacked channels).
+_ELL_SIG = [
+    _b1(nb.types.Array(nb.float64, 2, lay, readonly=True), _ro1, nb.types.Array(nb.float64, 2, "C", readonly=True),
+        nb.float64, _rob1, _b1)
+    for lay in ("C", "F")
+]
+_RECT_SIG = [_b1(nb.types.Array(nb.float64, 2, lay, readonly=True), _ro1, _ro1, _rob1, _b1) for lay in ("C", "F")]
 
-_polygon_s = nb.njit([_POLY_SIG], cache=NUMBA_CACHE, nogil=True)(_polygon)
-_polygon_p = nb.njit([_POLY_SIG], cache=NUMBA_CACHE, nogil=True, parallel=True)(_polygon)
-_ellipsoid_s = nb.njit([_ELL_SIG], cache=NUMBA_CACHE, nogil=True)(_ellipsoid)
-_ellipsoid_p = nb.njit([_ELL_SIG], cache=NUMBA_CACHE, nogil=True, parallel=True)(_ellipsoid)
-_rectangle_s = nb.njit([_RECT_SIG], cache=NUMBA_CACHE, nogil=True)(_rectangle)
-_rectangle_p = nb.njit([_RECT_SIG], cache=NUMBA_CACHE, nogil=True, parallel=True)(_rectangle)
+_polygon_s = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True)(_polygon)
+_polygon_p = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_polygon)
+_ellipsoid_s = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True)(_ellipsoid)
+_ellipsoid_p = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_ellipsoid)
+_rectangle_s = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True)(_rectangle)
+_rectangle_p = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_rectangle)
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _f64_cols(a: np.ndarray) -> np.ndarray:
+    return np.asfortranarray(a, dtype=np.float64)
 
 
 def _out(n: int, out: np.ndarray | None) -> np.ndarray:
@@ -154,7 +162,7 @@ def ellipsoid_mask(
     """``(v - mean)^T inv_cov (v - mean) <= distance_square`` per row of ``values`` (n, d)."""
     n = values.shape[0]
     fn = _ellipsoid_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _ellipsoid_s
-    return fn(_f64(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
+    return fn(_f64_cols(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
 
 
 def rectangle_mask(
@@ -169,4 +177,4 @@ def rectangle_mask(
     """``lo <= v < hi`` on every column of ``values`` (n, d); use -inf/inf for open bounds."""
     n = values.shape[0]
     fn = _rectangle_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _rectangle_s
-    return fn(_f64(values), _f64(lo), _f64(hi), _parent(n, parent), _out(n, out))
+    return fn(_f64_cols(values), _f64(lo), _f64(hi), _parent(n, parent), _out(n, out))

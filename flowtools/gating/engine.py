@@ -181,12 +181,15 @@ class _Evaluator:
         return np.ascontiguousarray(self.column(d), dtype=np.float64)
 
     def matrix(self, dims: Sequence[Dimension]) -> np.ndarray:
-        """Values of several dimensions as a C-contiguous (n_events, n_dims) array, cached per sample."""
+        """Values of several dimensions as a column-major (n_events, n_dims) array, cached per sample."""
         if len(dims) == 1:
             return self.values(dims[0]).reshape(-1, 1)  # a view, no copy
         key = ("stack", *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
         if key not in self._cols:  # quadrants of one gate share their dimensions
-            self._cols[key] = np.ascontiguousarray(np.column_stack([self.column(d) for d in dims]))
+            stack = np.empty((self.n, len(dims)), dtype=np.float64, order="F")
+            for j, d in enumerate(dims):
+                stack[:, j] = self.column(d)  # contiguous column copies
+            self._cols[key] = stack
         return self._cols[key]
 
     # -- gates -----------------------------------------------------------------------------------

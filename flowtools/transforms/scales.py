@@ -79,8 +79,15 @@ def _prepare(x, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[i
 
 def _use_parallel(parallel: bool | None, n: int) -> bool:
     if parallel is None:
-        return n >= PARALLEL_MIN_SIZE
+        # The prange kernel only pays with more than one thread (one thread: the serial loop is faster).
+        return n >= PARALLEL_MIN_SIZE and _threads() > 1
     return bool(parallel)
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
 
 
 def _run(serial, par, parallel: bool, *args):
