@@ -9,6 +9,7 @@ carries a provenance record built by :func:`provenance_record`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as _dt
 import hashlib
 import json
@@ -58,11 +59,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        # mkstemp makes the file 0600; outputs get the usual permissions (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode, **open_kwargs) as fh:
+            # mkstemp makes the file 0600; outputs get the usual permissions (0666 less the umask).
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -71,6 +70,21 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it; doing that per write would race)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -152,7 +152,10 @@ class _Reader:
         if (el.get(T + "matrix-inverted-already") or "false").strip().lower() == "true":
             if m.shape[0] != m.shape[1]:
                 raise self.fail(el, "an inverted (compensation) matrix must be square")
-            m = np.linalg.inv(m)
+            try:
+                m = np.linalg.inv(m)
+            except np.linalg.LinAlgError:
+                raise self.fail(el, "the inverted (compensation) matrix is singular") from None
         try:
             return mid, SpilloverMatrix(m, tuple(dets), tuple(fluo), f"{self.where} spectrumMatrix {mid!r}")
         except CompensationError as exc:
@@ -306,6 +309,8 @@ def read_gatingml(source: str | os.PathLike[str] | bytes) -> GatingStrategy:
             transforms[tid] = t
         elif el.tag == T + "spectrumMatrix":
             mid, m = reader.spectrum_matrix(el)
+            if mid in matrices:
+                raise reader.fail(el, "spectrumMatrix id defined twice")
             matrices[mid] = m
         elif el.tag.startswith(G) and kind.endswith("Gate"):
             gates.append(reader.gate(el))

@@ -235,7 +235,14 @@ def load_template(source: str | os.PathLike[str], *, text: str | None = None) ->
         Anything wrong, naming file, line, population and field.
     """
     where = str(source)
-    raw = Path(source).read_text(encoding="utf-8") if text is None else text
+    if text is None:
+        try:
+            raw = Path(source).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            msg = f"{where}: not UTF-8 text (byte {exc.start}); save the template as UTF-8"
+            raise TemplateError(msg) from None
+    else:
+        raw = text
     doc = _yaml_load(raw, where)
     ck = _Checker(where)
     if not isinstance(doc, dict):
@@ -793,12 +800,14 @@ def pool_values(
     max_events: int = _POOL_PER_SAMPLE,
     sample_id: str | None = None,
     seed: int = 0,
+    position: int = 0,
 ) -> np.ndarray:
     """A sample's contribution to a pooled (``group_by``) gate: its parent events on the gate's dimensions.
 
     Resolves the template up to ``population`` (with ``pinned`` geometries for
-    earlier pooled gates) and returns at most ``max_events`` rows (a seeded
-    subsample) of the parent's values, shape (n, n_dims).
+    earlier pooled gates) and returns at most ``max_events`` rows (a subsample
+    seeded by ``seed`` and the sample's ``position`` in its group, the same rule
+    as :func:`resolve` uses) of the parent's values, shape (n, n_dims).
 
     Raises
     ------
@@ -817,7 +826,7 @@ def pool_values(
         raise GatingError(errors.get(0, "not resolved"))
     v = st.values(spec.dims, spec.parent)
     if v.shape[0] > max_events:
-        pick = np.random.default_rng([seed, 0]).choice(v.shape[0], max_events, replace=False)
+        pick = np.random.default_rng([seed, position]).choice(v.shape[0], max_events, replace=False)
         v = v[np.sort(pick)]
     return v
 
@@ -916,12 +925,13 @@ def _run(
             for members in buckets.values():
                 try:
                     parts = []
-                    for i in members:
+                    for position, i in enumerate(members):
                         st = states[i]
                         assert st is not None  # noqa: S101 - live members only
                         v = st.values(spec.dims, spec.parent)
-                        if len(members) > 1 and v.shape[0] > _POOL_PER_SAMPLE:
-                            pick = np.random.default_rng([seed, i]).choice(v.shape[0], _POOL_PER_SAMPLE, replace=False)
+                        if key is not None and v.shape[0] > _POOL_PER_SAMPLE:  # same rule as pool_values
+                            pick = np.random.default_rng([seed, position]).choice(
+                                v.shape[0], _POOL_PER_SAMPLE, replace=False)
                             v = v[np.sort(pick)]
                         parts.append(v)
                     values = np.ascontiguousarray(np.concatenate(parts)) if len(parts) > 1 else parts[0]

@@ -171,6 +171,12 @@ def write_fcs(
             msg = f"keyword {k} holds a control character"
             raise ValueError(msg)
         pairs.append((k, v))
+    for k, v in pairs:
+        # A doubled delimiter right after a separator cannot be told from an escaped one: FCS 3.1
+        # forbids keywords and values that start (or end) with the delimiter.
+        if k.startswith(_DELIM) or v.startswith(_DELIM) or k.endswith(_DELIM) or v.endswith(_DELIM):
+            msg = f"keyword {k!r}: a keyword or value may not start or end with {_DELIM!r} (FCS delimiter)"
+            raise ValueError(msg)
 
     data_bytes = f32.tobytes()
     # $BEGINDATA/$ENDDATA change the TEXT length, which moves the DATA: iterate to a fixed point.

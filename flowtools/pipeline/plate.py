@@ -131,8 +131,14 @@ def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[st
     from flowtools.gating.gates import gate_dimensions
 
     events = sample.as_array(preprocess=True)
-    matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
-    comp = matrix.apply(events, sample.pnn) if matrix is not None and template.compensation == "FCS" else events
+    # The same compensation the gates used: the file's own matrix, the template's CSV matrix, or none.
+    if template.compensation == "FCS":
+        matrix: SpilloverMatrix | None = SpilloverMatrix.from_fcs(sample)
+    elif template.compensation == "uncompensated":
+        matrix = None
+    else:
+        matrix = resolved.strategy.matrices.get("template_matrix") or SpilloverMatrix.from_csv(template.compensation)
+    comp = matrix.apply(events, sample.pnn) if matrix is not None else events
     used = {d.name: d.transform for g in resolved.strategy.gates for d in gate_dimensions(g)}
     markers = []
     for pnn, label in _markers(sample):
@@ -168,7 +174,7 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
     out = _outcome_base(row)
     t0 = time.perf_counter()
     try:
-        template = _template(task["template"])
+        template = _template(task["template"], task["template_sha"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sample = read_fcs(row["file"])
@@ -191,27 +197,36 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
 
 
 def _pool_task(task: dict[str, Any]) -> tuple[str, np.ndarray | None, str | None]:
+    """A sample's contribution to a pooled gate (runs in a worker). Never raises."""
     row = task["row"]
     try:
-        template = _template(task["template"])
+        template = _template(task["template"], task["template_sha"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sample = read_fcs(row["file"])
         pinned = {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
         v = pool_values(template, sample, task["population"], pinned=pinned, sample_id=row["sample_id"],
-                        seed=task["seed"])
+                        seed=task["seed"], position=task["position"])
         return row["sample_id"], v, None
     except (FlowtoolsError, OSError) as exc:
         return row["sample_id"], None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one sample's bug must not stop the plate; its gating reports it
+        return row["sample_id"], None, f"internal error {type(exc).__name__}: {exc}"
 
 
-_TEMPLATE_CACHE: dict[str, Template] = {}
+_TEMPLATE_CACHE: dict[tuple[str, str], Template] = {}
 
 
-def _template(path: str) -> Template:
-    if path not in _TEMPLATE_CACHE:
-        _TEMPLATE_CACHE[path] = load_template(path)
-    return _TEMPLATE_CACHE[path]
+def _template(path: str, sha256: str) -> Template:
+    """The parsed template, cached per process by path and content hash (an edited file is re-read)."""
+    key = (path, sha256)
+    if key not in _TEMPLATE_CACHE:
+        t = load_template(path)
+        if t.sha256 != sha256:
+            msg = f"{path}: template changed while the run was going on; run again"
+            raise GatingError(msg)
+        _TEMPLATE_CACHE[key] = t
+    return _TEMPLATE_CACHE[key]
 
 
 def _safe(name: str) -> str:
@@ -304,6 +319,30 @@ def _row_dict(r: SampleSheetRow) -> dict[str, Any]:
             "file": str(r.file)}
 
 
+def _group_value(row: dict[str, Any], column: str, sheet: Any) -> str:
+    """The value of a sample-sheet column (standard or extra) for a row; "all" when absent."""
+    if column in row:
+        return str(row[column])
+    return str(sheet.by_sample_id(row["sample_id"]).extra.get(column, "all"))
+
+
+def _pins_for(t: Template, pinned: dict[str, dict[str, Any]], row: dict[str, Any], sheet: Any) -> dict[str, Any]:
+    """Pooled geometries that apply to one sample: its own group's, keyed by population path."""
+    pins = {}
+    for spec in t.populations:
+        if spec.group_by is None:
+            continue
+        key = f"{spec.path}@{_group_value(row, spec.group_by, sheet)}"
+        if key in pinned:
+            pins[spec.path] = pinned[key]
+    return pins
+
+
+def _with_row(o: SampleOutcome, row: dict[str, Any]) -> SampleOutcome:
+    o.woman_id, o.tube, o.plate, o.well, o.file = row["woman_id"], row["tube"], row["plate"], row["well"], row["file"]
+    return o
+
+
 def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
     h = hashlib.sha256()
     for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__):
@@ -350,7 +389,22 @@ def run_plate(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_files(out)
+    with _OutputLock(out):
+        _remove_stale_temp_files(out)  # safe: the lock keeps other runs out of this folder
+        return _run_plate_locked(samples_csv, templates, out, jobs=jobs, scheduler=scheduler, seed=seed,
+                                 progress=progress)
+
+
+def _run_plate_locked(
+    samples_csv: str | os.PathLike[str],
+    templates: Sequence[str | os.PathLike[str]],
+    out: Path,
+    *,
+    jobs: int | None,
+    scheduler: str | None,
+    seed: int,
+    progress: ProgressCallback | None,
+) -> PlateResult:
     tmpl = [load_template(t) for t in templates]
     by_tube: dict[str | None, Template] = {}
     for t, p in zip(tmpl, templates, strict=True):
@@ -394,33 +448,35 @@ def run_plate(
         pinned_by_tube: dict[str | None, dict[str, dict[str, Any]]] = {}
         for tube, t in by_tube.items():
             members = [r for r in rows if (tube is None or r["tube"] == tube) and r["sample_id"] in hashes]
-            pinned: dict[str, dict[str, Any]] = {}
+            pinned: dict[str, dict[str, Any]] = {}  # "<path>@<group value>" -> geometry
             for spec in t.populations:
                 if spec.group_by is None:
                     continue
                 groups: dict[str, list[dict[str, Any]]] = {}
                 for r in members:
-                    groups.setdefault(str(r.get(spec.group_by, sheet.by_sample_id(r["sample_id"]).extra.get(
-                        spec.group_by, "all"))), []).append(r)
+                    groups.setdefault(_group_value(r, spec.group_by, sheet), []).append(r)
                 for gval, grp in groups.items():
-                    tasks = [{"row": r, "template": t.source, "pinned": pinned, "population": spec.path,
-                              "seed": seed} for r in grp if r["sample_id"] not in outcomes]
-                    parts = []
-                    for sid, values, err in ex.map(_pool_task, tasks):
-                        if values is not None:
-                            parts.append(values)
-                        elif err:
-                            pass  # the sample's own gating reports it
-                    if parts:
-                        ref = read_fcs(grp[0]["file"], lazy=True)
-                        try:
-                            g = compute_pooled(t, spec.path, np.concatenate(parts), ref, seed=seed)
-                            pinned[f"{spec.path}@{gval}"] = _geometry_to_json(g)
-                        except GatingError as exc:
-                            for r in grp:
-                                o = _outcome_base(r)
-                                o.error = f"{r['file']}: pooled gate {spec.path!r} for {spec.group_by} {gval}: {exc}"
-                                outcomes.setdefault(r["sample_id"], o)
+                    live = [r for r in grp if r["sample_id"] not in outcomes]
+                    tasks = [{"row": r, "template": t.source, "template_sha": t.sha256,
+                              "pinned": _pins_for(t, pinned, r, sheet), "population": spec.path,
+                              "seed": seed, "position": k} for k, r in enumerate(live)]
+                    got = {sid: (values, err) for sid, values, err in ex.map(_pool_task, tasks)}
+                    # Concatenate in sheet order, not completion order: the pooled gate is the same on
+                    # every executor.
+                    ok_rows = [r for r in live if got.get(r["sample_id"], (None, None))[0] is not None]
+                    if not ok_rows:
+                        continue  # every member fails on its own; its gating task reports why
+                    try:
+                        ref = read_fcs(ok_rows[0]["file"], lazy=True)
+                        g = compute_pooled(t, spec.path, np.concatenate([got[r["sample_id"]][0] for r in ok_rows]),
+                                           ref, seed=seed)
+                        pinned[f"{spec.path}@{gval}"] = _geometry_to_json(g)
+                    except (FlowtoolsError, OSError) as exc:
+                        for r in live:
+                            o = _outcome_base(r)
+                            o.error = f"{r['file']}: pooled gate {spec.path!r} for {spec.group_by} {gval}: {exc}"
+                            outcomes.setdefault(r["sample_id"], o)
+                            report(o)
             pinned_by_tube[tube] = pinned
 
         for r in rows:
@@ -428,24 +484,18 @@ def run_plate(
                 continue
             t = by_tube.get(r["tube"]) or by_tube.get(None)
             assert t is not None  # noqa: S101 - the sheet was validated against the templates' tubes
-            grp_pins = pinned_by_tube.get(t.tube, {})
-            pins = {}
-            for spec in t.populations:
-                if spec.group_by is None:
-                    continue
-                gval = str(r.get(spec.group_by, sheet.by_sample_id(r["sample_id"]).extra.get(spec.group_by, "all")))
-                key = f"{spec.path}@{gval}"
-                if key in grp_pins:
-                    pins[spec.path] = grp_pins[key]
+            pins = _pins_for(t, pinned_by_tube.get(t.tube, {}), r, sheet)
             key = _cache_key(hashes[r["sample_id"]], t, pins, seed)
             cached = cache_dir / f"{_safe(r['sample_id'])}.{key}.json"
             if cached.is_file():
-                o = SampleOutcome.from_json(cached.read_text(encoding="utf-8"))
+                # The cache holds what was computed; the IDs come from today's sample sheet.
+                o = _with_row(SampleOutcome.from_json(cached.read_text(encoding="utf-8")), r)
                 o.cached = True
                 outcomes[r["sample_id"]] = o
                 report(o)
                 continue
-            todo.append({"row": r, "template": t.source, "pinned": pins, "seed": seed, "cache": str(cached)})
+            todo.append({"row": r, "template": t.source, "template_sha": t.sha256, "pinned": pins, "seed": seed,
+                         "cache": str(cached)})
 
         for o in ex.map(_gate_task, todo):
             outcomes[o.sample_id] = o
@@ -461,6 +511,46 @@ def run_plate(
 
 
 # ------------------------------------------------------------------------------------------ outputs
+
+
+class _OutputLock:
+    """One batch run per output folder: ``OUT/.flowtools.lock`` holds the PID of the run writing there."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".flowtools.lock"
+
+    def __enter__(self) -> _OutputLock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    msg = f"{self.path.parent}: another flowtools run (pid {pid}) is writing to this folder"
+                    raise GatingError(msg) from None
+                self.path.unlink(missing_ok=True)  # left by a killed run
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        msg = f"{self.path}: could not take the output folder's lock"
+        raise GatingError(msg)
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_stale_temp_files(out: Path) -> None:
@@ -514,10 +604,22 @@ def _write_outputs(
         per_csv = _write_table(wide, out / "per_woman", prov)
         atomic_write_text(out / "per_woman.columns.md", _per_woman_doc(list(wide.columns)))
 
+    if pops.empty:  # nothing gated this time: no table from an earlier run may stay beside errors.json
+        for stem in ("populations", "per_woman"):
+            for suffix in (".csv", ".parquet"):
+                (out / stem).with_suffix(suffix).unlink(missing_ok=True)
+        (out / "per_woman.columns.md").unlink(missing_ok=True)
     gates_dir = out / "gates"
+    current = set()
     for o in outcomes:
         if o.ok and o.gatingml:
-            atomic_write_text(gates_dir / f"{_safe(o.sample_id)}.gating-ml.xml", o.gatingml)
+            name = f"{_safe(o.sample_id)}.gating-ml.xml"
+            current.add(name)
+            atomic_write_text(gates_dir / name, o.gatingml)
+    if gates_dir.is_dir():
+        for p in gates_dir.glob("*.gating-ml.xml"):
+            if p.name not in current:  # a sample that failed or left the sheet since the last run
+                p.unlink()
     errors = [{"sample_id": o.sample_id, "file": o.file, "error": o.error} for o in outcomes if not o.ok]
     errors_json = out / "errors.json"
     atomic_write_text(errors_json, json.dumps(

@@ -73,3 +73,22 @@ def test_write_round_trip(tmp_path):
     p = write_gatingml(s, tmp_path / "out.xml")
     assert read_gatingml(p) == s
     assert b"gating:RectangleGate" in to_gatingml_string(s)
+
+
+def test_singular_inverted_matrix_and_duplicate_ids_refused():
+    spec = (b'<transforms:spectrumMatrix transforms:id="M" transforms:matrix-inverted-already="true">'
+            b'<transforms:fluorochromes><data-type:fcs-dimension data-type:name="A"/>'
+            b'<data-type:fcs-dimension data-type:name="B"/></transforms:fluorochromes>'
+            b'<transforms:detectors><data-type:fcs-dimension data-type:name="A"/>'
+            b'<data-type:fcs-dimension data-type:name="B"/></transforms:detectors>'
+            b'<transforms:spectrum><transforms:coefficient transforms:value="1"/>'
+            b'<transforms:coefficient transforms:value="1"/></transforms:spectrum>'
+            b'<transforms:spectrum><transforms:coefficient transforms:value="1"/>'
+            b'<transforms:coefficient transforms:value="1"/></transforms:spectrum></transforms:spectrumMatrix>')
+    with pytest.raises(GatingMLError, match="singular"):
+        read_gatingml(HEAD + spec + TAIL)
+    ok = spec.replace(b'transforms:matrix-inverted-already="true"', b"").replace(
+        b'<transforms:coefficient transforms:value="1"/></transforms:spectrum></transforms:spectrumMatrix>',
+        b'<transforms:coefficient transforms:value="2"/></transforms:spectrum></transforms:spectrumMatrix>')
+    with pytest.raises(GatingMLError, match="defined twice"):
+        read_gatingml(HEAD + ok + ok + TAIL)

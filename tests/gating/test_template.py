@@ -163,3 +163,10 @@ def test_study_templates_load():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_template(f)
+
+
+def test_non_utf8_template_is_a_template_error(tmp_path):
+    p = tmp_path / "lat.yaml"
+    p.write_bytes("name: caf\xe9\npopulations: []\n".encode("latin-1"))
+    with pytest.raises(TemplateError, match="not UTF-8"):
+        load_template(p)

@@ -319,3 +319,11 @@ def test_off_by_one_and_offset_disagreement_warn():
     with pytest.warns(FCSWarning, match="DATA offsets disagree"):
         s = read_fcs(header)
     np.testing.assert_array_equal(s.events, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("kw", [{"$CYT": "/abc"}, {"$CYT": "abc/"}, {"/KEY": "v"}])
+def test_write_refuses_values_that_start_or_end_with_the_delimiter(tmp_path, kw):
+    with pytest.raises(ValueError, match="may not start or end"):
+        write_fcs(tmp_path / "x.fcs", np.zeros((2, 1), np.float32), ["a"], keywords=kw)
+    with pytest.raises(ValueError, match="may not start or end"):
+        write_fcs(tmp_path / "y.fcs", np.zeros((2, 1), np.float32), ["a"], markers=["/CD4"])

@@ -165,3 +165,87 @@ def test_process_pool_and_dask_give_identical_tables(cohort, tmp_path):
                                       dashboard_address=None) as cluster:
             run_plate(c.samples_csv, [tpl], tmp_path / "dask", scheduler=cluster.scheduler_address)
     assert _tables(tmp_path / "dask") == _tables(tmp_path / "serial")
+
+
+def _copy(c, tmp_path):
+    dst = tmp_path / "c"
+    shutil.copytree(c.out_dir, dst)
+    return dst
+
+
+def test_first_sample_of_a_pooled_group_broken(cohort, tmp_path):
+    """A bad file first in its plate group is reported; the rest still get the pooled gate."""
+    c, tpl = cohort
+    dst = _copy(c, tmp_path)
+    first = sorted((dst / "fcs").glob("*TBNK*.fcs"))[0]
+    first.write_bytes(first.read_bytes()[:5000])
+    res = run_plate(dst / "samples.csv", [tpl], tmp_path / "out", jobs=1)
+    assert res.exit_code == 2 and res.n_ok == 4
+    assert first.name in json.loads(res.errors_json.read_text())["errors"][0]["error"]
+
+
+def test_nested_pooled_gates_use_their_parents_pooled_gate(cohort, tmp_path):
+    c, tpl = cohort
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(TEMPLATE.replace("    args: {side: positive, range: [2000, 50000]}\n",
+                                       "    args: {side: positive, range: [2000, 50000]}\n    group_by: plate\n", 1))
+    res = run_plate(c.samples_csv, [nested], tmp_path / "out", jobs=1)
+    assert res.exit_code == 0
+    # every sample carries the same pooled 'cells' cut
+    cuts = {p.read_text().split('gating:id="cells"')[1].split('gating:min="')[1].split('"')[0]
+            for p in (tmp_path / "out" / "gates").iterdir()}
+    assert len(cuts) == 1
+
+
+def test_sheet_corrections_reach_cached_outputs(cohort, tmp_path):
+    c, tpl = cohort
+    dst = _copy(c, tmp_path)
+    out = tmp_path / "out"
+    run_plate(dst / "samples.csv", [tpl], out, jobs=1)
+    sheet = (dst / "samples.csv").read_text()
+    (dst / "samples.csv").write_text(sheet.replace(",W001,", ",W901,"))
+    again = run_plate(dst / "samples.csv", [tpl], out, jobs=1)
+    assert all(o.cached for o in again.outcomes)
+    assert "W901" in (out / "per_woman.csv").read_text() and "W001" not in (out / "per_woman.csv").read_text()
+
+
+def test_edited_template_is_used_in_the_same_process(cohort, tmp_path):
+    c, tpl = cohort
+    t2 = tmp_path / "t.yaml"
+    t2.write_text(TEMPLATE)
+    first = run_plate(c.samples_csv, [t2], tmp_path / "out", jobs=1)
+    t2.write_text(TEMPLATE.replace("[[35000, 80000], [null, 30000]]", "[[35000, 65000], [null, 30000]]"))
+    second = run_plate(c.samples_csv, [t2], tmp_path / "out", jobs=1)
+
+    def lymph(res):
+        return [next(r["count"] for r in o.rows if r["population"] == "cells/lymphocytes") for o in res.outcomes]
+
+    assert not any(o.cached for o in second.outcomes)
+    assert all(b < a for a, b in zip(lymph(first), lymph(second), strict=True))
+
+
+def test_no_stale_table_when_nothing_is_gated(cohort, tmp_path):
+    c, tpl = cohort
+    dst = _copy(c, tmp_path)
+    out = tmp_path / "out"
+    run_plate(dst / "samples.csv", [tpl], out, jobs=1)
+    assert (out / "populations.csv").is_file()
+    for f in (dst / "fcs").glob("*TBNK*.fcs"):
+        f.write_bytes(b"broken")
+    res = run_plate(dst / "samples.csv", [tpl], out, jobs=1)
+    assert res.exit_code == 1
+    assert not (out / "populations.csv").exists() and not (out / "per_woman.parquet").exists()
+    assert not list((out / "gates").glob("*.xml"))
+
+
+def test_one_run_per_output_folder(cohort, tmp_path):
+    from flowtools.errors import GatingError
+
+    c, tpl = cohort
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".flowtools.lock").write_text(str(os.getppid()))  # a live process holds it
+    with pytest.raises(GatingError, match="another flowtools run"):
+        run_plate(c.samples_csv, [tpl], out, jobs=1)
+    (out / ".flowtools.lock").write_text("999999999")  # a dead one: taken over
+    assert run_plate(c.samples_csv, [tpl], out, jobs=1).exit_code == 0
