@@ -81,6 +81,7 @@ def test_every_truth_file_is_checked():
 
 
 def test_ellipse2_matches_flowkit_count():
+    shared_data_or_skip()
     result = gate_sample(read_gatingml(GML / "gml_ellipse2_gate.xml"), _data1())
     assert result.count("myEllipse2") == 6259  # FlowKit 1.3.2's count (no truth file in the suite)
 
