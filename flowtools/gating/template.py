@@ -565,6 +565,16 @@ class ResolvedSample:
     result: GatingResult | None
     error: str | None = None
     geometry: dict[str, Geometry] = field(default_factory=dict)
+    _channel: Any = field(default=None, repr=False, compare=False)
+
+    def channel(self, pnn: str) -> np.ndarray:
+        """A parameter's values for all events, compensated as the template says and not transformed.
+
+        The same array the gates were computed from (no second read or compensation).
+        """
+        if self._channel is None:
+            raise GatingError(self.error or "sample not resolved")
+        return self._channel(pnn)
 
     def mask(self, path: str) -> np.ndarray:
         """Membership of a population given by its template path."""
@@ -614,6 +624,12 @@ class _State:
         self.ev = _Evaluator(self.strategy, sample.as_array(preprocess=True), sample.pnn, self.fcs_matrix, sample_id)
         self.t = t
         self.dims: dict[str, Dimension] = {}
+
+    def base_channel(self, pnn: str) -> np.ndarray:
+        """Compensated (as the template says), untransformed values of one parameter."""
+        matrix = self.fcs_matrix if self.comp_ref == FCS_COMPENSATION else self.matrices.get(self.comp_ref)
+        comp = self.comp_ref if matrix is not None and pnn in matrix.detectors else UNCOMPENSATED
+        return self.ev.column(Dimension(pnn, comp))
 
     def dimension(self, name: str) -> Dimension:
         """The engine dimension (compensation + transform) for a template dimension name."""
@@ -787,7 +803,7 @@ def resolve(
             out.append(ResolvedSample(sid, None, {}, None, errors.get(i, "not resolved")))
             continue
         result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
-        out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry)))
+        out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry), st.base_channel))
     return out
 
 

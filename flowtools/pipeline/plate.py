@@ -125,20 +125,13 @@ def _median_pair(values: np.ndarray) -> tuple[float, float]:
 
 
 def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[str, Any]]:
-    """Population rows: count, % parent, % total, and per marker the median (MFI) of the
-    compensated, untransformed values plus the same on the template's transformed scale."""
-    from flowtools.compensation import SpilloverMatrix
+    """Population rows: count, % parent, % total, and per-marker medians (MFI).
+
+    Medians are taken of the compensated, untransformed values the gates were computed from
+    (no second read or compensation), and also given on the template's transformed scale.
+    """
     from flowtools.gating.gates import gate_dimensions
 
-    events = sample.as_array(preprocess=True)
-    # The same compensation the gates used: the file's own matrix, the template's CSV matrix, or none.
-    if template.compensation == "FCS":
-        matrix: SpilloverMatrix | None = SpilloverMatrix.from_fcs(sample)
-    elif template.compensation == "uncompensated":
-        matrix = None
-    else:
-        matrix = resolved.strategy.matrices.get("template_matrix") or SpilloverMatrix.from_csv(template.compensation)
-    comp = matrix.apply(events, sample.pnn) if matrix is not None else events
     used = {d.name: d.transform for g in resolved.strategy.gates for d in gate_dimensions(g)}
     markers = []
     for pnn, label in _markers(sample):
@@ -147,8 +140,8 @@ def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[st
             transform = resolved.strategy.transforms[tid]
         else:
             spec = template.transforms.get(label) or template.transforms.get(pnn) or template.transforms["fluorescence"]
-            transform = spec.build(comp[:, sample.channel_index(pnn)])
-        markers.append((label, comp[:, sample.channel_index(pnn)], transform))
+            transform = spec.build(resolved.channel(pnn))
+        markers.append((label, resolved.channel(pnn), transform))
     rows = []
     for base in resolved.rows():
         mask = resolved.mask(base["population"])
@@ -168,17 +161,22 @@ def _outcome_base(row: dict[str, Any]) -> SampleOutcome:
                          ok=False)
 
 
+def _load_task(task: dict[str, Any]) -> tuple[Template, Any, dict[str, Any]]:
+    """The template, the FCS sample and the pinned (pooled) geometries a worker task needs."""
+    template = _template(task["template"], task["template_sha"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repairs are recorded on the sample
+        sample = read_fcs(task["row"]["file"])
+    return template, sample, {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+
+
 def _gate_task(task: dict[str, Any]) -> SampleOutcome:
     """Gate one sample (runs in a worker process). Never raises: failures become outcomes."""
     row = task["row"]
     out = _outcome_base(row)
     t0 = time.perf_counter()
     try:
-        template = _template(task["template"], task["template_sha"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sample = read_fcs(row["file"])
-        pinned = {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+        template, sample, pinned = _load_task(task)
         (resolved,) = resolve(template, [sample], sample_ids=[row["sample_id"]], pinned=pinned,
                               seed=task["seed"])
         if resolved.error is not None:
@@ -200,11 +198,7 @@ def _pool_task(task: dict[str, Any]) -> tuple[str, np.ndarray | None, str | None
     """A sample's contribution to a pooled gate (runs in a worker). Never raises."""
     row = task["row"]
     try:
-        template = _template(task["template"], task["template_sha"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sample = read_fcs(row["file"])
-        pinned = {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+        template, sample, pinned = _load_task(task)
         v = pool_values(template, sample, task["population"], pinned=pinned, sample_id=row["sample_id"],
                         seed=task["seed"], position=task["position"])
         return row["sample_id"], v, None

@@ -93,6 +93,15 @@ def solve_d(b: float, w: float) -> float:
     return d
 
 
+def _layout(W: float, M: float, A: float) -> tuple[float, float, float, float, float]:
+    """``w, x0, x1, x2, b`` shared by logicle and hyperlog (Gating-ML 2.0 sections 6.6-6.7)."""
+    w = W / (M + A)
+    x2 = A / (M + A)
+    x1 = x2 + w
+    x0 = x2 + 2.0 * w
+    return w, x0, x1, x2, (M + A) * math.log(10.0)
+
+
 def logicle_params(T: float, W: float, M: float, A: float) -> np.ndarray:
     """Pack the logicle constants (Moore & Parks 2012; Gating-ML 2.0 section 6.6).
 
@@ -101,11 +110,7 @@ def logicle_params(T: float, W: float, M: float, A: float) -> np.ndarray:
     ndarray of float64, shape (N_PARAMS,)
     """
     p = np.zeros(N_PARAMS)
-    w = W / (M + A)
-    x2 = A / (M + A)
-    x1 = x2 + w
-    x0 = x2 + 2.0 * w
-    b = (M + A) * math.log(10.0)
+    w, x0, x1, x2, b = _layout(W, M, A)
     d = solve_d(b, w)
     c_a = math.exp(x0 * (b + d))
     mf_a = math.exp(b * x1) - c_a / math.exp(d * x1)
@@ -133,11 +138,7 @@ def hyperlog_params(T: float, W: float, M: float, A: float) -> np.ndarray:
     ndarray of float64, shape (N_PARAMS,)
     """
     p = np.zeros(N_PARAMS)
-    w = W / (M + A)
-    x2 = A / (M + A)
-    x1 = x2 + w
-    x0 = x2 + 2.0 * w
-    b = (M + A) * math.log(10.0)
+    w, x0, x1, x2, b = _layout(W, M, A)
     e0 = math.exp(b * x0)
     c_a = e0 / w
     f_a = math.exp(b * x1) + c_a * x1
