@@ -30,22 +30,27 @@ from flowtools._config import NUMBA_CACHE
 __all__ = ["bmu", "bmu_parallel", "node_sums", "node_sums_parallel", "som_batch_update", "som_online"]
 
 _CHUNK = 4096
+_BLOCK = 8192  # online steps whose events are gathered at once
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
-def _nearest(x: np.ndarray, i: int, codes: np.ndarray) -> tuple[int, float]:
-    k, d = codes.shape
+def _nearest_t(x: np.ndarray, i: int, ct: np.ndarray, dist: np.ndarray) -> tuple[int, float]:
+    # Distances to all k codes at once over the transposed codes ``ct`` (d, k):
+    # the inner loop runs over nodes and vectorises. Summed marker by marker,
+    # in order, and the lowest index wins ties: the plain per-node rule exactly.
+    d, k = ct.shape
+    dist[:] = 0.0
+    for c in range(d):
+        xc = x[i, c]
+        row = ct[c]
+        for j in range(k):
+            u = xc - row[j]
+            dist[j] += u * u
     best = 0
-    best_d = np.inf
+    best_d = np.inf  # NaN distances never win; an all-NaN row gives node 0 at inf
     for j in range(k):
-        s = 0.0
-        for c in range(d):
-            t = x[i, c] - codes[j, c]
-            s += t * t
-            if s >= best_d:
-                break
-        if s < best_d:
-            best_d = s
+        if dist[j] < best_d:
+            best_d = dist[j]
             best = j
     return best, best_d
 
@@ -63,19 +68,27 @@ def bmu(x: np.ndarray, codes: np.ndarray, out_idx: np.ndarray, out_dist: np.ndar
     out_dist : ndarray of float64, shape (n,)
         Receives the squared Euclidean distance to it (NaN rows: node 0, distance inf).
     """
+    ct = np.ascontiguousarray(codes.T)
+    dist = np.empty(codes.shape[0])
     for i in range(x.shape[0]):
-        j, dd = _nearest(x, i, codes)
+        j, dd = _nearest_t(x, i, ct, dist)
         out_idx[i] = j
         out_dist[i] = dd
 
 
 @njit(cache=NUMBA_CACHE, nogil=True, parallel=True)
 def bmu_parallel(x: np.ndarray, codes: np.ndarray, out_idx: np.ndarray, out_dist: np.ndarray) -> None:
-    """Best-matching unit of every event (parallel over events); see :func:`bmu`."""
-    for i in prange(x.shape[0]):
-        j, dd = _nearest(x, i, codes)
-        out_idx[i] = j
-        out_dist[i] = dd
+    """Best-matching unit of every event (parallel over chunks of events); see :func:`bmu`."""
+    n = x.shape[0]
+    k = codes.shape[0]
+    ct = np.ascontiguousarray(codes.T)
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for b in prange(n_chunks):
+        dist = np.empty(k)
+        for i in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
+            j, dd = _nearest_t(x, i, ct, dist)
+            out_idx[i] = j
+            out_dist[i] = dd
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
@@ -107,16 +120,37 @@ def som_online(
     """
     n_steps = order.shape[0]
     k, d = codes.shape
-    for s in range(n_steps):
-        frac = s / n_steps
-        alpha = alpha_start - (alpha_start - alpha_end) * frac
-        radius = radius_start - (radius_start - radius_end) * frac
-        i = order[s]
-        best, _ = _nearest(x, i, codes)
-        for j in range(k):
-            if grid_dist[best, j] <= radius:
-                for c in range(d):
-                    codes[j, c] += alpha * (x[i, c] - codes[j, c])
+    # Node-major inner loops vectorise (SIMD over the k nodes): codes are worked on
+    # transposed, distances summed marker by marker in the same order as
+    # ``_nearest_t`` and the neighbourhood applied as a 0/1 factor (``c + 0*(..)``
+    # is ``c``), so the result is bit-identical to the per-node rule above.
+    ct = np.ascontiguousarray(codes.T)
+    dist = np.empty(k)
+    wt = np.empty(k)
+    # The drawn events are gathered a block at a time first: independent loads
+    # overlap, where one random row per step would stall on memory.
+    buf = np.empty((min(n_steps, _BLOCK), d))
+    for s0 in range(0, n_steps, _BLOCK):
+        nb = min(_BLOCK, n_steps - s0)
+        for t in range(nb):
+            i = order[s0 + t]
+            for c in range(d):
+                buf[t, c] = x[i, c]
+        for t in range(nb):
+            s = s0 + t
+            frac = s / n_steps
+            alpha = alpha_start - (alpha_start - alpha_end) * frac
+            radius = radius_start - (radius_start - radius_end) * frac
+            best, _ = _nearest_t(buf, t, ct, dist)
+            g = grid_dist[best]
+            for j in range(k):
+                wt[j] = alpha if g[j] <= radius else 0.0
+            for c in range(d):
+                xc = buf[t, c]
+                row = ct[c]
+                for j in range(k):
+                    row[j] += wt[j] * (xc - row[j])
+    codes[:, :] = ct.T
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
@@ -135,8 +169,10 @@ def node_sums(x: np.ndarray, codes: np.ndarray, sums: np.ndarray, counts: np.nda
     sums[:] = 0.0
     counts[:] = 0.0
     d = x.shape[1]
+    ct = np.ascontiguousarray(codes.T)
+    dist = np.empty(codes.shape[0])
     for i in range(x.shape[0]):
-        j, _ = _nearest(x, i, codes)
+        j, _ = _nearest_t(x, i, ct, dist)
         counts[j] += 1.0
         for c in range(d):
             sums[j, c] += x[i, c]
@@ -150,11 +186,13 @@ def node_sums_parallel(x: np.ndarray, codes: np.ndarray, sums: np.ndarray, count
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     part_s = np.zeros((n_chunks, k, d))
     part_n = np.zeros((n_chunks, k))
+    ct = np.ascontiguousarray(codes.T)
     for b in prange(n_chunks):
         lo = b * _CHUNK
         hi = min(n, lo + _CHUNK)
+        dist = np.empty(k)
         for i in range(lo, hi):
-            j, _ = _nearest(x, i, codes)
+            j, _ = _nearest_t(x, i, ct, dist)
             part_n[b, j] += 1.0
             for c in range(d):
                 part_s[b, j, c] += x[i, c]
