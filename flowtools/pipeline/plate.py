@@ -115,20 +115,38 @@ def _markers(sample: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _median_pair(values: np.ndarray) -> tuple[float, float]:
-    n = values.shape[0]
-    if n == 0:
-        return float("nan"), float("nan")
-    k = (n - 1) // 2
-    part = np.partition(values, [k, n // 2])
-    return float(part[k]), float(part[n // 2])
+def _middle_values(columns: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The two middle member values of every population on every column, shape (columns, populations).
+
+    ``(n-1)//2``-th and ``n//2``-th smallest (0-based; equal for odd n); NaN for an empty
+    population. One argsort per column and a numba walk over it for all populations at once
+    (:mod:`flowtools.pipeline._kernels`), not a partition per (population, column).
+    """
+    from flowtools.pipeline import _kernels as K
+
+    n_pop = len(masks)
+    if not columns or not n_pop:
+        return np.empty((len(columns), n_pop)), np.empty((len(columns), n_pop))
+    values = np.vstack(columns).astype(np.float64, copy=False)
+    n = values.shape[1]
+    bits = np.zeros((n, (n_pop + 63) // 64), dtype=np.uint64)
+    for p, mask in enumerate(masks):
+        bits[mask, p // 64] |= np.uint64(1) << np.uint64(p % 64)
+    sizes = np.array([int(np.count_nonzero(mk)) for mk in masks], dtype=np.int64)
+    lo = np.empty((values.shape[0], n_pop))
+    hi = np.empty((values.shape[0], n_pop))
+    K.middle_order_statistics(values, np.argsort(values, axis=1), bits, sizes, lo, hi, K._DEBRUIJN,
+                              K._DEBRUIJN_INDEX)
+    return lo, hi
 
 
 def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[str, Any]]:
     """Population rows: count, % parent, % total, and per-marker medians (MFI).
 
     Medians are taken of the compensated, untransformed values the gates were computed from
-    (no second read or compensation), and also given on the template's transformed scale.
+    (no second read or compensation), and also given on the template's transformed scale
+    (the mean of the two transformed middle values, so it is the median of the transformed
+    values: the transforms are monotone).
     """
     from flowtools.gating.gates import gate_dimensions
 
@@ -142,16 +160,17 @@ def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[st
             spec = template.transforms.get(label) or template.transforms.get(pnn) or template.transforms["fluorescence"]
             transform = spec.build(resolved.channel(pnn))
         markers.append((label, resolved.channel(pnn), transform))
+    bases = resolved.rows()
+    lo, hi = _middle_values([col for _, col, _ in markers], [resolved.mask(b["population"]) for b in bases])
+    mid = (lo + hi) / 2
+    mid_t = [None if tr is None else (tr.apply(lo[c]) + tr.apply(hi[c])) / 2 for c, (_, _, tr) in enumerate(markers)]
     rows = []
-    for base in resolved.rows():
-        mask = resolved.mask(base["population"])
+    for p, base in enumerate(bases):
         row = dict(base)
-        for label, col, transform in markers:
-            lo, hi = _median_pair(col[mask])
-            row[f"mfi_{label}"] = (lo + hi) / 2
+        for c, (label, _, transform) in enumerate(markers):
+            row[f"mfi_{label}"] = float(mid[c, p])
             if transform is not None:
-                tl, th = transform.apply(np.array([lo, hi]))
-                row[f"mfi_{label}_transformed"] = float((tl + th) / 2)
+                row[f"mfi_{label}_transformed"] = float(mid_t[c][p])
         rows.append(row)
     return rows
 
@@ -255,8 +274,16 @@ def _tupled(v: Any) -> Any:
 
 
 def _worker_init() -> None:
+    # One thread per worker: the processes already use every core. numba reads
+    # the variable when first imported (after this); BLAS/OpenMP were loaded with
+    # numpy, before this runs, so they are capped at run time. A threaded BLAS on
+    # the small matrices of gate fitting (scikit-learn's GaussianMixture) is 5-10x
+    # slower than one thread, more so when workers oversubscribe the cores.
     os.environ["NUMBA_NUM_THREADS"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 class _Executor:
@@ -301,8 +328,12 @@ class _Executor:
             for fut in as_completed(futures):
                 yield fut.result()
         else:
+            from threadpoolctl import threadpool_limits
+
             for t in tasks:
-                yield fn(t)
+                with threadpool_limits(1):  # as in the workers: small matrices, one thread is fastest
+                    r = fn(t)
+                yield r
 
 
 # ------------------------------------------------------------------------------------------ coordinator
