@@ -1,4 +1,4 @@
-"""FlowJo workspaces (.wsp, FlowJo 10; v9 XML where the structure is the same): import, template, export.
+"""FlowJo workspaces (FlowJo 10 .wsp, or the same XML under another name): import, template, export.
 
 What is read
 ------------
@@ -27,7 +27,11 @@ population near the boundary. Population paths (``"Time/Singlets/CD3+"``) are th
 
 Anything FlowJo writes that flowtools does not model where a gate or transform is expected
 (``CurlyQuad``, a ``hyperlog`` or ``miltenyi`` transform, ...) raises :class:`WorkspaceError` naming the
-file, the sample and the element; nothing is skipped silently.
+file, the sample and the element; nothing is skipped silently. A ``CurlyQuad`` holds only its crosshair
+and quadrant; its curved arms are FlowJo's own undocumented computation (see ``_curly_quad_message``).
+FlowJo 9 workspaces (``version`` 1.6x, 2.0, 3.0) and Gating-ML documents are refused with a message
+saying so (FlowJo's Gating-ML export, e.g. ``8_color_ICS.xml``, is read by
+:func:`flowtools.gating.gatingml.read_gatingml`).
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ _NON_GATE_NODES = frozenset({"Statistic", "Graph"})
 _BOOLEAN_NODES = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}
 #: Suffix of the helper population that holds a gate's inside when FlowJo keeps its outside.
 INSIDE_SUFFIX = "#inside"
+#: ``Workspace/@version`` of FlowJo 9 workspaces (PC 1.6x, Mac 2.0 and 3.0); FlowJo 10 writes 20.0 (or 1.8).
+_FLOWJO9_VERSIONS = frozenset({"1.6", "1.61", "2.0", "3.0"})
 
 
 class WorkspaceError(GatingError):
@@ -322,12 +328,15 @@ class _SampleBuilder:
         transforms: Mapping[str, Any],
         matrix_id: str | None,
         comp_names: Mapping[str, str],
+        other_comp_names: frozenset[str] = frozenset(),
     ) -> None:
         self.r = reader
         self.who = who
         self.transforms = transforms
         self.matrix_id = matrix_id
         self.comp_names = comp_names
+        #: compensated names of the workspace's shared matrices: such a dimension needs one of them
+        self.other_comp_names = other_comp_names
         self.gates: list[Gate] = []
         self.paths: list[str] = []
         self.counts: dict[str, int] = {}
@@ -344,6 +353,12 @@ class _SampleBuilder:
             if self.matrix_id is None:
                 raise self.fail(path, tag, f"dimension {name!r} is compensated, but the sample has no matrix")
             base, comp = self.comp_names[name], self.matrix_id
+        elif name in self.other_comp_names:
+            msg = (
+                f"dimension {name!r} is compensated by a matrix in the workspace's <Matrices>, but the "
+                f"sample's matrix ({self.matrix_id or 'none; it names none of several shared'}) is not it"
+            )
+            raise self.fail(path, tag, msg)
         tid = None
         for key in (name, base):  # FlowJo lists both "Comp-X" and "X"; older files only one
             if key in self.transforms:
@@ -407,6 +422,13 @@ class _SampleBuilder:
             raise self.fail(path, "Gate", "a Population needs one Gate element with exactly one gate")
         g = gate_el[0]
         kind = _local(g.tag)
+        ns = g.tag[1:].split("}", 1)[0] if g.tag.startswith("{") else ""
+        if ns != NS_GATING:
+            msg = (
+                f"gate element in namespace {ns or '(none)'!r}, not Gating-ML 2.0 ({NS_GATING}): "
+                "this looks like a FlowJo 9 or older workspace; open and save it in FlowJo 10"
+            )
+            raise self.fail(path, kind, msg)
         inside = g.get("eventsInside", "1") != "0"
         gid = path if inside else path + INSIDE_SUFFIX
         dims_el = g.findall(G + "dimension")
@@ -460,11 +482,7 @@ class _SampleBuilder:
         if kind == "EllipsoidGate":
             return self._ellipse(g, gid, dims, parent, fail)
         if kind == "CurlyQuad":
-            msg = (
-                "FlowJo curly quadrant gates (CurlyQuad) are not supported yet: their curved boundary "
-                "is undocumented; redraw it as a quadrant or polygon gate in FlowJo"
-            )
-            raise fail(msg)
+            raise fail(_curly_quad_message(g, dims))
         msg = (
             f"unsupported FlowJo gate <{kind}> (supported: RectangleGate, PolygonGate, EllipsoidGate, "
             "AndNode, OrNode, NotNode)"
@@ -525,6 +543,34 @@ class _SampleBuilder:
         )
 
 
+def _curly_quad_message(g: ET.Element, dims: tuple[Dimension, ...]) -> str:
+    """Why a ``CurlyQuad`` is refused, with the crosshair and quadrant it holds (when readable).
+
+    A FlowJo ``CurlyQuad`` stores one quadrant the way a quadrant rectangle does: per dimension
+    either ``min`` (the + side) or ``max`` (the - side), both the crosshair's data value. The curved
+    arms are computed by FlowJo and not written (FlowJo's manual gives only their form,
+    p2 = a * p1^0.5 + b, without a or b); readers that accept the gate substitute curves of their own
+    (CytoML/cytolib: a fixed parabola in 256-channel display space, compared with FlowJo only to
+    7e-3..1.6e-2 in frequency), so no exact membership rule exists to reproduce FlowJo's counts.
+    """
+    where = ""
+    parts = []
+    for d_el, dim in zip(g.findall(G + "dimension"), dims, strict=False):
+        lo, hi = d_el.get(G + "min"), d_el.get(G + "max")
+        if (lo is None) == (hi is None):
+            parts = []
+            break
+        parts.append(f"{dim.name} {'+' if lo is not None else '-'} (at {lo if lo is not None else hi})")
+    if len(parts) == 2:
+        where = f" (quadrant {parts[0]}, {parts[1]})"
+    return (
+        f"FlowJo curly quadrant gates (CurlyQuad) are not supported{where}: the workspace stores only the "
+        "crosshair and FlowJo computes the curved arms with parameters it neither writes nor documents, "
+        "so FlowJo's membership cannot be reproduced (a straight quadrant would change the counts); "
+        "redraw it as a quadrant or polygon gate in FlowJo"
+    )
+
+
 class _Reader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -542,7 +588,20 @@ class _Reader:
         except OSError as exc:
             raise WorkspaceError(self.path, f"cannot read: {exc.strerror or exc}") from None
         if _local(root.tag) != "Workspace":
-            raise WorkspaceError(self.path, f"root element is <{_local(root.tag)}>, not a FlowJo <Workspace>")
+            msg = f"root element is <{_local(root.tag)}>, not a FlowJo <Workspace>"
+            if root.tag == G + "Gating-ML":
+                msg += (
+                    ": this is a Gating-ML 2.0 document (gates without FlowJo's samples, groups or counts); "
+                    "read it with flowtools.gating.gatingml.read_gatingml or `flowtools gml`"
+                )
+            raise WorkspaceError(self.path, msg)
+        if root.get("version") in _FLOWJO9_VERSIONS:
+            msg = (
+                f"FlowJo 9 workspace (version {root.get('version')!r}): its layout (workspace-wide "
+                "transforms and compensation, pre-2.0 Gating-ML gates) is not the FlowJo 10 one "
+                "flowtools reads; open and save it in FlowJo 10"
+            )
+            raise WorkspaceError(self.path, msg, element="<Workspace version>")
         version = root.get("flowJoVersion") or root.get("version") or ""
         shared: dict[str, SpilloverMatrix] = {}
         shared_names: dict[str, tuple[str, dict[str, str]]] = {}  # id or name -> (name, param names)
@@ -615,12 +674,16 @@ class _Reader:
             raise fail(msg)
         if m_els:
             m = m_els[0]
-            if m.find(T + "spillover") is None:  # a reference to a shared matrix
-                ref = m.get(T + "id") or m.get("name") or ""
-                if ref not in shared_names:
-                    msg = f"spilloverMatrix refers to {ref!r}, which is not in <Matrices>"
+            if m.find(T + "spillover") is None:  # a reference to a shared matrix, by id or by name
+                refs = [r for r in (m.get(T + "id"), m.get("name")) if r]
+                hit = next((r for r in refs if r in shared_names), None)
+                if hit is None:
+                    msg = (
+                        f"spilloverMatrix refers to {' / '.join(map(repr, refs)) or 'nothing'}, "
+                        f"which is not in <Matrices> (it holds {sorted(shared)})"
+                    )
                     raise fail(msg)
-                matrix_id, comp_names = shared_names[ref]
+                matrix_id, comp_names = shared_names[hit]
                 matrix = shared[matrix_id]
             else:
                 matrix_id, matrix, comp_names = _matrix_from_element(m, self.path, fail)
@@ -629,7 +692,8 @@ class _Reader:
             if len(shared) == 1:
                 ((matrix_id, matrix),) = shared.items()
                 comp_names = shared_names[matrix_id][1]
-        builder = _SampleBuilder(self, who, transforms, matrix_id, comp_names)
+        others = frozenset(n for _, names in shared_names.values() for n in names) - set(comp_names)
+        builder = _SampleBuilder(self, who, transforms, matrix_id, comp_names, others)
         builder.walk(node.find("Subpopulations"), None)
         known = {g.id for g in builder.gates}
         for g in builder.gates:

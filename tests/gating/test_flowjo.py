@@ -216,6 +216,103 @@ def test_curly_quad_is_a_named_error(tmp_path: Path) -> None:
         read_workspace(p)
 
 
+def test_curly_quad_error_names_its_crosshair_and_quadrant(tmp_path: Path) -> None:
+    # the layout FlowJo writes (CytoML's parser reads the same): per dimension min (+ side) or max (- side)
+    curly = (
+        '<gating:CurlyQuad eventsInside="1" percentX="0" percentY="0">'
+        '<gating:dimension gating:max="500"><data-type:fcs-dimension data-type:name="A"/></gating:dimension>'
+        '<gating:dimension gating:min="700"><data-type:fcs-dimension data-type:name="B"/></gating:dimension>'
+        "</gating:CurlyQuad>"
+    )
+    with pytest.raises(WorkspaceError) as info:
+        read_workspace(_ws(tmp_path, curly))
+    msg = str(info.value)
+    assert "<CurlyQuad>" in msg and "population 'P'" in msg
+    assert "quadrant A - (at 500), B + (at 700)" in msg
+    assert "neither writes nor documents" in msg
+
+
+def test_gatingml_document_is_pointed_to_the_gatingml_reader(tmp_path: Path) -> None:
+    p = tmp_path / "g.xml"
+    p.write_text(
+        '<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>',
+        encoding="utf-8",
+    )
+    with pytest.raises(WorkspaceError, match=r"<Gating-ML>, not a FlowJo <Workspace>: .*read_gatingml"):
+        read_workspace(p)
+
+
+def test_flowjo9_workspaces_are_refused_by_name(tmp_path: Path) -> None:
+    p = tmp_path / "v9.xml"
+    p.write_text('<Workspace version="1.61"><SampleList/></Workspace>', encoding="utf-8")
+    with pytest.raises(WorkspaceError, match=r"<Workspace version>: FlowJo 9 workspace \(version '1.61'\)"):
+        read_workspace(p)
+    # gates in the Gating-ML 1.5 namespace (FlowJo 9 for Windows) are named, not misread
+    old = _ws(tmp_path, RECT.format(inside=1)).read_text(encoding="utf-8")
+    old = old.replace("Gating-ML/v2.0/gating", "Gating-ML/v1.5/gating")
+    p.write_text(old, encoding="utf-8")
+    with pytest.raises(WorkspaceError, match=r"population 'P', <RectangleGate>: .*v1.5/gating.*FlowJo 9"):
+        read_workspace(p)
+
+
+def test_gatingml_export_of_ics_equals_the_workspace() -> None:
+    """8_color_ICS.xml is a Gating-ML 2.0 export (not a FlowJo 9 workspace) of the .wsp's first six gates."""
+    from flowtools.gating.gatingml import read_gatingml
+
+    root = shared_data_or_skip()
+    xml = root / ICS / "8_color_ICS.xml"
+    with pytest.raises(WorkspaceError, match="Gating-ML 2.0 document"):
+        read_workspace(xml)
+    gml = read_gatingml(xml)
+    paths = {
+        "TimeGate": "Time",
+        "Singlets": "Time/Singlets",
+        "aAmine-": "Time/Singlets/aAmine-",
+        "CD3-pos": "Time/Singlets/aAmine-/CD3+",
+        "CD4-pos": "Time/Singlets/aAmine-/CD3+/CD4+",
+        "CD8-pos": "Time/Singlets/aAmine-/CD3+/CD8+",
+    }
+    assert [g.id for g in gml.gates] == list(paths)
+
+    def data_values(strategy, g) -> list[list[float | None]]:
+        def raw(d, v):
+            if v is None or d.transform is None:
+                return v
+            return float(strategy.transforms[d.transform].inverse(np.array([v]))[0])
+
+        if isinstance(g, PolygonGate):
+            return [[raw(d, c) for d, c in zip(g.dimensions, v, strict=True)] for v in g.vertices]
+        return [[raw(d, lo), raw(d, hi)] for d, lo, hi in zip(g.dimensions, g.mins, g.maxs, strict=True)]
+
+    ws = read_workspace(root / ICS / "8_color_ICS.wsp")
+    for s in ws.samples.values():
+        for gid, path in paths.items():
+            a, b = gml.gate(gid), s.gate(path)
+            assert type(a) is type(b)
+            assert (gml.gate(a.parent).id if a.parent else None) == (
+                next(k for k, v in paths.items() if v == s.parent(path)) if s.parent(path) else None
+            )
+            assert [(d.name, d.compensation) for d in a.dimensions] == [
+                (d.name, d.compensation) for d in b.dimensions
+            ]
+            # same gate in FlowJo's data values (each document through its own transforms)
+            np.testing.assert_allclose(
+                np.array(data_values(gml, a), dtype=float),
+                np.array(data_values(s.strategy, b), dtype=float),
+                rtol=1e-12,
+            )
+            for da, db in zip(a.dimensions, b.dimensions, strict=True):
+                ta, tb = gml.transforms[da.transform], s.strategy.transforms[db.transform]
+                if isinstance(tb, LogicleTransform):
+                    assert ta == tb
+                elif da.name != "Time":  # scatter: flin(T=262144, A=0) is FlowJo's linear 0..262144
+                    v = np.array([-1000.0, 0.0, 1234.5, 262144.0])
+                    np.testing.assert_allclose(ta.apply(v), tb.apply(v), rtol=1e-15)
+        om, sm = gml.matrices["Acquisition-defined"], s.matrix
+        order = [sm.detectors.index(d) for d in om.detectors]
+        np.testing.assert_array_equal(sm.matrix[np.ix_(order, order)], om.matrix)
+
+
 def test_unknown_transform_is_a_named_error(tmp_path: Path) -> None:
     tr = '<transforms:miltenyi><data-type:parameter data-type:name="A"/></transforms:miltenyi>'
     with pytest.raises(WorkspaceError, match="unsupported FlowJo transform <miltenyi> on 'A'"):
@@ -242,6 +339,96 @@ def test_outside_gate_and_uri(tmp_path: Path) -> None:
     x = np.arange(10, dtype=np.float64)[:, None]
     res = gate_events(s.strategy, x, ["A"])
     assert res.count("P") == 6  # outside of [1, 5)
+
+
+_MATRIX = (
+    '<transforms:spilloverMatrix spectral="0" prefix="Comp-" name="{name}" suffix="" transforms:id="{mid}">'
+    '<data-type:parameters><data-type:parameter data-type:name="A"/><data-type:parameter data-type:name="B"/>'
+    "</data-type:parameters>"
+    '<transforms:spillover data-type:parameter="A">'
+    '<transforms:coefficient data-type:parameter="A" transforms:value="1"/>'
+    '<transforms:coefficient data-type:parameter="B" transforms:value="{ab}"/></transforms:spillover>'
+    '<transforms:spillover data-type:parameter="B">'
+    '<transforms:coefficient data-type:parameter="A" transforms:value="{ba}"/>'
+    '<transforms:coefficient data-type:parameter="B" transforms:value="1"/></transforms:spillover>'
+    "</transforms:spilloverMatrix>"
+)
+_COMP_RECT = (
+    '<gating:RectangleGate eventsInside="1"><gating:dimension gating:min="100">'
+    '<data-type:fcs-dimension data-type:name="Comp-B"/></gating:dimension></gating:RectangleGate>'
+)
+
+
+def _shared_ws(tmp_path: Path, refs: list[str], matrices: list[tuple[str, str, float, float]]) -> Path:
+    """A workspace whose matrices live only in <Matrices>; sample i holds refs[i] ('' = no element)."""
+    mats = "".join(_MATRIX.format(name=n, mid=i, ab=ab, ba=ba) for n, i, ab, ba in matrices)
+    samples = []
+    for k, ref in enumerate(refs, start=1):
+        samples.append(
+            f'<Sample><DataSet uri="s{k}.fcs" sampleID="{k}"/>{ref}<Transformations/><Keywords/>'
+            f'<SampleNode name="s{k}.fcs" sampleID="{k}" count="10"><Subpopulations>'
+            f'<Population name="B+" count="-1"><Gate>{_COMP_RECT}</Gate></Population>'
+            "</Subpopulations></SampleNode></Sample>"
+        )
+    text = (
+        _HEAD + f"<Matrices>{mats}</Matrices>"
+        '<Groups><GroupNode name="All Samples"><Group name="All Samples"><SampleRefs>'
+        + "".join(f'<SampleRef sampleID="{k}"/>' for k in range(1, len(refs) + 1))
+        + "</SampleRefs></Group></GroupNode></Groups>"
+        f"<SampleList>{''.join(samples)}</SampleList></Workspace>"
+    )
+    p = tmp_path / "shared.wsp"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_shared_matrices_referenced_by_id_or_name(tmp_path: Path) -> None:
+    from flowtools.gating.engine import gate_events
+
+    by_id = '<transforms:spilloverMatrix prefix="Comp-" suffix="" transforms:id="m-2"/>'
+    by_name = '<transforms:spilloverMatrix prefix="Comp-" name="spill one" suffix=""/>'
+    ws = read_workspace(
+        _shared_ws(
+            tmp_path, [by_id, by_name], [("spill one", "m-1", 0.5, 0.0), ("spill two", "m-2", 0.0, 0.25)]
+        )
+    )
+    assert set(ws.matrices) == {"spill one", "spill two"}
+    s1, s2 = ws.sample("1"), ws.sample("2")
+    assert (s1.matrix_id, s2.matrix_id) == ("spill two", "spill one")
+    np.testing.assert_array_equal(s1.matrix.matrix, [[1.0, 0.0], [0.25, 1.0]])
+    np.testing.assert_array_equal(s2.matrix.matrix, [[1.0, 0.5], [0.0, 1.0]])
+    g = s1.gate("B+")
+    assert [(d.name, d.compensation) for d in g.dimensions] == [("B", "spill two")]
+    # membership: compensated = raw @ inverse(S) (independent numpy reference), B >= 100
+    rng = np.random.default_rng(9)
+    raw = rng.uniform(0, 400, size=(500, 2))
+    for s in (s1, s2):
+        ref = (raw @ np.linalg.inv(s.matrix.matrix))[:, 1] >= 100
+        res = gate_events(s.strategy, raw, ["A", "B"])
+        np.testing.assert_array_equal(res.mask("B+"), ref)
+    assert gate_events(s1.strategy, raw, ["A", "B"]).count("B+") != gate_events(
+        s2.strategy, raw, ["A", "B"]
+    ).count("B+")
+
+
+def test_sample_without_matrix_element_uses_the_only_shared_matrix(tmp_path: Path) -> None:
+    ws = read_workspace(_shared_ws(tmp_path, [""], [("only", "m-1", 0.1, 0.2)]))
+    (s,) = ws.samples.values()
+    assert s.matrix_id == "only" and s.gate("B+").dimensions[0].compensation == "only"
+    assert s.strategy.matrices["only"] is ws.matrices["only"]
+
+
+def test_shared_matrix_errors_are_named(tmp_path: Path) -> None:
+    two = [("one", "m-1", 0.1, 0.0), ("two", "m-2", 0.0, 0.1)]
+    missing = '<transforms:spilloverMatrix prefix="Comp-" name="three" transforms:id="m-3"/>'
+    with pytest.raises(WorkspaceError, match=r"refers to 'm-3' / 'three', which is not in <Matrices>"):
+        read_workspace(_shared_ws(tmp_path, [missing], two))
+    # no reference and two candidates: compensated gates cannot be resolved, and say so
+    with pytest.raises(
+        WorkspaceError,
+        match=r"'Comp-B' is compensated by a matrix in .*<Matrices>, but the sample's matrix \(none",
+    ):
+        read_workspace(_shared_ws(tmp_path, [""], two))
 
 
 def test_diamond_to_template_gives_the_same_counts(tmp_path: Path) -> None:
