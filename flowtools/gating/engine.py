@@ -105,6 +105,8 @@ class _Evaluator:
         self.n = events.shape[0]
         self._comp: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         self._cols: dict[tuple[Any, ...], np.ndarray] = {}
+        # Transformed columns computed on some rows only: key -> mask of the rows done.
+        self._partial: dict[tuple[Any, ...], np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
 
     # -- values ----------------------------------------------------------------------------------
@@ -156,39 +158,89 @@ class _Evaluator:
         m = self.fcs_matrix if compensation == FCS_COMPENSATION else self.s.matrices.get(compensation)
         return m is not None and name in m.detectors
 
-    def _transformed(self, d: Dimension) -> np.ndarray:
-        """Dimension values for all events: the (compensated) parameter, ratio, then transform."""
+    def _transformed(self, d: Dimension, rows: np.ndarray | None = None) -> np.ndarray:
+        """Dimension values (the (compensated) parameter, ratio, then transform) of all events or of ``rows``."""
+        def base(name: str) -> np.ndarray:
+            v = self._base(d.compensation, name)
+            return v if rows is None else v[rows]
+
         if d.ratio:
             ratio = self.s.transforms[d.name]
-            values = ratio.transform.apply(
-                self._base(d.compensation, ratio.numerator), self._base(d.compensation, ratio.denominator)
-            )
+            values = ratio.transform.apply(base(ratio.numerator), base(ratio.denominator))
         else:
-            values = self._base(d.compensation, d.name)
+            values = base(d.name)
         if d.transform is not None:
             values = self.s.transforms[d.transform].apply(values)
         return np.asarray(values, dtype=np.float64)
 
+    @staticmethod
+    def _key(d: Dimension) -> tuple[Any, ...]:
+        return ("dim", d.compensation, d.name, d.transform, d.ratio)
+
     def column(self, d: Dimension) -> np.ndarray:
         """Values of a gate dimension for all events (compensated, ratio, transformed as stated)."""
-        key = ("dim", d.compensation, d.name, d.transform, d.ratio)
+        key = self._key(d)
         if key not in self._cols:
             self._cols[key] = self._transformed(d)
+        elif key in self._partial:  # complete a column computed on some rows only
+            self._fill(d, key, ~self._partial.pop(key))
         return self._cols[key]
 
-    def values(self, d: Dimension) -> np.ndarray:
-        """One dimension's values for all events, contiguous float64."""
-        return np.ascontiguousarray(self.column(d), dtype=np.float64)
+    def column_on(self, d: Dimension, rows: np.ndarray | None) -> np.ndarray:
+        """Values of a gate dimension, valid at least on the events where ``rows`` is True.
 
-    def matrix(self, dims: Sequence[Dimension]) -> np.ndarray:
-        """Values of several dimensions as a column-major (n_events, n_dims) array, cached per sample."""
+        Transforms (the costly part: logicle solves an equation per value) run
+        only on events no earlier call needed; deep populations cover a few
+        percent of the events. Other entries of the returned array are
+        unspecified: callers read only ``rows`` (the gate kernels test only
+        their parent's events). ``rows=None`` is :meth:`column`.
+        """
+        key = self._key(d)
+        if rows is None or (d.transform is None and not d.ratio):
+            return self.column(d)
+        if key in self._cols and key not in self._partial:
+            return self._cols[key]
+        if key not in self._cols:
+            if np.count_nonzero(rows) > 0.75 * self.n:  # nearly everything: skip the gather
+                return self.column(d)
+            self._cols[key] = np.empty(self.n, dtype=np.float64)
+            self._partial[key] = np.zeros(self.n, dtype=np.bool_)
+        done = self._partial[key]
+        need = rows & ~done
+        if need.any():
+            self._fill(d, key, need)
+            done |= need
+        return self._cols[key]
+
+    def _fill(self, d: Dimension, key: tuple[Any, ...], need: np.ndarray) -> None:
+        idx = np.flatnonzero(need)
+        if idx.size:
+            self._cols[key][idx] = self._transformed(d, idx)
+
+    def values(self, d: Dimension, rows: np.ndarray | None = None) -> np.ndarray:
+        """One dimension's values, contiguous float64 (valid at least on ``rows``; see :meth:`column_on`)."""
+        col = self.column_on(d, rows)
+        if col.flags.c_contiguous and col.dtype == np.float64:
+            return col
+        key = ("contiguous", *self._key(d))  # a strided channel of row-major events: copy it once
+        if key not in self._cols:
+            self._cols[key] = np.ascontiguousarray(col, dtype=np.float64)
+        return self._cols[key]
+
+    def matrix(self, dims: Sequence[Dimension], rows: np.ndarray | None = None, rows_key: Any = None) -> np.ndarray:
+        """Values of several dimensions as a column-major (n_events, n_dims) array.
+
+        With ``rows`` (a parent's mask), valid at least on those events; stacks are
+        cached per sample under ``rows_key`` (the parent's id): quadrants of one
+        gate share their dimensions and parent.
+        """
         if len(dims) == 1:
-            return self.values(dims[0]).reshape(-1, 1)  # a view, no copy
-        key = ("stack", *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
-        if key not in self._cols:  # quadrants of one gate share their dimensions
+            return self.values(dims[0], rows).reshape(-1, 1)  # a view, no copy
+        key = ("stack", rows_key, *((d.compensation, d.name, d.transform, d.ratio) for d in dims))
+        if key not in self._cols:
             stack = np.empty((self.n, len(dims)), dtype=np.float64, order="F")
             for j, d in enumerate(dims):
-                stack[:, j] = self.column(d)  # contiguous column copies
+                stack[:, j] = self.column_on(d, rows)  # contiguous column copies
             self._cols[key] = stack
         return self._cols[key]
 
@@ -221,15 +273,17 @@ class _Evaluator:
 
     def _geometry(self, k: Any, pop: Population, parent: np.ndarray | None) -> np.ndarray:
         g = pop.gate
+        rk = pop.parent
         if isinstance(g, RectangleGate):
             lo = np.array([-np.inf if v is None else v for v in g.mins], dtype=np.float64)
             hi = np.array([np.inf if v is None else v for v in g.maxs], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(g.dimensions), lo, hi, parent=parent)
+            return k.rectangle_mask(self.matrix(g.dimensions, parent, rk), lo, hi, parent=parent)
         if isinstance(g, PolygonGate):
             verts = np.array(g.vertices, dtype=np.float64)
-            return k.polygon_mask(self.values(g.dimensions[0]), self.values(g.dimensions[1]), verts, parent=parent)
+            return k.polygon_mask(self.values(g.dimensions[0], parent), self.values(g.dimensions[1], parent), verts,
+                                  parent=parent)
         if isinstance(g, EllipsoidGate):
-            return k.ellipsoid_mask(self.matrix(g.dimensions), np.array(g.mean, dtype=np.float64),
+            return k.ellipsoid_mask(self.matrix(g.dimensions, parent, rk), np.array(g.mean, dtype=np.float64),
                                     g.inverse_covariance, g.distance_square, parent=parent)
         if isinstance(g, QuadrantGate):
             quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
@@ -237,7 +291,7 @@ class _Evaluator:
             dims = [div.dimension for div, _, _ in bounds]
             lo = np.array([b[1] for b in bounds], dtype=np.float64)
             hi = np.array([b[2] for b in bounds], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(dims), lo, hi, parent=parent)
+            return k.rectangle_mask(self.matrix(dims, parent, rk), lo, hi, parent=parent)
         msg = f"unsupported gate type {type(g).__name__}"
         raise GatingError(msg)
 

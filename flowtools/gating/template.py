@@ -667,8 +667,12 @@ class _State:
 
     def values(self, dims: Sequence[str], parent: str) -> np.ndarray:
         ds = [self.dimension(d) for d in dims]
-        rows = self.parent_rows(parent)
-        cols = [self.ev.column(d) if rows is None else self.ev.column(d)[rows] for d in ds]
+        if not parent:
+            cols = [self.ev.column(d) for d in ds]
+        else:
+            mask = self.ev.masks[self.ids[parent]]
+            rows = np.flatnonzero(mask)
+            cols = [self.ev.column_on(d, mask)[rows] for d in ds]  # transforms run on the parent only
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
     def ranges(self, dims: Sequence[str]) -> tuple[tuple[float, float], ...]:
