@@ -96,9 +96,13 @@ class _Evaluator:
         channels: Sequence[str],
         fcs_matrix: SpilloverMatrix | None,
         where: str,
+        columns: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.s = strategy
         self.events = events
+        # Scaled float64 values replacing some columns of ``events`` (see FCSSample.scaled_events);
+        # never detectors of a matrix, so they pass through compensation unchanged.
+        self.columns = dict(columns or {})
         self.channels = list(channels)
         self.fcs_matrix = fcs_matrix
         self.where = where
@@ -132,6 +136,8 @@ class _Evaluator:
 
     def _base(self, compensation: str, name: str) -> np.ndarray:
         key = ("base", compensation, name)
+        if key not in self._cols and name in self.columns:
+            self._cols[key] = self.columns[name]
         if key not in self._cols:
             data, index = self._compensated(compensation)
             if name not in index:
@@ -161,8 +167,9 @@ class _Evaluator:
     def _transformed(self, d: Dimension, rows: np.ndarray | None = None) -> np.ndarray:
         """Dimension values (the (compensated) parameter, ratio, then transform) of all events or of ``rows``."""
         def base(name: str) -> np.ndarray:
+            # float64 before any arithmetic: uncompensated channels may be the file's float32 values.
             v = self._base(d.compensation, name)
-            return v if rows is None else v[rows]
+            return np.asarray(v if rows is None else v[rows], dtype=np.float64)
 
         if d.ratio:
             ratio = self.s.transforms[d.name]
@@ -346,12 +353,27 @@ def gate_events(
     return GatingResult(strategy, x.shape[0], ev.evaluate(), sample_id)
 
 
+def sample_events(
+    strategy: GatingStrategy, sample: FCSSample, fcs_matrix: SpilloverMatrix | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A sample's scaled events for an evaluator: the stored matrix plus scaled columns where possible.
+
+    Channels that need scaling (time step, gain, log) may be replaced column-wise
+    only when no matrix the strategy can use compensates them (see
+    :meth:`FCSSample.scaled_events`).
+    """
+    detectors = set(fcs_matrix.detectors) if fcs_matrix is not None else set()
+    for m in strategy.matrices.values():
+        detectors.update(m.detectors)
+    return sample.scaled_events(keep_raw=sorted(detectors))
+
+
 def gate_sample(strategy: GatingStrategy, sample: FCSSample, *, sample_id: str | None = None) -> GatingResult:
     """Evaluate a strategy on an FCS sample (scale values; ``"FCS"`` = the file's own spillover)."""
     fcs_matrix = None
     if sample.spillover is not None and any(c == FCS_COMPENSATION for c, _ in strategy.channels_used()):
         fcs_matrix = SpilloverMatrix.from_fcs(sample)
     name = sample_id or (sample.path.name if sample.path is not None else None)
-    return gate_events(
-        strategy, sample.as_array(preprocess=True), sample.pnn, fcs_matrix=fcs_matrix, sample_id=name
-    )
+    events, columns = sample_events(strategy, sample, fcs_matrix)
+    ev = _Evaluator(strategy, events, sample.pnn, fcs_matrix, name or "sample", columns)
+    return GatingResult(strategy, events.shape[0], ev.evaluate(), name)

@@ -33,7 +33,7 @@ import numpy as np
 
 from flowtools.compensation import SpilloverMatrix
 from flowtools.errors import ChannelError, CompensationError, GatingError, TemplateError
-from flowtools.gating.engine import GatingResult, _Evaluator
+from flowtools.gating.engine import GatingResult, _Evaluator, sample_events
 from flowtools.gating.gates import (
     FCS_COMPENSATION,
     UNCOMPENSATED,
@@ -621,7 +621,8 @@ class _State:
             self.matrices["template_matrix"] = SpilloverMatrix.from_csv(t.compensation)
             self.comp_ref = "template_matrix"
         self.strategy = GatingStrategy((), {}, self.matrices)
-        self.ev = _Evaluator(self.strategy, sample.as_array(preprocess=True), sample.pnn, self.fcs_matrix, sample_id)
+        events, columns = sample_events(self.strategy, sample, self.fcs_matrix)
+        self.ev = _Evaluator(self.strategy, events, sample.pnn, self.fcs_matrix, sample_id, columns)
         self.t = t
         self.dims: dict[str, Dimension] = {}
 

@@ -38,6 +38,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -266,6 +267,75 @@ class FCSSample:
             self._preprocess(out)
         return out.astype(dtype, copy=False)
 
+    def _time_step(self) -> tuple[int | None, float]:
+        time_idx = next((c.index for c in self.channels if c.pnn.lower() == "time"), None)
+        step = 1.0
+        if time_idx is not None and "$TIMESTEP" in self.keywords:
+            raw = self.keywords["$TIMESTEP"].strip()
+            try:
+                step = float(raw) if raw else 1.0
+            except ValueError:
+                step = 1.0
+        return time_idx, step
+
+    def scaled_channels(self) -> list[int]:
+        """Columns that ``as_array(preprocess=True)`` changes (time step, log decoding, gain)."""
+        time_idx, step = self._time_step()
+        out = []
+        for c in self.channels:
+            decades, _ = c.pne
+            if (
+                (c.index == time_idx and step != 1.0)
+                or (decades > 0 and c.pnr)
+                or (c.index != time_idx and c.png not in (1.0, 0.0))
+            ):
+                out.append(c.index)
+        return out
+
+    def scaled_column(self, index: int) -> np.ndarray:
+        """One column on the FCS scale, float64: bit-identical to ``as_array(preprocess=True)[:, index]``."""
+        time_idx, step = self._time_step()
+        col = np.array(self.events[:, index], dtype=np.float64)
+        return self._scale_column(col, self.channels[index], time_idx, step)
+
+    def _scale_column(self, col: np.ndarray, c: Channel, time_idx: int | None, step: float) -> np.ndarray:
+        # Same formula and operation order as FlowIO 1.4, so results are bit-identical.
+        if c.index == time_idx and "$TIMESTEP" in self.keywords:
+            col = col * step
+        decades, log0 = c.pne
+        if decades > 0 and c.pnr:
+            col = _log_decode(col, decades, c.pnr) * log0
+        gain = 1.0 if c.index == time_idx else c.png
+        if gain not in (1.0, 0.0):
+            col = col / gain
+        return col
+
+    def scaled_events(self, keep_raw: Sequence[str] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The events on the FCS scale without copying the matrix where possible, read-only.
+
+        Returns ``(events, columns)``. When the stored events are native floats
+        and no channel named in ``keep_raw`` (e.g. a compensation matrix's
+        detectors, which must be scaled before compensating) needs scaling,
+        ``events`` is a read-only view of the stored values (float32 or float64:
+        consumers widen to float64 exactly) and ``columns`` maps the ``$PnN`` of
+        each channel that needs scaling (typically only Time, by ``$TIMESTEP``)
+        to its scaled float64 values, which replace that column. Otherwise
+        ``events`` is ``as_array(preprocess=True)`` and ``columns`` is empty.
+        Gating a 200k x 14 float32 file this way needs no 22 MB float64 copy.
+        """
+        ev = self.events
+        scaled = self.scaled_channels()
+        names = set(keep_raw)
+        if ev.dtype in (np.float32, np.float64) and ev.dtype.isnative and not any(
+            self.channels[i].pnn in names for i in scaled
+        ):
+            out = ev.view()
+            columns = {self.channels[i].pnn: self.scaled_column(i) for i in scaled}
+        else:
+            out, columns = self.as_array(preprocess=True), {}
+        out.flags.writeable = False
+        return out, columns
+
     def channel_index(self, name: str) -> int:
         """Return the column of a channel given its ``$PnN`` or ``$PnS``.
 
@@ -296,24 +366,9 @@ class FCSSample:
     # -- internals -------------------------------------------------------------------------------
 
     def _preprocess(self, out: np.ndarray) -> None:
-        # Same formula and operation order as FlowIO 1.4, so results are bit-identical.
-        time_idx = next((c.index for c in self.channels if c.pnn.lower() == "time"), None)
-        if time_idx is not None and "$TIMESTEP" in self.keywords:
-            raw = self.keywords["$TIMESTEP"].strip()
-            try:
-                step = float(raw) if raw else 1.0
-            except ValueError:
-                step = 1.0
-            out[:, time_idx] = out[:, time_idx] * step
+        time_idx, step = self._time_step()
         for c in self.channels:
-            decades, log0 = c.pne
-            col = out[:, c.index]
-            if decades > 0 and c.pnr:
-                col = _log_decode(col, decades, c.pnr) * log0
-            gain = 1.0 if c.index == time_idx else c.png
-            if gain not in (1.0, 0.0):
-                col = col / gain
-            out[:, c.index] = col
+            out[:, c.index] = self._scale_column(out[:, c.index], c, time_idx, step)
 
     def _load(self) -> np.ndarray:
         if self.path is None:  # in-memory samples are always read eagerly

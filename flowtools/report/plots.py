@@ -104,7 +104,7 @@ def gate_plots(
     PNG, fixed size (4 x 4 in at 80 dpi).
     """
     from flowtools.compensation import SpilloverMatrix
-    from flowtools.gating.engine import _Evaluator
+    from flowtools.gating.engine import _Evaluator, sample_events
     from flowtools.gating.gates import BooleanGate, QuadrantGate
 
     plt = _pyplot()
@@ -112,7 +112,8 @@ def gate_plots(
     out.mkdir(parents=True, exist_ok=True)
     fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
     where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
-    ev = _Evaluator(strategy, sample.as_array(preprocess=True), sample.pnn, fcs_matrix, where)
+    events, columns = sample_events(strategy, sample, fcs_matrix)
+    ev = _Evaluator(strategy, events, sample.pnn, fcs_matrix, where, columns)
     names = _display_names(strategy, labels)
     markers = {c.pnn: c.pns for c in sample.channels}
     counts = result.counts()

@@ -228,3 +228,22 @@ def test_byte_identical_files_read_identically():
     a = read_quiet(data / "plates/Plate01/CFP_Well_A4.fcs")
     b = read_quiet(data / "fcs/instruments/MiltenyiBiotec/FCS3.0/FCS3.0_Custom_Compatible.fcs")
     np.testing.assert_array_equal(a.events, b.events)
+
+
+@pytest.mark.parametrize("row", [r for r in FCS_ROWS if r["path"] not in REFUSED],
+                         ids=[r["path"] for r in FCS_ROWS if r["path"] not in REFUSED] or None)
+def test_scaled_events_equal_the_preprocessed_array(row):
+    """The no-copy view plus scaled columns is bit-identical to as_array(preprocess=True), on every file."""
+    data = shared_data_or_skip()
+    sample = read_quiet(data / row["path"])
+    full = sample.as_array(preprocess=True)
+    events, columns = sample.scaled_events()
+    assert not events.flags.writeable
+    assert set(columns) in ({sample.channels[i].pnn for i in sample.scaled_channels()}, set())
+    for j, name in enumerate(sample.pnn):
+        got = columns[name] if name in columns else np.asarray(events[:, j], dtype=np.float64)
+        np.testing.assert_array_equal(got, full[:, j])
+    # A channel that must stay raw for compensation forces the full scaled copy.
+    if sample.scaled_channels():
+        events, columns = sample.scaled_events(keep_raw=sample.pnn)
+        assert columns == {} and np.array_equal(events, full, equal_nan=True)
