@@ -27,12 +27,27 @@ _PARALLEL_MIN = 50_000  # below this, threads cost more than they save
 def _polygon(x, y, vx, vy, parent, out):  # noqa: ANN001, ANN202
     n = x.shape[0]
     m = vx.shape[0]
+    # Bounding-box shortcut. Rows outside [ymin, ymax] meet no edge (the same comparisons
+    # as the edge rule, so exact). Left or right of the box, every crossing lies on one
+    # side, so the count is even: outside; x is tested with a margin far above the
+    # rounding of the crossing abscissa, so no point the full rule would admit is skipped.
+    ymin = vy.min()
+    ymax = vy.max()
+    xmin = vx.min()
+    xmax = vx.max()
+    margin = 1e-9 * (xmax - xmin) + 1e-12 * max(abs(xmin), abs(xmax)) + 1e-300
+    xlo = xmin - margin
+    xhi = xmax + margin
     for i in nb.prange(n):
         if not parent[i]:  # children are tested only on their parent's events
             out[i] = False
             continue
         px = x[i]
         py = y[i]
+        if not (py >= ymin and py < ymax and px > xlo and px < xhi):
+            # NaN fails every comparison: outside, as the full rule gives
+            out[i] = False
+            continue
         inside = False
         j = m - 1
         for k in range(m):

@@ -95,3 +95,20 @@ def test_rectangle_min_inclusive_max_exclusive():
 def test_polygon_property(points, poly):
     got = polygon_mask(points[:, 0].copy(), points[:, 1].copy(), poly)
     np.testing.assert_array_equal(got, polygon_ref(points[:, 0], points[:, 1], poly))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_polygon_bounding_box_shortcut_is_exact_at_the_ulp(parallel):
+    """Points one ulp around the box of slanted polygons get the full edge rule's answer."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        poly = rng.uniform(-1e5, 2.6e5, size=(7, 2))
+        xs, ys = [], []
+        for vx, vy in poly:
+            for dx in (-2, -1, 0, 1, 2):
+                for dy in (-1, 0, 1):
+                    xs.append(vx + dx * np.spacing(vx))
+                    ys.append(vy + dy * np.spacing(vy))
+        x, y = np.array(xs), np.array(ys)
+        got = polygon_mask(x, y, poly, parallel=parallel)
+        np.testing.assert_array_equal(got, polygon_ref(x, y, poly))
