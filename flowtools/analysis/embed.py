@@ -127,6 +127,10 @@ def trustworthiness_subsample(
 ) -> float:
     """scikit-learn's trustworthiness on a seeded subsample of ``n`` events (it is quadratic in events).
 
+    To judge a :class:`UMAP` fitted on a subsample, use a ``seed`` other than its
+    ``random_state``: the same seed draws a subsample nested in the fit's, so no
+    event placed by ``transform`` would be scored.
+
     Parameters
     ----------
     x : ndarray, shape (n_samples, n_features)
