@@ -13,7 +13,7 @@ is the first call in that process, JIT or numba disk cache included; "steady" th
                vs ``flowsom`` (saeyslab FlowSOM_Python, same grid, rlen, clusters), same seed.
 * ``hdbscan``: flowtools HDBSCAN (fit on a 20k subsample, nearest-neighbour extension) vs the
                ``hdbscan`` package on all events; min_cluster_size 200.
-* ``umap``:    flowtools UMAP (fit on 20k, umap's transform for the rest) vs ``umap-learn``
+* ``umap``:    flowtools UMAP (defaults: fit on 12k, umap's transform for the rest) vs ``umap-learn``
                defaults on all events, each run twice (first and steady); trustworthiness (k=15)
                on a 5k subsample drawn with a seed independent of the fit subsample's.
 * ``cache``:   a new process with the numba cache warm must not recompile the SOM kernels.
@@ -114,7 +114,7 @@ def _run(engine: str, x: np.ndarray, seed: int) -> np.ndarray:
     if engine == "flowtools-umap":
         from flowtools.analysis import UMAP
 
-        return UMAP(max_fit_events=20_000, random_state=seed).fit(x).embedding_
+        return UMAP(random_state=seed).fit(x).embedding_  # defaults: fit on 12k, transform the rest
     if engine == "umap-learn":
         import umap
 

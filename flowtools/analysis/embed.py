@@ -25,8 +25,10 @@ class UMAP(TransformerMixin, BaseEstimator):
     min_dist : float, default 0.1
     n_epochs : int, optional
         Optimisation epochs of the fit (umap's default: 200 above 10 000 events, else 500).
-    max_fit_events : int or None, default 20_000
+    max_fit_events : int or None, default 12_000
         Size of the seeded subsample the layout is learned on; None: all events.
+        On 100k x 10 synthetic-cohort events (bench_cluster.py), 12k gives trustworthiness 0.950-0.953 on events
+        it was not fitted on (umap-learn on all events: 0.952) in a quarter of the time.
     random_state : int or None
         Seeds the subsample and umap (umap then runs single-threaded, reproducibly).
 
@@ -47,7 +49,7 @@ class UMAP(TransformerMixin, BaseEstimator):
         n_neighbors: int = 15,
         min_dist: float = 0.1,
         n_epochs: int | None = None,
-        max_fit_events: int | None = 20_000,
+        max_fit_events: int | None = 12_000,
         random_state: int | None = None,
     ) -> None:
         self.n_components = n_components
