@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowtools.stats.predict import (
         Evaluation,
         FittedModel,
+        PenalizedLogisticRegression,
         apply_model,
         build_features,
         evaluate_models,
@@ -51,6 +52,7 @@ _LAZY = {
     "prediction_figures": "figures",
     "Evaluation": "predict",
     "FittedModel": "predict",
+    "PenalizedLogisticRegression": "predict",
     "apply_model": "predict",
     "build_features": "predict",
     "evaluate_models": "predict",
@@ -71,6 +73,7 @@ __all__ = [
     "LeakageWarning",
     "ModelFileError",
     "OutOfRangeError",
+    "PenalizedLogisticRegression",
     "StatsError",
     "apply_model",
     "build_features",

@@ -105,3 +105,56 @@ def test_features_are_logit_of_share(small_cohort):
     clr = build_features(counts, transform="clr")
     mono = [c for c in clr.columns if "/Monocytes/" in c]
     np.testing.assert_allclose(clr[mono].sum(axis=1), 0, atol=1e-9)
+
+
+def test_penalized_estimator_follows_the_sklearn_contract():
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    from flowtools.stats.predict import PenalizedLogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(70, 5))
+    y = np.where(x[:, 0] + rng.normal(size=70) > 0, "loss", "birth")
+    est = PenalizedLogisticRegression(C=0.3)
+    assert clone(est).get_params() == est.get_params()
+    est.fit(x, y)
+    ref = LogisticRegression(C=0.3, tol=1e-12, max_iter=10_000).fit(x, y)
+    np.testing.assert_allclose(est.predict_proba(x), ref.predict_proba(x), atol=1e-6)
+    assert (est.predict(x) == ref.predict(x)).all() and list(est.classes_) == ["birth", "loss"]
+    before = est.coef_.copy()
+    est.predict_proba(x[:5])
+    np.testing.assert_array_equal(est.coef_, before)  # predict never changes the estimator
+    with pytest.raises(ValueError, match="two classes"):
+        PenalizedLogisticRegression().fit(x, np.zeros(70))
+    # elastic-net path: a strong L1 penalty zeroes the penalised columns, not the spared one
+    en = PenalizedLogisticRegression(C=0.005, l1_ratio=1.0, unpenalized=(0,)).fit(x, y)
+    assert abs(en.coef_[0, 0]) > 0.3 and np.all(en.coef_[0, 1:] == 0)
+
+
+def test_clinical_features_unpenalised_so_augmented_model_nests_clinical():
+    rng = np.random.default_rng(4)
+    n = 90
+    clin = pd.DataFrame({"age": rng.normal(33, 5, n), "n_prior_losses": rng.integers(2, 7, n).astype(float)})
+    imm = pd.DataFrame(rng.normal(size=(n, 8)), columns=[f"imm{j}" for j in range(8)])
+    eta = -0.7 + 0.12 * (clin["age"] - 33) + 0.3 * (clin["n_prior_losses"] - 3)
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).to_numpy(int)
+    blocks = {"clinical": clin, "clinical + immune": pd.concat([clin, imm], axis=1)}
+    # an overwhelming penalty on the immune block: clinical + immune predicts as clinical alone
+    ev = cross_validate_models(blocks, y, n_repeats=1, cs=(1e-9,), unpenalized=list(clin.columns))
+    p = ev.predictions
+    np.testing.assert_allclose(p["clinical + immune"], p["clinical"], atol=1e-6)
+    assert ev.parameters["unpenalized"]["clinical + immune"] == ["age", "n_prior_losses"]
+    # penalising the clinical block as well collapses it to each fold's training prevalence
+    shrunk = cross_validate_models(blocks, y, n_repeats=1, cs=(1e-9,)).predictions
+    assert shrunk["clinical"].round(6).nunique() <= 5 < p["clinical"].round(6).nunique()
+
+
+def test_evaluate_and_fit_leave_the_clinical_features_unpenalised(small_cohort):
+    counts = tables_from_truth(small_cohort)
+    clin = read_clinical(small_cohort / "clinical.csv")
+    ev = evaluate_models(counts, clin, task="next_loss", models=("clinical + immune",), n_repeats=1)
+    assert ev.parameters["unpenalized"]["clinical + immune"] == ["age", "n_prior_losses"]
+    m = fit_model(counts, clin, task="next_loss", n_bootstrap=5)
+    assert m.provenance["parameters"]["unpenalized"] == ["age", "n_prior_losses"]
+    assert m.features[:2] == ("age", "n_prior_losses")

@@ -88,3 +88,75 @@ def test_delong_auc_matches_sklearn_and_bootstrap_scale():
         i = rng.integers(0, 200, 200)
         boots.append(roc_auc_score(y[i], s1[i]))
     assert 0.7 < np.sqrt(cov[0, 0]) / np.std(boots) < 1.4
+
+
+def _logistic_data(seed=8, n=90, p=6):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-0.6 + 0.8 * x[:, 0] - 0.5 * x[:, 1])))).astype(float)
+    return x, y
+
+
+@pytest.mark.parametrize("c", [0.001, 0.1, 10.0])
+def test_penalized_logistic_matches_sklearn_ridge(c):
+    from sklearn.linear_model import LogisticRegression
+
+    from flowtools.stats._glm import penalized_logistic
+
+    x, y = _logistic_data()
+    b0, w, ok = penalized_logistic(x, y, np.full(x.shape[1], 1 / c))
+    ref = LogisticRegression(C=c, tol=1e-12, max_iter=10_000).fit(x, y)
+    assert ok
+    np.testing.assert_allclose(b0, ref.intercept_[0], atol=1e-6)
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-6)
+
+
+def test_penalized_logistic_unpenalised_is_the_glm_and_mixed_meets_kkt():
+    from flowtools.stats._glm import penalized_logistic
+
+    x, y = _logistic_data(9)
+    b0, w, _ = penalized_logistic(x, y, np.zeros(x.shape[1]))
+    ref = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial()).fit()
+    np.testing.assert_allclose(np.r_[b0, w], ref.params, rtol=1e-7, atol=1e-9)
+    # mixed: score equations are zero for the intercept and the free columns, lambda * b for the others
+    lam = np.array([0.0, 0.0, 5.0, 5.0, 50.0, 50.0])
+    b0, w, _ = penalized_logistic(x, y, lam)
+    mu = 1 / (1 + np.exp(-(b0 + x @ w)))
+    np.testing.assert_allclose(np.sum(y - mu), 0, atol=1e-8)
+    np.testing.assert_allclose(x.T @ (y - mu), lam * w, atol=1e-8)
+    # an overwhelming penalty on the others returns the GLM of the free columns alone
+    b0, w, _ = penalized_logistic(x, y, np.r_[0.0, 0.0, np.full(4, 1e12)])
+    ref2 = sm.GLM(y, sm.add_constant(x[:, :2]), family=sm.families.Binomial()).fit()
+    np.testing.assert_allclose(np.r_[b0, w[:2]], ref2.params, rtol=1e-6)
+    assert np.abs(w[2:]).max() < 1e-9
+
+
+def test_calibration_slope_and_intercept_match_statsmodels():
+    from flowtools.stats.predict import _calibration
+
+    rng = np.random.default_rng(10)
+    lp = rng.normal(-0.5, 1.0, 300)
+    y = (rng.random(300) < 1 / (1 + np.exp(-(0.2 + 0.6 * lp)))).astype(float)
+    p = 1 / (1 + np.exp(-lp))
+    intercept, slope, brier = _calibration(y, p)
+    ref = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
+    np.testing.assert_allclose(slope, ref.params[1], rtol=1e-7)
+    # calibration-in-the-large: intercept with the linear predictor as offset (slope fixed at 1)
+    ref_ci = sm.GLM(y, np.ones((300, 1)), family=sm.families.Binomial(), offset=lp).fit()
+    np.testing.assert_allclose(intercept, ref_ci.params[0], rtol=1e-6)
+    np.testing.assert_allclose(brier, np.mean((p - y) ** 2))
+
+
+def test_penalized_logistic_separated_data_stays_finite_and_quiet():
+    import warnings
+
+    from flowtools.stats._glm import penalized_logistic
+
+    x = np.r_[np.linspace(-2, -0.1, 20), np.linspace(0.1, 2, 20)][:, None]
+    y = (x[:, 0] > 0).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in exp
+        b0, w, _ = penalized_logistic(x, y, np.zeros(1))
+        _, w_ridge, ok = penalized_logistic(x, y, np.ones(1))
+    assert np.isfinite(b0) and w[0] > 50  # the MLE does not exist: large, finite, right sign
+    assert ok and 0 < w_ridge[0] < w[0]
