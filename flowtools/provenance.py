@@ -9,8 +9,8 @@ carries a provenance record built by :func:`provenance_record`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os

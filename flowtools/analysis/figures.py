@@ -1,5 +1,6 @@
 """Figures of a cohort clustering (matplotlib, imported when called): UMAP by cluster and by marker,
-cluster x marker heatmap, per-woman abundances. PNGs are deterministic (no software or time stamp)."""
+cluster x marker heatmap, per-woman abundances. PNGs are deterministic (no software or time stamp).
+"""
 
 from __future__ import annotations
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from flowtools._resources import study_template
 from flowtools.compensation import SpilloverMatrix
 from flowtools.io.fcs import read_fcs
-from flowtools._resources import study_template
 from flowtools.io.sample_sheet import read_sample_sheet
 from flowtools.pipeline.plate import PlateResult, run_plate
 from flowtools.provenance import atomic_write_text, provenance_record
