@@ -661,11 +661,6 @@ class _State:
         self.ids.update(outputs)
         self._refresh()
 
-    def parent_rows(self, parent: str) -> np.ndarray | None:
-        if not parent:
-            return None
-        return np.flatnonzero(self.ev.masks[self.ids[parent]])
-
     def values(self, dims: Sequence[str], parent: str) -> np.ndarray:
         ds = [self.dimension(d) for d in dims]
         if not parent:
