@@ -12,7 +12,9 @@ file of the plate with both tools from that same XML document:
                     thread per worker;
 * ``flowkit``       ``Session(gating_strategy=xml)`` + ``add_samples(paths)`` +
                     ``analyze_samples(use_mp=False)`` (serial), counts from
-                    ``get_analysis_report()``.
+                    ``get_analysis_report()``;
+* ``flowkit-mpN``   the same with ``use_mp=True`` (FlowKit's own process pool), run when
+                    ``--jobs N`` > 1: the like-for-like peer of ``flowtools-jN``.
 
 Every tool runs in its own fresh Python subprocess, so the peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; for the process pool, plus the sum of every
@@ -298,7 +300,7 @@ def worker_flowtools(jobs: list[dict[str, Any]], n_jobs: int) -> dict[str, Any]:
     }
 
 
-def worker_flowkit(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+def worker_flowkit(jobs: list[dict[str, Any]], n_jobs: int = 1) -> dict[str, Any]:
     import gc
     import warnings
 
@@ -317,7 +319,7 @@ def worker_flowkit(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     for job in jobs:
         session = flowkit.Session(gating_strategy=job["xml"])
         session.add_samples(job["files"])
-        session.analyze_samples(use_mp=False)
+        session.analyze_samples(use_mp=n_jobs > 1)  # FlowKit's own process pool (all cores)
         report = session.get_analysis_report()
         for sample_id, gate, n in zip(report["sample_id"], report["gate_name"], report["count"], strict=True):
             counts.setdefault(str(sample_id), {})[str(gate)] = int(n)
@@ -331,7 +333,7 @@ def worker_flowkit(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         "warmup_s": warm_s,
         "rss_after_import_kb": rss_import,
         "peak_rss_kb": _rss_kb(0),
-        "peak_rss_children_kb": _rss_kb(-1),
+        "peak_rss_children_kb": _rss_kb(-1),  # the largest pool process (use_mp)
         "threads": 1,
     }
 
@@ -433,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:  # inside a tool's own subprocess
         jobs = json.loads(Path(args.manifest).read_text())
-        res = worker_flowtools(jobs, args.jobs) if args.worker == "flowtools" else worker_flowkit(jobs)
+        res = worker_flowtools(jobs, args.jobs) if args.worker == "flowtools" else worker_flowkit(jobs, args.jobs)
         Path(args.result).write_text(json.dumps(res))
         return 0
 
@@ -452,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((f"flowtools-j{args.jobs}", {"NUMBA_NUM_THREADS": "1"}, args.jobs))
     if "flowkit" in tool_names:
         runs.append(("flowkit", {}, 1))
+        if args.jobs > 1:  # like for like with flowtools-jN: FlowKit's analyze_samples(use_mp=True)
+            runs.append((f"flowkit-mp{args.jobs}", {}, args.jobs))
 
     with tempfile.TemporaryDirectory(prefix="flowtools-bench-gating-", dir=args.tmpdir) as tmp:
         t0 = time.perf_counter()
@@ -525,8 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows, f"Gating a plate end to end ({n_files} files x {args.events} events; "
                       f"read + compensate + transform + gate)")
-    print("peak RSS: ru_maxrss of the tool's own process (-jN: plus the sum of the pool workers' peaks);\n"
-          "speed-up = FlowKit wall / tool wall; memory = tool peak RSS / FlowKit peak RSS")
+    print("peak RSS: ru_maxrss of the tool's own process (-jN: plus the sum of the pool workers' peaks;\n"
+          "flowkit-mpN: plus its largest pool process); speed-up = serial FlowKit wall / tool wall;\n"
+          "memory = tool peak RSS / serial FlowKit peak RSS")
+    mp = next((r for r in rows if r["tool"].startswith("flowkit-mp") and "error" not in r), None)
+    jn = next((r for r in rows if r["tool"].startswith("flowtools-j") and "error" not in r), None)
+    if mp and jn:
+        print(f"like for like, {jn['jobs']} processes each: {jn['tool']} is "
+              f"{mp['wall_s'] / jn['wall_s']:.1f}x faster than {mp['tool']}")
     for name, bad in mismatches.items():
         for f, pop, a, b in bad[:50]:
             print(f"  MISMATCH {name}: {f} {pop}: flowtools {a}, {name} {b}")
