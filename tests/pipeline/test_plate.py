@@ -291,3 +291,21 @@ def test_mfis_are_medians_of_the_gated_compensated_events(cohort, tmp_path):
                     assert np.isnan(value)
                     empty += 1
     assert checked > 100
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [d["num_threads"] for d in threadpool_info()]
+
+
+def test_workers_run_one_blas_thread():
+    """Regression: the worker cap came after numpy had loaded OpenBLAS, so each worker ran a thread per core."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from flowtools.pipeline.plate import _worker_init
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        threads = pool.submit(_blas_threads).result()
+    assert threads and set(threads) == {1}
