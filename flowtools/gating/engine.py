@@ -8,7 +8,7 @@ only on its parent's events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ class _Evaluator:
         channels: Sequence[str],
         fcs_matrix: SpilloverMatrix | None,
         where: str,
-        columns: dict[str, np.ndarray] | None = None,
+        columns: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.s = strategy
         self.events = events
@@ -320,6 +320,7 @@ def gate_events(
     *,
     fcs_matrix: SpilloverMatrix | None = None,
     sample_id: str | None = None,
+    columns: Mapping[str, np.ndarray] | None = None,
 ) -> GatingResult:
     """Evaluate a strategy on an event matrix of scale values.
 
@@ -335,6 +336,10 @@ def gate_events(
         What compensation ``"FCS"`` means (the file's own matrix); None means
         the file has none, and ``"FCS"`` is then uncompensated.
     sample_id : str, optional
+    columns : mapping of str to ndarray of float64, optional
+        Scaled values that replace some channels of ``events`` (``$PnN`` -> column),
+        for events whose other channels need no scaling (see
+        :meth:`FCSSample.scaled_events`); never detectors of a matrix in use.
 
     Returns
     -------
@@ -349,7 +354,7 @@ def gate_events(
     if x.ndim != 2 or x.shape[1] != len(channels):
         msg = f"events of shape {x.shape} do not match {len(channels)} channel names"
         raise GatingError(msg)
-    ev = _Evaluator(strategy, x, channels, fcs_matrix, sample_id or "sample")
+    ev = _Evaluator(strategy, x, channels, fcs_matrix, sample_id or "sample", dict(columns or {}))
     return GatingResult(strategy, x.shape[0], ev.evaluate(), sample_id)
 
 
@@ -375,5 +380,4 @@ def gate_sample(strategy: GatingStrategy, sample: FCSSample, *, sample_id: str |
         fcs_matrix = SpilloverMatrix.from_fcs(sample)
     name = sample_id or (sample.path.name if sample.path is not None else None)
     events, columns = sample_events(strategy, sample, fcs_matrix)
-    ev = _Evaluator(strategy, events, sample.pnn, fcs_matrix, name or "sample", columns)
-    return GatingResult(strategy, events.shape[0], ev.evaluate(), name)
+    return gate_events(strategy, events, sample.pnn, fcs_matrix=fcs_matrix, sample_id=name, columns=columns)
