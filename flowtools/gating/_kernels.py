@@ -3,7 +3,11 @@
 Each takes plain C-contiguous float64 arrays and writes a bool mask; each has a
 plain-numpy reference in ``tests/reference/gating_ref.py``. Serial and
 ``prange`` versions are compiled from the same function when this module loads
-(and cached on disk: see ``FLOWTOOLS_NUMBA_CACHE``).
+(and cached on disk: see ``FLOWTOOLS_NUMBA_CACHE``). Block-wise gating
+(:mod:`flowtools.gating._blockwise`) adds ``extract_columns`` (the compensated
+and raw columns of a block of rows, bit-identical to
+``compensation._kernels.compensate_rows``; tested against it) and ``range_and``
+(one rectangle dimension ANDed into a mask; tested against numpy).
 
 Edge rules (Gating-ML 2.0 compliance suite): a polygon point counts as inside
 when a horizontal ray to its right crosses the boundary an odd number of times,
@@ -19,7 +23,15 @@ import numpy as np
 
 from flowtools._config import NUMBA_CACHE
 
-__all__ = ["ellipsoid_mask", "polygon_mask", "rectangle_mask"]
+__all__ = [
+    "ellipsoid_mask",
+    "ellipsoid_serial",
+    "extract_columns",
+    "polygon_mask",
+    "polygon_serial",
+    "range_and",
+    "rectangle_mask",
+]
 
 _PARALLEL_MIN = 50_000  # below this, threads cost more than they save
 
@@ -96,6 +108,56 @@ def _rectangle(values, lo, hi, parent, out):  # noqa: ANN001, ANN202
     return out
 
 
+def _extract(x, lo, hi, idx, unmix, dets, raws, out):  # noqa: ANN001, ANN202
+    # Rows lo..hi of the columns a block-wise plan reads, as float64 columns of ``out``.
+    # Output o is the compensated detector dets[o] (a position in matrix order) when
+    # dets[o] >= 0, else the raw column raws[o] widened to float64. The products run in
+    # the order of compensation._kernels.compensate_rows (0.0, then + unmix[m, j] * x_m
+    # for m = 0, 1, ...), so every value is bit-identical to it.
+    p = x.shape[1]
+    k = idx.shape[0]
+    q = dets.shape[0]
+    chunk = 1024
+    blk = np.empty((k, chunk), dtype=np.float64)
+    res = np.empty(chunk, dtype=np.float64)
+    for start in range(lo, hi, chunk):
+        size = min(hi, start + chunk) - start
+        base = start - lo
+        for m in range(k):  # transposed detector values: the products below run over vectors
+            col = idx[m]
+            for i in range(size):
+                blk[m, i] = x[start + i, col]
+        for o in range(q):
+            j = dets[o]
+            if j >= 0:
+                for i in range(size):
+                    res[i] = 0.0
+                for m in range(k):
+                    u = unmix[m, j]
+                    for i in range(size):
+                        res[i] += u * blk[m, i]
+                for i in range(size):
+                    out[base + i, o] = res[i]
+            else:
+                col = raws[o]
+                if col < 0 or col >= p:
+                    continue
+                for i in range(size):
+                    out[base + i, o] = x[start + i, col]
+    return out
+
+
+def _range_and(v, lo, hi, src, out):  # noqa: ANN001, ANN202
+    # out = src & (lo <= v < hi), hi = +inf open (rectangle rule); ``out`` may be ``src``.
+    for i in range(v.shape[0]):
+        if src[i]:
+            x = v[i]
+            out[i] = x >= lo and (x < hi or hi == np.inf)
+        else:
+            out[i] = False
+    return out
+
+
 _ro1 = nb.types.Array(nb.float64, 1, "C", readonly=True)
 _b1 = nb.types.Array(nb.boolean, 1, "C")
 _rob1 = nb.types.Array(nb.boolean, 1, "C", readonly=True)
@@ -114,6 +176,21 @@ _ellipsoid_s = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True)(_ellipsoid)
 _ellipsoid_p = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_ellipsoid)
 _rectangle_s = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True)(_rectangle)
 _rectangle_p = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_rectangle)
+
+# ``out`` is column-major; numba types a one-row or one-column buffer as "C" (it is both).
+_EXTRACT_SIG = [
+    nb.types.Array(nb.float64, 2, lay)(
+        nb.types.Array(dt, 2, "C", readonly=True), nb.intp, nb.intp, nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.float64, 2, "C", readonly=True), nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.intp, 1, "C", readonly=True), nb.types.Array(nb.float64, 2, lay))
+    for dt in (nb.float32, nb.float64)
+    for lay in ("F", "C")
+]
+_RANGE_SIG = [_b1(_ro1, nb.float64, nb.float64, _rob1, _b1)]
+extract_columns = nb.njit(_EXTRACT_SIG, cache=NUMBA_CACHE, nogil=True)(_extract)
+range_and = nb.njit(_RANGE_SIG, cache=NUMBA_CACHE, nogil=True)(_range_and)
+polygon_serial = _polygon_s
+ellipsoid_serial = _ellipsoid_s
 
 
 def _f64(a: np.ndarray) -> np.ndarray:

@@ -70,6 +70,7 @@ __all__ = [
     "asinh_parallel",
     "asinh_serial",
     "build_table",
+    "exact_masked",
     "exact_parallel",
     "exact_serial",
     "fast_parallel",
@@ -371,6 +372,75 @@ def exact_parallel(x, p, table, lo_bits, hi_bits, shift, cell_mask, inv_cell, ro
     for i in prange(x.shape[0]):
         out[i] = _refine(x[i], xb[i], rows, lo_bits, hi_bits, shift, last_row, b, d, x1, top)
     _fix_nonfinite(x, p, tilt, out)
+    return out
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy", **_NOALIAS)
+def _masked_pass(x, rows, lo_bits, hi_bits, shift, b, d, x1, top, need, done, out):
+    """Pass 1 on every entry, stored where ``need`` and not ``done``: branch-free, vectorised."""
+    xb = x.view(np.int64)
+    last_row = rows.shape[0] // _ROW - 1
+    for i in range(x.shape[0]):
+        y = _refine(x[i], xb[i], rows, lo_bits, hi_bits, shift, last_row, b, d, x1, top)
+        out[i] = y if need[i] > done[i] else out[i]
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy", **_NOALIAS)
+def _gathered_pass(x, idx, rows, lo_bits, hi_bits, shift, b, d, x1, top, vals):
+    """Pass 1 on the entries ``idx`` of ``x``, into ``vals`` (vectorised with gathers)."""
+    xb = x.view(np.int64)
+    last_row = rows.shape[0] // _ROW - 1
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        vals[j] = _refine(x[i], xb[i], rows, lo_bits, hi_bits, shift, last_row, b, d, x1, top)
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def exact_masked(x, p, table, lo_bits, hi_bits, shift, cell_mask, inv_cell, rows, top, tilt, need, done, out):
+    """Exact path on the entries where ``need`` is set and ``done`` is not; sets ``done`` there.
+
+    Block-wise gating transforms a dimension only on its gates' parent events,
+    in place of a gather, a transform and a scatter. Per value it runs
+    :func:`exact_serial`'s two passes (:func:`_refine`, then the solver where
+    that is not finite), so every value is bit-identical to it. Other entries
+    of ``out`` are left as they are. When most entries are wanted, pass 1 runs
+    vectorised over all of them and keeps the wanted ones (``x`` must then hold
+    numbers everywhere, which any float64 does); otherwise a scalar loop visits
+    the wanted ones only.
+    """
+    n = x.shape[0]
+    b = p[P_B]
+    d = p[P_D]
+    x1 = p[P_X1]
+    # Branch-free counting and compaction (``a > b`` on bools is ``a and not b``): the masks
+    # of unordered events are random, and a branch per entry would mispredict half the time.
+    want = 0
+    for i in range(n):
+        want += need[i] > done[i]
+    if want == 0:
+        return out
+    idx = np.empty(want, dtype=np.intp)
+    k = 0
+    for i in range(n):
+        idx[k] = i
+        k += need[i] > done[i]
+        if k == want:
+            break
+    if 5 * want >= 4 * n:  # nearly all: one vectorised pass over everything, stored where wanted
+        _masked_pass(x, rows, lo_bits, hi_bits, shift, b, d, x1, top, need, done, out)
+    else:  # transform the wanted entries as a vector (gathers), scatter back
+        vals = np.empty(want, dtype=np.float64)
+        _gathered_pass(x, idx, rows, lo_bits, hi_bits, shift, b, d, x1, top, vals)
+        for j in range(want):
+            out[idx[j]] = vals[j]
+    for j in range(want):
+        i = idx[j]
+        if not math.isfinite(out[i]):
+            y = _one_exact_guess(x[i], p, np.nan)
+            if math.isfinite(y):
+                y -= tilt * (y - x1)
+            out[i] = y
+        done[i] = True
     return out
 
 

@@ -312,6 +312,20 @@ class _Biexponential:
             _run(_kernels.fast_serial, _kernels.fast_parallel, use, flat, p, *table, res)
         return res.reshape(shape)
 
+    def apply_where(self, x: np.ndarray, need: np.ndarray, done: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Exact display values of ``x`` where ``need`` is set and ``done`` is not, in place.
+
+        Serial. All four are 1-D C-contiguous arrays of one length: ``x`` and
+        ``out`` float64, ``need`` and ``done`` bool; ``done`` is set where values
+        were written, other entries of ``out`` are left as they are. Each value
+        is bit-identical to :meth:`apply` (``exact=True``). Block-wise gating
+        uses it to transform a dimension only on its gates' parent events.
+        """
+        from flowtools.transforms import _kernels
+
+        p, table = self._state()
+        return _kernels.exact_masked(x, p, *table, need, done, out)
+
     def inverse(self, y) -> np.ndarray:
         """Display values to data values (closed form); float64, same shape as ``y``."""
         p = (logicle_params if self._kind == "logicle" else hyperlog_params)(
