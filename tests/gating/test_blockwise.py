@@ -80,6 +80,23 @@ def test_range_and_matches_numpy(v, lo, width, seed):
     assert np.array_equal(out, src & (v >= lo) & ((v < hi) | (hi == np.inf)))
 
 
+@pytest.mark.parametrize("share", [0.0, 0.03, 0.099, 0.101, 0.5, 1.0])
+def test_polygon_serial_both_paths_match_the_reference(share):
+    """Below a tenth of parent events the point-by-point loop runs, above it the edge-major one."""
+    from reference.gating_ref import polygon_ref
+
+    rng = np.random.default_rng(11)
+    n = 5000
+    verts = np.array([[0.1, 0.1], [0.8, 0.15], [0.9, 0.7], [0.5, 0.5], [0.5, 0.95], [0.2, 0.6], [0.1, 0.6]])
+    # points on the vertices' coordinates and on the edges' lines exercise the edge rules
+    x = np.concatenate([rng.uniform(0, 1, n), verts[:, 0], np.full(3, 0.5), [np.nan, 0.3]])
+    y = np.concatenate([rng.uniform(0, 1, n), verts[:, 1], [0.5, 0.6, 0.1], [0.3, np.nan]])
+    parent = rng.random(x.size) < share
+    out = np.empty(x.size, dtype=bool)
+    k.polygon_serial(x, y, np.ascontiguousarray(verts[:, 0]), np.ascontiguousarray(verts[:, 1]), parent, out)
+    assert np.array_equal(out, parent & polygon_ref(x, y, verts))
+
+
 _SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 262144.0, -262144.0, 1e300, -1e300, 5e-324, 1e-30])
 
 
