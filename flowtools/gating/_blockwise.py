@@ -107,6 +107,11 @@ class BlockPlan:
                 self.ops.append(("ellipsoid", pid, spec))
             else:
                 raise _Unsupported
+        # Each population's mask lies within its parent's: a dimension transformed on the events
+        # of a population covers every descendant's events too (the root covers everything).
+        self.lineage: dict[str | None, frozenset[str | None]] = {None: frozenset({None})}
+        for pid, pop in strategy.populations.items():
+            self.lineage[pid] = self.lineage[pop.parent] | {pid}
         self._finish_groups()
 
     # -- compilation -----------------------------------------------------------------------------
@@ -205,15 +210,20 @@ class BlockPlan:
             return where[lo : lo + size]
         return self.groups[where]["out"][:size, o]
 
-    def _value(self, key: tuple[Any, ...], parent: np.ndarray, lo: int, size: int) -> np.ndarray:
-        """A dimension's block values, valid at least where ``parent`` is True."""
+    def _value(self, key: tuple[Any, ...], parent: np.ndarray, parent_id: str | None, lo: int,
+               size: int) -> np.ndarray:
+        """A dimension's block values, valid at least where ``parent`` (population ``parent_id``) is True."""
         spec = self.dims[key]
         kind = spec["kind"]
         if kind == "base":
             return self._source(spec["src"], lo, size)
         buf = spec["buf"][:size]
         if kind == "masked":
-            spec["transform"].apply_where(self._source(spec["src"], lo, size), parent, spec["done"][:size], buf)
+            covered = spec["covered"]
+            if covered.isdisjoint(self.lineage[parent_id]):  # not yet done on an ancestor's events
+                spec["transform"].apply_where(self._source(spec["src"], lo, size), parent, spec["done"][:size],
+                                              buf)
+                covered.add(parent_id)
             return buf
         if not spec["fresh"]:
             inputs = [self._source(s, lo, size) for s in spec["inputs"]]
@@ -239,6 +249,7 @@ class BlockPlan:
             for spec in self.dims.values():
                 if spec["kind"] == "masked":
                     spec["done"][:size] = False
+                    spec["covered"] = set()
                 elif spec["kind"] == "full":
                     spec["fresh"] = False
             ones = self.ones[:size]
@@ -249,19 +260,19 @@ class BlockPlan:
                 if op == "ranges":
                     src = parent
                     for key, a, b in spec:
-                        k.range_and(self._value(key, parent, lo, size), a, b, src, out)
+                        k.range_and(self._value(key, parent, parent_id, lo, size), a, b, src, out)
                         src = out
                     if not spec:
                         out[:] = parent
                 elif op == "polygon":
                     kx, ky, vx, vy = spec
-                    k.polygon_serial(self._value(kx, parent, lo, size), self._value(ky, parent, lo, size),
-                                     vx, vy, parent, out)
+                    k.polygon_serial(self._value(kx, parent, parent_id, lo, size),
+                                     self._value(ky, parent, parent_id, lo, size), vx, vy, parent, out)
                 elif op == "ellipsoid":
                     keys, mean, inv_cov, dist2 = spec
                     stack = np.empty((size, len(keys)), dtype=np.float64, order="F")
                     for j, key in enumerate(keys):
-                        stack[:, j] = self._value(key, parent, lo, size)
+                        stack[:, j] = self._value(key, parent, parent_id, lo, size)
                     k.ellipsoid_serial(stack, mean, inv_cov, dist2, parent, out)
                 else:
                     self._boolean(spec, masks, lo, hi, parent, out)
