@@ -213,10 +213,26 @@ class _Evaluator:
             self._cols[key] = np.empty(self.n, dtype=np.float64)
             self._partial[key] = np.zeros(self.n, dtype=np.bool_)
         done = self._partial[key]
+        transform = self.s.transforms[d.transform] if d.transform is not None else None
+        if not d.ratio and hasattr(transform, "apply_where"):
+            # logicle/hyperlog: the masked kernel transforms rows not yet done in place (no gather/scatter)
+            transform.apply_where(self._base_f64(d.compensation, d.name), np.ascontiguousarray(rows, dtype=np.bool_),
+                                  done, self._cols[key])
+            return self._cols[key]
         need = rows & ~done
         if need.any():
             self._fill(d, key, need)
             done |= need
+        return self._cols[key]
+
+    def _base_f64(self, compensation: str, name: str) -> np.ndarray:
+        """A parameter's (compensated) values as one contiguous float64 array (copied once if strided)."""
+        col = self._base(compensation, name)
+        if col.dtype == np.float64 and col.flags.c_contiguous:
+            return col
+        key = ("base64", compensation, name)
+        if key not in self._cols:
+            self._cols[key] = np.ascontiguousarray(col, dtype=np.float64)
         return self._cols[key]
 
     def _fill(self, d: Dimension, key: tuple[Any, ...], need: np.ndarray) -> None:
