@@ -6,7 +6,8 @@ flowtools objects, exports it as Gating-ML 2.0 with :func:`write_gatingml`, and 
 file of the plate with both tools from that same XML document:
 
 * ``flowtools``     ``read_gatingml(xml)``, then per file ``gate_sample(strategy, read_fcs(path))``,
-                    serially (the gate kernels may use Numba threads inside one file);
+                    serially (block-wise evaluation, ``flowtools.gating._blockwise``: serial kernels
+                    on blocks of 16,384 events; the default thread count changes nothing);
 * ``flowtools-1t``  the same with ``NUMBA_NUM_THREADS=1`` (one core, as FlowKit);
 * ``flowtools-jN``  the same over a ``ProcessPoolExecutor(N)`` (``--jobs N``, N > 1), one Numba
                     thread per worker;
