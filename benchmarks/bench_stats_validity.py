@@ -23,11 +23,16 @@ cohort's own outcomes (the spread no method can beat), and the external slope:
 each model fitted on the whole cohort as ``fit_model`` does, then recalibrated
 against the true probabilities of a large independent cohort (what a fitted
 model does for new women). Riley et al. (BMJ 2020) criterion (i) (expected
-shrinkage >= 0.9) gives the sample size each model would need.
+shrinkage >= 0.9) gives the sample size each model would need. Calibration size
+sweep (``--calibration-sizes``, ``--calibration-cohorts``; reported, not judged):
+the prediction part alone (same models, nested CV and external slope) on planted
+cohorts of larger sizes, and the smallest size whose clinical + immune CV slope
+median lies in 0.8-1.2 (``checks.calibration_target_met_at``).
 
 Prints a table and writes JSON (default ``benchmarks/results/bench_stats_validity.json``).
 Usage: ``python benchmarks/bench_stats_validity.py [--null 200] [--planted 50] [--women 200]``.
-Quick look: ``--null 20 --planted 10 --sizes 200,400 --out-json /tmp/quick.json``.
+Quick look: ``--null 20 --planted 10 --sizes 200,400 --calibration-sizes 800,1600
+--calibration-cohorts 4 --out-json /tmp/quick.json``.
 """
 
 from __future__ import annotations
@@ -217,6 +222,32 @@ def planted_job(args: tuple) -> dict:
     return out
 
 
+def calibration_job(args: tuple) -> dict:
+    """The prediction part of ``planted_job`` alone (no comparison tests), for the calibration size sweep."""
+    seed, n, ext_path = args
+    from flowtools.stats.predict import CLINICAL_FEATURES, cross_validate_models
+
+    warnings.simplefilter("ignore")
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        d, counts, clin = _cohort(tmp, n, seed, null=False)
+        xc, imm, y, orc = _rm_frames(d, counts, clin)
+    blocks = {"clinical": xc, "clinical + immune": pd.concat([xc, imm], axis=1), "oracle": orc}
+    ev = cross_validate_models(blocks, y, n_repeats=2, seed=seed, unpenalized=CLINICAL_FEATURES["next_loss"])
+    out = {
+        "seed": seed,
+        "n": n,
+        "rm_women": int(y.size),
+        "auc": ev.auc.set_index("model")[["auc", "calibration_slope"]].to_dict(orient="index"),
+    }
+    ext_slope = _external_slopes(blocks, y, pd.read_pickle(ext_path), seed, CLINICAL_FEATURES["next_loss"])
+    for m, v in ext_slope.items():
+        out["auc"][m]["external_slope"] = v
+    out["true_model_slope"] = _slope(y, _true_logit(orc))
+    out["wall_s"] = time.perf_counter() - t
+    return out
+
+
 def _kind(population: str) -> str:
     path = population.partition("|")[2]
     if any(path.endswith(p) for p in PLANTED):
@@ -241,7 +272,20 @@ def main() -> None:  # noqa: D103
         default=8000,
         help="size of the independent cohort of the external slope",
     )
+    ap.add_argument(
+        "--calibration-sizes",
+        default="400,800,1600,3200",
+        help="comma-separated women per cohort of the calibration size sweep (empty: off)",
+    )
+    ap.add_argument(
+        "--calibration-cohorts", type=int, default=20, help="planted cohorts per sweep size (0: off)"
+    )
     args = ap.parse_args()
+    cal_sizes = (
+        [int(v) for v in args.calibration_sizes.split(",") if v.strip()]
+        if args.calibration_sizes and args.calibration_cohorts > 0
+        else []
+    )
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
     ext_dir = tempfile.TemporaryDirectory()
@@ -264,6 +308,18 @@ def main() -> None:  # noqa: D103
                 ],
             )
         )
+        t_cal = time.perf_counter()
+        # prediction part only, distinct seeds; largest cohorts first so the pool ends evenly
+        cal_jobs = sorted(
+            (
+                (60_000 + 1000 * i + s, n, ext_path)
+                for i, n in enumerate(cal_sizes)
+                for s in range(args.calibration_cohorts)
+            ),
+            key=lambda a: -a[1],
+        )
+        calibration = list(ex.map(calibration_job, cal_jobs))
+        t_cal = time.perf_counter() - t_cal
     wall = time.perf_counter() - t0
     ext_dir.cleanup()
 
@@ -500,6 +556,83 @@ def main() -> None:  # noqa: D103
         + f". External cohort: {rl['external_rm_women']} RM women, true model's slope on their outcomes "
         f"{rl['true_model_slope_external']:.2f}.",
     ]
+
+    # Calibration size sweep: at which cohort size does the clinical + immune CV slope reach the target?
+    lo, hi = TARGETS["calibration_slope"]
+    result["calibration_by_size"] = {}
+    result["calibration_wall_s"] = round(t_cal, 1)
+    met_at = None
+    if cal_sizes:
+        lines += [
+            "",
+            f"## Calibration slope by cohort size, {args.calibration_cohorts} planted cohorts per size "
+            "(prediction only, RM women, nested CV 5 folds x 2 repeats)",
+            "",
+            "| women | RM women (median) | model | CV slope median (IQR) | share 0.8-1.2 "
+            "| external slope median | mean AUC |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n_cal in cal_sizes:
+            rs = [r for r in calibration if r["n"] == n_cal]
+            rm_n = float(np.median([r["rm_women"] for r in rs]))
+            entry: dict = {"cohorts": len(rs), "rm_women_median": rm_n}
+            for m in models:
+                v = np.array([r["auc"][m]["calibration_slope"] for r in rs])
+                ev_ = np.array([r["auc"][m]["external_slope"] for r in rs])
+                entry[m] = {
+                    "slope_median": float(np.median(v)),
+                    "slope_q25": float(np.quantile(v, 0.25)),
+                    "slope_q75": float(np.quantile(v, 0.75)),
+                    "slope_mean": float(np.mean(v)),
+                    "slope_share_in_0.8_1.2": float(np.mean((v >= lo) & (v <= hi))),
+                    "external_slope_median": float(np.median(ev_)),
+                    "external_slope_share_in_0.8_1.2": float(np.mean((ev_ >= lo) & (ev_ <= hi))),
+                    "auc_mean": float(np.mean([r["auc"][m]["auc"] for r in rs])),
+                }
+            tv = np.array([r["true_model_slope"] for r in rs])
+            entry["true model"] = {
+                "slope_median": float(np.median(tv)),
+                "slope_q25": float(np.quantile(tv, 0.25)),
+                "slope_q75": float(np.quantile(tv, 0.75)),
+                "slope_share_in_0.8_1.2": float(np.mean((tv >= lo) & (tv <= hi))),
+            }
+            entry["mean_cohort_wall_s"] = float(np.mean([r["wall_s"] for r in rs]))
+            entry["target_met"] = bool(lo <= entry["clinical + immune"]["slope_median"] <= hi)
+            if entry["target_met"] and met_at is None:
+                met_at = n_cal
+            result["calibration_by_size"][str(n_cal)] = entry
+            for m in models:
+                e = entry[m]
+                lines.append(
+                    f"| {n_cal} | {rm_n:.0f} | {m} | {e['slope_median']:.2f} ({e['slope_q25']:.2f}-"
+                    f"{e['slope_q75']:.2f}) | {e['slope_share_in_0.8_1.2']:.2f} "
+                    f"| {e['external_slope_median']:.2f} | {e['auc_mean']:.3f} |"
+                )
+            tm = entry["true model"]
+            lines.append(
+                f"| {n_cal} | {rm_n:.0f} | true model, own outcomes | {tm['slope_median']:.2f} "
+                f"({tm['slope_q25']:.2f}-{tm['slope_q75']:.2f}) | {tm['slope_share_in_0.8_1.2']:.2f} | | |"
+            )
+        if met_at is None:
+            verdict_cal = f"not reached at any swept size ({', '.join(map(str, cal_sizes))} women per cohort)"
+        else:
+            later = [n for n in cal_sizes if n > met_at]
+            stays = all(result["calibration_by_size"][str(n)]["target_met"] for n in later)
+            verdict_cal = (
+                f"first reached at {met_at} women per cohort "
+                f"(~{result['calibration_by_size'][str(met_at)]['rm_women_median']:.0f} RM women)"
+                + (
+                    ", and at every larger swept size"
+                    if later and stays
+                    else (", not at every larger swept size" if later else "")
+                )
+            )
+        lines.append(
+            f"\nCalibration slope size sweep (clinical + immune, median CV slope in {lo}-{hi}): "
+            f"{verdict_cal}; default size {args.women} judged above. [sweep: reported, not judged; "
+            f"{t_cal:.0f} s]"
+        )
+    result["checks"]["calibration_target_met_at"] = met_at
     result["all_targets_met"] = bool(ok_all)
     lines.append(f"\nall targets met: {ok_all}; wall {wall:.0f} s ({args.jobs} processes)")
     text = "\n".join(lines)
