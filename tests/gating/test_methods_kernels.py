@@ -1,0 +1,356 @@
+"""Kernels and fast paths of the gating methods against plain-numpy references and scikit-learn.
+
+- ``gmm_em`` / ``kmeans_lloyd`` (numba) against plain-numpy EM / Lloyd written from
+  scikit-learn's formulas, and ``_fit_mixture`` against ``GaussianMixture`` itself
+  (the same k-means++ draws, Lloyd iterations and EM: equal to rounding);
+- the sorted-order shortcuts of ``singlet`` (``_scale_model``) and ``qc`` (``_ranks``)
+  against the straightforward code they replaced: bit-for-bit equal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowtools.gating import _methods as M
+from flowtools.gating import _methods_kernels as K
+from flowtools.gating.methods import MethodContext, get_method
+
+_EPS10 = 10 * np.finfo(np.float64).eps
+
+
+def _blobs(n: int, d: int, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d))
+    which = rng.integers(0, k, n)
+    scales = rng.uniform(0.3, 1.5, size=(k, d))
+    return np.ascontiguousarray(centers[which] + rng.normal(size=(n, d)) * scales[which])
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+def _m_step_ref(x, resp, reg):
+    nk = resp.sum(axis=0) + _EPS10
+    means = resp.T @ x / nk[:, None]
+    d = x.shape[1]
+    covs = np.empty((resp.shape[1], d, d))
+    for j in range(resp.shape[1]):
+        diff = x - means[j]
+        covs[j] = (resp[:, j] * diff.T) @ diff / nk[j]
+        covs[j].flat[:: d + 1] += reg
+    return nk, means, covs
+
+
+def gmm_em_ref(x, labels, k, reg=1e-4, tol=1e-3, max_iter=300):
+    """Plain-numpy EM of a full-covariance mixture from hard labels (scikit-learn's formulas)."""
+    n, d = x.shape
+    resp = np.zeros((n, k))
+    resp[np.arange(n), labels] = 1.0
+    nk, means, covs = _m_step_ref(x, resp, reg)
+    w = nk / n
+    lower = -np.inf
+    for it in range(1, max_iter + 1):
+        prev = lower
+        prec = [np.linalg.inv(np.linalg.cholesky(c)).T for c in covs]
+        logp = np.stack(
+            [-0.5 * (d * math.log(2 * math.pi) + (((x - means[j]) @ prec[j]) ** 2).sum(axis=1))
+             + np.log(np.diag(prec[j])).sum() for j in range(k)], axis=1) + np.log(w)
+        top = logp.max(axis=1)
+        norm = top + np.log(np.exp(logp - top[:, None]).sum(axis=1))
+        lower = norm.mean()
+        nk, means, covs = _m_step_ref(x, np.exp(logp - norm[:, None]), reg)
+        w = nk / nk.sum()
+        if abs(lower - prev) < tol:
+            return 1, it, w, means, covs
+    return 0, max_iter, w, means, covs
+
+
+def kmeans_lloyd_ref(x, centers, tol, max_iter=300):
+    """Plain-numpy Lloyd iterations (scikit-learn's ``_kmeans_single_lloyd``, unit weights)."""
+    k = centers.shape[0]
+    labels = np.full(x.shape[0], -1)
+    old = labels.copy()
+    strict = False
+
+    def assign(c):
+        return np.argmin((c**2).sum(axis=1)[None, :] - 2.0 * (x @ c.T), axis=1)
+
+    it = 0
+    while it < max_iter:
+        it += 1
+        labels = assign(centers)
+        counts = np.bincount(labels, minlength=k).astype(float)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, x)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            far = ((x - centers[labels]) ** 2).sum(axis=1)
+            order = np.argsort(-far, kind="stable")
+            for e, j in enumerate(empty):
+                i = order[e]
+                sums[labels[i]] -= x[i]
+                sums[j] = x[i]
+                counts[labels[i]] -= 1
+                counts[j] = 1
+        new = sums / counts[:, None]
+        shift = np.sqrt(((new - centers) ** 2).sum(axis=1))
+        centers = new
+        if np.array_equal(labels, old):
+            strict = True
+            break
+        if (shift**2).sum() <= tol:
+            break
+        old = labels
+    if not strict:
+        labels = assign(centers)
+    return labels, centers, it
+
+
+# ------------------------------------------------------------------------------------------ EM
+
+
+@pytest.mark.parametrize(("d", "k", "seed"),
+                         [(1, 2, 0), (1, 3, 1), (2, 1, 2), (2, 3, 3), (2, 4, 4), (3, 3, 5), (2, 6, 6)])
+def test_gmm_em_matches_numpy_reference(d, k, seed):
+    x = _blobs(3000, d, k, seed)
+    labels = np.random.default_rng(seed).integers(0, k, x.shape[0])
+    labels[:k] = np.arange(k)  # every component starts with members
+    w, m, c = np.empty(k), np.empty((k, d)), np.empty((k, d, d))
+    status, n_iter, _ = K.gmm_em(x, labels, 1e-4, 1e-3, 300, w, m, c)
+    r_status, r_iter, rw, rm, rc = gmm_em_ref(x, labels, k)
+    assert (status, n_iter) == (r_status, r_iter)
+    np.testing.assert_allclose(w, rw, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(m, rm, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c, rc, rtol=1e-10, atol=1e-12)
+
+
+def test_gmm_em_reports_a_singular_covariance():
+    x = np.zeros((50, 2))
+    x[25:] = 1.0
+    w, m, c = np.empty(2), np.empty((2, 2)), np.empty((2, 2, 2))
+    status, _, _ = K.gmm_em(x, np.repeat([0, 1], 25), 0.0, 1e-3, 300, w, m, c)
+    assert status == -1
+
+
+# ------------------------------------------------------------------------------------------ k-means
+
+
+@pytest.mark.parametrize(("d", "k", "seed"), [(1, 3, 0), (2, 3, 1), (2, 4, 2), (3, 5, 3)])
+def test_kmeans_lloyd_matches_numpy_reference(d, k, seed):
+    x = _blobs(4000, d, k, seed)
+    x = x - x.mean(axis=0)
+    init = x[np.random.default_rng(seed).choice(x.shape[0], k, replace=False)]
+    tol = float(np.mean(np.var(x, axis=0))) * 1e-4
+    centers = init.copy()
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    n_iter = K.kmeans_lloyd(x, centers, tol, 300, labels)
+    r_labels, r_centers, r_iter = kmeans_lloyd_ref(x, init.copy(), tol)
+    assert n_iter == r_iter
+    np.testing.assert_array_equal(labels, r_labels)
+    np.testing.assert_allclose(centers, r_centers, rtol=1e-12, atol=1e-12)
+
+
+def test_kmeans_lloyd_relocates_an_empty_cluster_like_sklearn():
+    from sklearn.cluster._kmeans import _kmeans_single_lloyd
+
+    x = _blobs(2000, 2, 3, 7)
+    x = x - x.mean(axis=0)
+    init = np.array([x[0], x[1], [1e3, 1e3]])  # the far centre wins no event at first
+    tol = float(np.mean(np.var(x, axis=0))) * 1e-4
+    centers = init.copy()
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    n_iter = K.kmeans_lloyd(x, centers, tol, 300, labels)
+    r_labels, r_centers, r_iter = kmeans_lloyd_ref(x, init.copy(), tol)
+    s_labels, _, s_centers, s_iter = _kmeans_single_lloyd(
+        x, np.ones(x.shape[0]), init.copy(), tol=tol, n_threads=1)
+    assert n_iter == r_iter == s_iter
+    np.testing.assert_array_equal(labels, r_labels)
+    np.testing.assert_array_equal(labels, s_labels)
+    np.testing.assert_allclose(centers, s_centers, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ vs scikit-learn
+
+
+@pytest.mark.parametrize(("n", "d", "k", "seed"),
+                         [(5000, 1, 2, 0), (8000, 2, 3, 1), (20000, 2, 4, 2), (6000, 3, 3, 3),
+                          (3000, 2, 5, 4), (4000, 2, 3, 11), (3000, 2, 1, 5)])
+def test_fit_mixture_matches_sklearn_gaussian_mixture(n, d, k, seed):
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    z = _blobs(n, d, k, seed)
+    status, n_iter, w, m, c = M._fit_mixture(z, k, seed)
+    gm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=300, random_state=seed).fit(z)
+    assert status == int(gm.converged_)
+    assert n_iter == gm.n_iter_
+    np.testing.assert_allclose(w, gm.weights_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m, gm.means_, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(c, gm.covariances_, rtol=1e-9, atol=1e-10)
+    # The initial labels are scikit-learn's k-means labels, event for event.
+    km = KMeans(k, n_init=1, random_state=np.random.RandomState(seed)).fit(z)
+    xc = z - z.mean(axis=0)
+    centers = M._kmeans_plusplus(xc, k, np.einsum("ij,ij->i", xc, xc), np.random.RandomState(seed))
+    labels = np.empty(n, dtype=np.int64)
+    K.kmeans_lloyd(xc, centers, float(np.mean(np.var(z, axis=0))) * 1e-4, 300, labels)
+    np.testing.assert_array_equal(labels, km.labels_)
+
+
+def _gmm_sklearn_ref(values, ctx, *, k, target, level, max_events):
+    """The gmm method as it was with scikit-learn's GaussianMixture (same standardisation and pick)."""
+    from sklearn.mixture import GaussianMixture
+
+    x = M._subsample(np.asarray(values, dtype=np.float64), max_events, ctx.seed)
+    center = np.median(x, axis=0)
+    scale = np.array([M._robust_center_scale(x[:, j])[1] or float(np.std(x[:, j]))
+                      for j in range(x.shape[1])])
+    z = (x - center) / scale
+    gm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=300, random_state=ctx.seed)
+    gm.fit(z)
+    means = gm.means_ * scale + center
+    pick = int(np.argmin(((means - np.asarray(target)) ** 2).sum(axis=1)))
+    return means[pick], gm.covariances_[pick] * np.outer(scale, scale)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_gmm_gate_matches_the_sklearn_gate(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal([55000, 14000], [6000, 3000], (30000, 2)),
+                        rng.normal([90000, 60000], [15000, 20000], (15000, 2)),
+                        rng.normal([20000, 8000], [5000, 3000], (8000, 2))])
+    c = MethodContext("Root/lymphocytes", ("FSC-A", "SSC-A"), ((0.0, 262144.0),) * 2, seed)
+    args = {"k": 3, "target": (55000.0, 14000.0), "level": 0.999, "max_events": 20_000}
+    g = get_method("gmm").fn(x, c, **args)
+    mean, cov = _gmm_sklearn_ref(x, c, **args)
+    np.testing.assert_allclose(g.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(g.covariance, cov, rtol=1e-9)
+    assert get_method("gmm").fn(x, c, **args) == g  # deterministic for a seed
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 600), d=st.integers(1, 3), k=st.integers(1, 6), levels=st.integers(1, 4),
+       seed=st.integers(0, 2**32 - 1))
+def test_has_distinct_rows_counts_like_unique(n, d, k, levels, seed):
+    z = np.random.default_rng(seed).integers(0, levels, size=(n, d)).astype(float)
+    if n > 300:
+        z[:290] = z[0]  # the first rows alike: the full scan decides
+    assert M._has_distinct_rows(z, k) == (np.unique(z, axis=0).shape[0] >= k)
+
+
+# ------------------------------------------------------------------------------------------ medians, sorting
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 2000), ties=st.booleans(), special=st.sampled_from(["none", "nan", "inf", "zeros"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_median_is_numpy_median_bit_for_bit(n, ties, special, seed):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-3, 4, n).astype(float) if ties else rng.normal(size=n) * 1e3
+    if n and special == "nan":
+        v[rng.integers(0, n)] = np.nan
+    elif n and special == "inf":
+        v[rng.random(n) < 0.2] = np.inf
+        v[rng.random(n) < 0.1] = -np.inf
+    elif special == "zeros":
+        v[rng.random(n) < 0.5] = 0.0
+        v[rng.random(n) < 0.5] *= -1.0
+    with np.errstate(invalid="ignore"):
+        want = float(np.median(v)) if n else math.nan
+    got = M._median(v)
+    assert (math.isnan(got) and math.isnan(want)) or got == want
+    assert math.copysign(1.0, got) == math.copysign(1.0, want) or math.isnan(want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 3000), levels=st.integers(1, 50), noise=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_stable_argsort_is_numpy_stable_argsort(n, levels, noise, seed):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-levels, levels + 1, n).astype(float)
+    v[rng.random(n) < 0.3] *= -1.0  # -0.0 beside 0.0: equal, so kept in index order
+    if noise:
+        v += np.round(rng.normal(size=n), 1)  # some ties left
+    np.testing.assert_array_equal(K.stable_argsort(v), np.argsort(v, kind="stable"))
+
+
+# ------------------------------------------------------------------------------------------ singlet / qc
+
+
+def _scale_model_old(a, e, floor):
+    """``_scale_model`` before it took pre-sorted input (argsort and np.median of every bin)."""
+    order = np.argsort(a, kind="stable")
+    a_s, e_s = a[order], e[order]
+    edges = np.quantile(a_s, np.linspace(0.0, 1.0, 17))
+    which = np.clip(np.searchsorted(edges, a_s, side="right") - 1, 0, 15)
+    bounds = np.searchsorted(which, np.arange(17), side="left")
+    mids, scales = [], []
+    for b in range(16):
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi - lo >= 10:
+            eb = e_s[lo:hi]
+            mids.append(float(np.median(a_s[lo:hi])))
+            scales.append(M._MAD_SD * float(np.median(np.abs(eb - np.median(eb)))))
+    if len(mids) < 2 or np.ptp(mids) == 0:
+        return max(M._robust_center_scale(e)[1], floor), 0.0
+    c1, c0 = np.polyfit(np.asarray(mids), np.asarray(scales), 1)
+    return float(c0), float(c1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 3000), ties=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_scale_model_on_sorted_subsets_is_bit_identical(n, ties, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-3, 30, n).astype(float) if ties else rng.lognormal(10, 1, n)
+    a[rng.random(n) < 0.2] *= -1.0  # -0.0 among the ties
+    e = rng.normal(size=n) * (1 + a / a.max())
+    keep = rng.random(n) < 0.8
+    order = np.argsort(a, kind="stable")
+    kept = order[keep[order]]  # what singlet passes
+    assert _scale_model_old(a[keep], e[keep], 1e-9) == M._scale_model(a[kept], e[kept], 1e-9)
+
+
+def _ranks_old(v):
+    q = np.quantile(np.sort(v[:: max(1, v.size // 200_000)]), np.linspace(0.0, 1.0, 1001))
+    xp, inv = np.unique(q, return_inverse=True)
+    fp = np.bincount(inv, weights=np.linspace(0.0, 1.0, 1001)) / np.bincount(inv)
+    if xp.size == 1:
+        return np.full(v.size, 0.5)
+    return np.interp(v, xp, fp)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 5000), ties=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_ranks_in_sorted_order_are_bit_identical(n, ties, seed):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-3, 4, n).astype(float) if ties else rng.normal(size=n)
+    if ties:
+        v[rng.random(n) < 0.3] *= -1.0  # -0.0 beside 0.0
+    np.testing.assert_array_equal(M._ranks(v), _ranks_old(v))
+
+
+def test_qc_same_windows_for_events_in_time_order_or_not():
+    rng = np.random.default_rng(5)
+    n = 30000
+    t = np.sort(rng.uniform(0, 600, n))
+    sig = rng.normal(size=(n, 2))
+    sig[(t > 200) & (t < 230)] += 3.0  # a signal shift
+    x = np.column_stack([t, sig])
+    c = MethodContext("Root/qc", ("Time", "a", "b"), ((0.0, 600.0),) * 3, 0)
+    args = {"bins": 100, "binning": "count", "z": 4.0, "min_events": 20, "min_run": 1}
+    ordered = get_method("qc").fn(x, c, **args)
+    shuffled = get_method("qc").fn(x[rng.permutation(n)], c, **args)
+    assert ordered == shuffled
+    assert len(ordered.windows) >= 2
+
+
+def test_gmm_seed_out_of_range_is_a_gating_error():
+    from flowtools.errors import GatingError
+
+    x = _blobs(500, 2, 2, 0)
+    c = MethodContext("Root/x", ("a", "b"), ((0.0, 1.0),) * 2, 2**40)
+    with pytest.raises(GatingError, match="mixture fit failed"):
+        get_method("gmm").fn(x, c, k=2, target="largest", level=0.9, max_events=1000)

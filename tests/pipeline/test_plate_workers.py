@@ -1,0 +1,38 @@
+"""Worker start-up helpers of the batch runner: warm-up and output-module preloading."""
+
+from __future__ import annotations
+
+import sys
+
+from flowtools.pipeline import plate
+
+
+def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
+    plate._warm_worker()
+    assert "flowtools.gating._methods_kernels" in sys.modules
+    monkeypatch.setattr("flowtools.gating._methods.gmm", None)  # a broken warm-up is silent
+    plate._warm_worker()
+
+
+def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
+    with plate._Executor(1, None) as ex:
+        assert not ex.remote
+        ex.warm_up()
+        assert list(ex.map(abs, [-1, 2])) == [1, 2]
+
+
+def _loaded(_: int) -> bool:
+    return "flowtools.gating._methods_kernels" in sys.modules and "flowtools.gating._kernels" in sys.modules
+
+
+def test_pool_executor_warms_up_and_runs_tasks():
+    with plate._Executor(2, None) as ex:
+        assert ex.remote
+        ex.warm_up()
+        assert sorted(ex.map(abs, [-3, 4, -5])) == [3, 4, 5]
+        assert all(ex.map(_loaded, [0, 1]))  # _worker_init loaded them
+
+
+def test_import_table_writers():
+    plate._import_table_writers()
+    assert "pandas" in sys.modules
