@@ -240,6 +240,13 @@ polygon_serial = _polygon_s
 ellipsoid_serial = _ellipsoid_s
 
 
+def _use_threads(parallel: bool | None, n: int) -> bool:
+    if parallel is not None:
+        return bool(parallel)
+    # A prange loop on one thread (plate workers, NUMBA_NUM_THREADS=1) only adds overhead.
+    return n >= _PARALLEL_MIN and nb.get_num_threads() > 1
+
+
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
@@ -275,7 +282,7 @@ def polygon_mask(
     parent : ndarray of bool, shape (n,), optional
         Only these events are tested (the others are False): a child gate on its parent.
     parallel : bool, optional
-        Default: threads when n >= 50,000.
+        Default: serial (the edge-major kernel on one core beats threads point by point).
 
     Returns
     -------
@@ -283,7 +290,8 @@ def polygon_mask(
     """
     v = _f64(vertices)
     n = x.shape[0]
-    fn = _polygon_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _polygon_s
+    # Default serial: the edge-major kernel on one core beats the point-by-point prange loop.
+    fn = _polygon_p if parallel else _polygon_s
     return fn(_f64(x), _f64(y), np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), _parent(n, parent),
               _out(n, out))
 
@@ -300,7 +308,7 @@ def ellipsoid_mask(
 ) -> np.ndarray:
     """``(v - mean)^T inv_cov (v - mean) <= distance_square`` per row of ``values`` (n, d)."""
     n = values.shape[0]
-    fn = _ellipsoid_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _ellipsoid_s
+    fn = _ellipsoid_p if _use_threads(parallel, n) else _ellipsoid_s
     return fn(_f64_cols(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
 
 
@@ -315,5 +323,5 @@ def rectangle_mask(
 ) -> np.ndarray:
     """``lo <= v < hi`` on every column of ``values`` (n, d); use -inf/inf for open bounds."""
     n = values.shape[0]
-    fn = _rectangle_p if (parallel if parallel is not None else n >= _PARALLEL_MIN) else _rectangle_s
+    fn = _rectangle_p if _use_threads(parallel, n) else _rectangle_s
     return fn(_f64_cols(values), _f64(lo), _f64(hi), _parent(n, parent), _out(n, out))

@@ -298,9 +298,9 @@ class _Evaluator:
         g = pop.gate
         rk = pop.parent
         if isinstance(g, RectangleGate):
-            lo = np.array([-np.inf if v is None else v for v in g.mins], dtype=np.float64)
-            hi = np.array([np.inf if v is None else v for v in g.maxs], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(g.dimensions, parent, rk), lo, hi, parent=parent)
+            lo = [-np.inf if v is None else float(v) for v in g.mins]
+            hi = [np.inf if v is None else float(v) for v in g.maxs]
+            return self._ranges(k, g.dimensions, lo, hi, parent)
         if isinstance(g, PolygonGate):
             verts = np.array(g.vertices, dtype=np.float64)
             return k.polygon_mask(self.values(g.dimensions[0], parent), self.values(g.dimensions[1], parent), verts,
@@ -312,11 +312,22 @@ class _Evaluator:
             quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
             bounds = g.bounds(quadrant)
             dims = [div.dimension for div, _, _ in bounds]
-            lo = np.array([b[1] for b in bounds], dtype=np.float64)
-            hi = np.array([b[2] for b in bounds], dtype=np.float64)
-            return k.rectangle_mask(self.matrix(dims, parent, rk), lo, hi, parent=parent)
+            return self._ranges(k, dims, [float(b[1]) for b in bounds], [float(b[2]) for b in bounds], parent)
         msg = f"unsupported gate type {type(g).__name__}"
         raise GatingError(msg)
+
+    def _ranges(self, k: Any, dims: Sequence[Dimension], lo: Sequence[float], hi: Sequence[float],
+                parent: np.ndarray | None) -> np.ndarray:
+        """``lo <= v < hi`` on every dimension (hi = +inf open), within ``parent``: one pass per
+        dimension over its column, no stacked copy (the rectangle rule, as ``rectangle_mask``)."""
+        out = np.empty(self.n, dtype=np.bool_)
+        src = parent if parent is not None else np.ones(self.n, dtype=np.bool_)
+        if not dims:
+            out[:] = src
+        for d, a, b in zip(dims, lo, hi, strict=True):
+            k.range_and(self.values(d, parent), a, b, src, out)
+            src = out
+        return out
 
     def _boolean(self, g: BooleanGate, parent: np.ndarray | None) -> np.ndarray:
         terms = [~self.masks[ref] if complement else self.masks[ref] for ref, complement in g.refs]
