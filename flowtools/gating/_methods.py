@@ -99,6 +99,45 @@ def _restrict(x: np.ndarray, rng: tuple[float, float] | None, ctx: MethodContext
     return x[(x >= a) & (x <= b)]
 
 
+def _quantiles_sorted(s: np.ndarray, q: np.ndarray, unsorted: np.ndarray | None = None) -> np.ndarray:
+    """``np.quantile(s, q)`` (method "linear") of an ascending, NaN-free 1-D array, bit for bit.
+
+    np.quantile selects its order statistics with a multi-position partition even when
+    the input is sorted (about 1 ms for 1001 positions of 100k values); on sorted input
+    they are plain lookups. The interpolation repeats numpy's own steps: virtual index
+    ``(n - 1) * q``, floor and next (the last value at or above ``n - 1``), gamma = the
+    fractional part, and numpy's ``_lerp`` (``a + (b - a) * g``, or ``b - (b - a) * (1 - g)``
+    when ``g >= 0.5``). Tested equal to np.quantile on random and tied data. Empty input,
+    NaN and zeros go to np.quantile itself, of ``unsorted`` when given (the array ``s``
+    was sorted from, which np.quantile would have been given: which of -0.0 and 0.0 its
+    partition picks depends on the input order).
+    """
+    n = s.shape[0]
+    q = np.asarray(q, dtype=np.float64)
+    if n == 0 or np.isnan(s[-1]) or (s[0] <= 0.0 <= s[-1] and np.any(s == 0.0)):
+        # empty, NaN (sorted last), or zeros that may be signed: which of -0.0 and 0.0
+        # np.quantile's partition picks is its own business, so let it pick
+        return np.quantile(s if unsorted is None else unsorted, q)
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    top = virtual >= n - 1
+    prev[top] = -1
+    nxt[top] = -1
+    low = virtual < 0
+    prev[low] = 0
+    nxt[low] = 0
+    prev_i = prev.astype(np.intp)
+    nxt_i = nxt.astype(np.intp)
+    gamma = np.asarray(virtual - prev_i, dtype=np.float64)
+    a = s[prev_i]
+    b = s[nxt_i]
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def _median(v: np.ndarray) -> float:
     """``float(np.median(v))`` of a 1-D array, bit for bit, at a fraction of the cost.
 
@@ -138,7 +177,8 @@ class _Density:
         n = x.size
         if n < 2:
             raise _fail(ctx, method, f"{n} event(s) in range: too few to estimate a density")
-        q = np.quantile(x, [0.001, 0.25, 0.75, 0.999])
+        # np.quantile of a sorted copy: lookups, not a 10-position partition (same values)
+        q = _quantiles_sorted(np.sort(x), np.array([0.001, 0.25, 0.75, 0.999]), unsorted=x)
         lo_x, hi_x = float(x.min()), float(x.max())
         if not hi_x > lo_x:
             raise _fail(ctx, method, f"all {n} values are identical ({lo_x:g}): no density to cut")
@@ -437,7 +477,7 @@ def _scale_model(a_s: np.ndarray, e_s: np.ndarray, floor: float) -> tuple[float,
     is a contiguous slice (same members, so the same medians as selecting each bin with a
     mask, at a fraction of the cost), and the median of a bin of ``a_s`` is its middle.
     """
-    edges = np.quantile(a_s, np.linspace(0.0, 1.0, 17))
+    edges = _quantiles_sorted(a_s, np.linspace(0.0, 1.0, 17))
     which = np.clip(np.searchsorted(edges, a_s, side="right") - 1, 0, 15)
     bounds = np.searchsorted(which, np.arange(17), side="left")
     mids, scales = [], []
@@ -873,7 +913,7 @@ def _ranks(v: np.ndarray) -> np.ndarray:
         sample = v_sorted
     else:
         sample = np.sort(v[::stride])
-    q = np.quantile(sample, np.linspace(0.0, 1.0, 1001))
+    q = _quantiles_sorted(sample, np.linspace(0.0, 1.0, 1001))
     xp, inv = np.unique(q, return_inverse=True)
     fp = np.bincount(inv, weights=np.linspace(0.0, 1.0, 1001)) / np.bincount(inv)
     if xp.size == 1:

@@ -354,3 +354,34 @@ def test_gmm_seed_out_of_range_is_a_gating_error():
     c = MethodContext("Root/x", ("a", "b"), ((0.0, 1.0),) * 2, 2**40)
     with pytest.raises(GatingError, match="mixture fit failed"):
         get_method("gmm").fn(x, c, k=2, target="largest", level=0.9, max_events=1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    ties=st.booleans(),
+    zeros=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_quantiles_sorted_equal_np_quantile_bit_for_bit(n, ties, zeros, seed):
+    from flowtools.gating._methods import _quantiles_sorted
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, n).astype(float) if ties else rng.normal(0, 1e3, n)
+    if zeros:
+        x[rng.random(n) < 0.2] = -0.0
+    q = np.concatenate([[0.0, 1.0, 0.5, 0.001, 0.999], rng.random(20), np.linspace(0, 1, 17)])
+    got = _quantiles_sorted(np.sort(x), q, unsorted=x)
+    want = np.quantile(x, q)
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))  # same bits, signed zeros included
+    s = np.sort(x)  # callers that hold only the sorted values: np.quantile of those
+    assert np.array_equal(_quantiles_sorted(s, q).view(np.int64), np.quantile(s, q).view(np.int64))
+
+
+def test_quantiles_sorted_nan_and_empty_go_to_numpy():
+    from flowtools.gating._methods import _quantiles_sorted
+
+    s = np.array([1.0, 2.0, np.nan])
+    assert np.isnan(_quantiles_sorted(s, np.array([0.5]))).all()
+    with pytest.raises((ValueError, IndexError)):  # as np.quantile of nothing
+        _quantiles_sorted(np.array([]), np.array([0.5]))
