@@ -42,7 +42,8 @@ __all__ = ["BLOCK_ROWS", "BlockPlan", "plan"]
 
 BLOCK_ROWS = 16_384
 """Rows per block: the block's float64 columns (128 KiB each) stay in a core's L2 cache.
-On the 200k-event benchmark files, 8k-16k rows per block were fastest; 64k was 7% slower, whole files 35%."""
+On the 200k-event benchmark files, 8k-16k rows per block were fastest; 64k was 10-20% slower,
+whole files 40-65% (CPU time, in-process, on a loaded 2-core machine)."""
 
 
 class _Unsupported(Exception):
