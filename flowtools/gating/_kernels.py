@@ -1,4 +1,4 @@
-"""Numba kernels for gate membership: polygon (even-odd), ellipsoid and rectangle masks.
+"""Numba kernels for gate membership: polygon (even-odd), ellipsoid and range (rectangle) masks.
 
 Each takes plain C-contiguous float64 arrays and writes a bool mask; each has a
 plain-numpy reference in ``tests/reference/gating_ref.py``. Serial and
@@ -7,7 +7,8 @@ plain-numpy reference in ``tests/reference/gating_ref.py``. Serial and
 (:mod:`flowtools.gating._blockwise`) adds ``extract_columns`` (the compensated
 and raw columns of a block of rows, bit-identical to
 ``compensation._kernels.compensate_rows``; tested against it) and ``range_and``
-(one rectangle dimension ANDed into a mask; tested against numpy).
+(one rectangle dimension ANDed into a mask: rectangles and quadrants are one
+pass per dimension; tested against the rectangle reference).
 
 Edge rules (Gating-ML 2.0 compliance suite): a polygon point counts as inside
 when a horizontal ray to its right crosses the boundary an odd number of times,
@@ -31,7 +32,6 @@ __all__ = [
     "polygon_mask",
     "polygon_serial",
     "range_and",
-    "rectangle_mask",
 ]
 
 _PARALLEL_MIN = 50_000  # below this, threads cost more than they save
@@ -133,23 +133,6 @@ def _ellipsoid(values, mean, inv_cov, dist2, parent, out):  # noqa: ANN001, ANN2
     return out
 
 
-def _rectangle(values, lo, hi, parent, out):  # noqa: ANN001, ANN202
-    n, d = values.shape
-    for i in nb.prange(n):
-        if not parent[i]:
-            out[i] = False
-            continue
-        ok = True
-        for a in range(d):
-            v = values[i, a]
-            # hi = +inf is an open bound (admits +inf too); NaN fails every comparison
-            if not (v >= lo[a] and (v < hi[a] or hi[a] == np.inf)):
-                ok = False
-                break
-        out[i] = ok
-    return out
-
-
 def _extract(x, lo, hi, idx, unmix, dets, raws, out):  # noqa: ANN001, ANN202
     # Rows lo..hi of the columns a block-wise plan reads, as float64 columns of ``out``.
     # Output o is the compensated detector dets[o] (a position in matrix order) when
@@ -210,7 +193,6 @@ _ELL_SIG = [
         nb.float64, _rob1, _b1)
     for lay in ("C", "F")
 ]
-_RECT_SIG = [_b1(nb.types.Array(nb.float64, 2, lay, readonly=True), _ro1, _ro1, _rob1, _b1) for lay in ("C", "F")]
 
 _polygon_point = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True)(_polygon)
 _polygon_edges_k = nb.njit(
@@ -221,8 +203,6 @@ _polygon_s = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True)(_polygon_auto)
 _polygon_p = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_polygon)
 _ellipsoid_s = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True)(_ellipsoid)
 _ellipsoid_p = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_ellipsoid)
-_rectangle_s = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True)(_rectangle)
-_rectangle_p = nb.njit(_RECT_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_rectangle)
 
 # ``out`` is column-major; numba types a one-row or one-column buffer as "C" (it is both).
 _EXTRACT_SIG = [
@@ -240,7 +220,7 @@ polygon_serial = _polygon_s
 ellipsoid_serial = _ellipsoid_s
 
 
-def _use_threads(parallel: bool | None, n: int) -> bool:
+def _use_threads(n: int, *, parallel: bool | None) -> bool:
     if parallel is not None:
         return bool(parallel)
     # A prange loop on one thread (plate workers, NUMBA_NUM_THREADS=1) only adds overhead.
@@ -308,20 +288,5 @@ def ellipsoid_mask(
 ) -> np.ndarray:
     """``(v - mean)^T inv_cov (v - mean) <= distance_square`` per row of ``values`` (n, d)."""
     n = values.shape[0]
-    fn = _ellipsoid_p if _use_threads(parallel, n) else _ellipsoid_s
+    fn = _ellipsoid_p if _use_threads(n, parallel=parallel) else _ellipsoid_s
     return fn(_f64_cols(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
-
-
-def rectangle_mask(
-    values: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    out: np.ndarray | None = None,
-    *,
-    parent: np.ndarray | None = None,
-    parallel: bool | None = None,
-) -> np.ndarray:
-    """``lo <= v < hi`` on every column of ``values`` (n, d); use -inf/inf for open bounds."""
-    n = values.shape[0]
-    fn = _rectangle_p if _use_threads(parallel, n) else _rectangle_s
-    return fn(_f64_cols(values), _f64(lo), _f64(hi), _parent(n, parent), _out(n, out))
