@@ -31,6 +31,8 @@ from flowtools.io.fcs import FCSSample
 
 __all__ = ["GatingResult", "gate_events", "gate_sample"]
 
+_ANY_ROWS = object()  # column_on without a population id: no lineage shortcut
+
 
 @dataclass
 class GatingResult:
@@ -111,6 +113,9 @@ class _Evaluator:
         self._cols: dict[tuple[Any, ...], np.ndarray] = {}
         # Transformed columns computed on some rows only: key -> mask of the rows done.
         self._partial: dict[tuple[Any, ...], np.ndarray] = {}
+        # Populations on whose events each partial column is done, and population lineages.
+        self._covered: dict[tuple[Any, ...], set[Any]] = {}
+        self._lineages: dict[str | None, frozenset[str | None]] = {}
         self.masks: dict[str, np.ndarray] = {}
 
     # -- values ----------------------------------------------------------------------------------
@@ -193,20 +198,28 @@ class _Evaluator:
             self._fill(d, key, ~self._partial.pop(key))
         return self._cols[key]
 
-    def column_on(self, d: Dimension, rows: np.ndarray | None) -> np.ndarray:
+    def column_on(self, d: Dimension, rows: np.ndarray | None, rows_id: Any = _ANY_ROWS) -> np.ndarray:
         """Values of a gate dimension, valid at least on the events where ``rows`` is True.
 
         Transforms (the costly part: logicle solves an equation per value) run
         only on events no earlier call needed; deep populations cover a few
         percent of the events. Other entries of the returned array are
         unspecified: callers read only ``rows`` (the gate kernels test only
-        their parent's events). ``rows=None`` is :meth:`column`.
+        their parent's events). ``rows=None`` is :meth:`column`. ``rows_id``,
+        when given, names the population whose mask ``rows`` is: a column done
+        on that population or an ancestor's events (a mask lies within its
+        parent's) is returned without another pass over the events.
         """
         key = self._key(d)
         if rows is None or (d.transform is None and not d.ratio):
             return self.column(d)
         if key in self._cols and key not in self._partial:
             return self._cols[key]
+        covered = self._covered.setdefault(key, set())
+        if rows_id is not _ANY_ROWS:
+            if not covered.isdisjoint(self._lineage(rows_id)):
+                return self._cols[key]
+            covered.add(rows_id)
         if key not in self._cols:
             if np.count_nonzero(rows) > 0.75 * self.n:  # nearly everything: skip the gather
                 return self.column(d)
@@ -225,6 +238,15 @@ class _Evaluator:
             done |= need
         return self._cols[key]
 
+    def _lineage(self, pid: str | None) -> frozenset[str | None]:
+        """A population and its ancestors (None: all events)."""
+        got = self._lineages.get(pid)
+        if got is None:
+            parent = self.s.populations[pid].parent if pid is not None else None
+            got = frozenset({pid}) | (self._lineage(parent) if pid is not None else frozenset())
+            self._lineages[pid] = got
+        return got
+
     def _base_f64(self, compensation: str, name: str) -> np.ndarray:
         """A parameter's (compensated) values as one contiguous float64 array (copied once if strided)."""
         col = self._base(compensation, name)
@@ -240,9 +262,9 @@ class _Evaluator:
         if idx.size:
             self._cols[key][idx] = self._transformed(d, idx)
 
-    def values(self, d: Dimension, rows: np.ndarray | None = None) -> np.ndarray:
+    def values(self, d: Dimension, rows: np.ndarray | None = None, rows_id: Any = _ANY_ROWS) -> np.ndarray:
         """One dimension's values, contiguous float64 (valid at least on ``rows``; see :meth:`column_on`)."""
-        col = self.column_on(d, rows)
+        col = self.column_on(d, rows, rows_id)
         if col.flags.c_contiguous and col.dtype == np.float64:
             return col
         key = ("contiguous", *self._key(d))  # a strided channel of row-major events: copy it once
@@ -300,11 +322,11 @@ class _Evaluator:
         if isinstance(g, RectangleGate):
             lo = [-np.inf if v is None else float(v) for v in g.mins]
             hi = [np.inf if v is None else float(v) for v in g.maxs]
-            return self._ranges(k, g.dimensions, lo, hi, parent)
+            return self._ranges(k, g.dimensions, lo, hi, parent, rk)
         if isinstance(g, PolygonGate):
             verts = np.array(g.vertices, dtype=np.float64)
-            return k.polygon_mask(self.values(g.dimensions[0], parent), self.values(g.dimensions[1], parent), verts,
-                                  parent=parent)
+            return k.polygon_mask(self.values(g.dimensions[0], parent, rk), self.values(g.dimensions[1], parent, rk),
+                                  verts, parent=parent)
         if isinstance(g, EllipsoidGate):
             return k.ellipsoid_mask(self.matrix(g.dimensions, parent, rk), np.array(g.mean, dtype=np.float64),
                                     g.inverse_covariance, g.distance_square, parent=parent)
@@ -312,12 +334,12 @@ class _Evaluator:
             quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
             bounds = g.bounds(quadrant)
             dims = [div.dimension for div, _, _ in bounds]
-            return self._ranges(k, dims, [float(b[1]) for b in bounds], [float(b[2]) for b in bounds], parent)
+            return self._ranges(k, dims, [float(b[1]) for b in bounds], [float(b[2]) for b in bounds], parent, rk)
         msg = f"unsupported gate type {type(g).__name__}"
         raise GatingError(msg)
 
     def _ranges(self, k: Any, dims: Sequence[Dimension], lo: Sequence[float], hi: Sequence[float],
-                parent: np.ndarray | None) -> np.ndarray:
+                parent: np.ndarray | None, parent_id: str | None) -> np.ndarray:
         """``lo <= v < hi`` on every dimension (hi = +inf open), within ``parent``: one pass per
         dimension over its column, no stacked copy (the rectangle rule: ``_kernels.range_and``)."""
         out = np.empty(self.n, dtype=np.bool_)
@@ -325,7 +347,7 @@ class _Evaluator:
         if not dims:
             out[:] = src
         for d, a, b in zip(dims, lo, hi, strict=True):
-            k.range_and(self.values(d, parent), a, b, src, out)
+            k.range_and(self.values(d, parent, parent_id), a, b, src, out)
             src = out
         return out
 

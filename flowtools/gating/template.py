@@ -668,7 +668,8 @@ class _State:
         else:
             mask = self.ev.masks[self.ids[parent]]
             rows = np.flatnonzero(mask)
-            cols = [self.ev.column_on(d, mask)[rows] for d in ds]  # transforms run on the parent only
+            pid = self.ids[parent]
+            cols = [self.ev.column_on(d, mask, pid)[rows] for d in ds]  # transforms run on the parent only
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
     def ranges(self, dims: Sequence[str]) -> tuple[tuple[float, float], ...]:
