@@ -340,8 +340,10 @@ class _Evaluator:
 
     def _ranges(self, k: Any, dims: Sequence[Dimension], lo: Sequence[float], hi: Sequence[float],
                 parent: np.ndarray | None, parent_id: str | None) -> np.ndarray:
-        """``lo <= v < hi`` on every dimension (hi = +inf open), within ``parent``: one pass per
-        dimension over its column, no stacked copy (the rectangle rule: ``_kernels.range_and``).
+        """``lo <= v < hi`` on every dimension (hi = +inf open), within ``parent``.
+
+        One pass per dimension over its column, no stacked copy (the rectangle rule:
+        ``_kernels.range_and``).
         """
         out = np.empty(self.n, dtype=np.bool_)
         src = parent if parent is not None else np.ones(self.n, dtype=np.bool_)
