@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from flowtools.pipeline import plate
 
 
+def _fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter (this one has imported everything already); its stdout."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
 def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
-    plate._warm_worker()
-    assert "flowtools.gating._methods_kernels" in sys.modules
+    out = _fresh(
+        "import sys; from flowtools.pipeline import plate; "
+        "before = 'flowtools.gating._methods_kernels' in sys.modules; plate._warm_worker(); "
+        "print(before, 'flowtools.gating._methods_kernels' in sys.modules)"
+    )
+    assert out.split() == ["False", "True"]
     monkeypatch.setattr("flowtools.gating._methods.gmm", None)  # a broken warm-up is silent
     plate._warm_worker()
 
@@ -34,5 +44,8 @@ def test_pool_executor_warms_up_and_runs_tasks():
 
 
 def test_import_table_writers():
-    plate._import_table_writers()
-    assert "pandas" in sys.modules
+    out = _fresh(
+        "import sys; from flowtools.pipeline import plate; before = 'pandas' in sys.modules; "
+        "plate._import_table_writers(); print(before, 'pandas' in sys.modules)"
+    )
+    assert out.split() == ["False", "True"]
