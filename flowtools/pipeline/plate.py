@@ -285,20 +285,56 @@ def _tupled(v: Any) -> Any:
 # ------------------------------------------------------------------------------------------ executors
 
 
+# Thread-count variables that a worker's libraries read as they load (numba, OpenMP, OpenBLAS,
+# MKL): one thread each, as the worker processes already use every core.
+_ONE_THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _worker_init() -> None:
-    # One thread per worker: the processes already use every core. numba reads
-    # the variable when first imported (after this). The modules and compiled kernels
-    # that gating needs are loaded here, at the worker's start (see _Executor.warm_up),
-    # so that every BLAS/OpenMP library they bring (scipy's, with numba) is loaded before
-    # the run-time cap below; numpy's was loaded before this runs. A threaded BLAS on the
-    # small matrices of gate fitting is several times slower than one thread, more so
-    # when workers oversubscribe the cores.
-    os.environ["NUMBA_NUM_THREADS"] = "1"
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # One thread per worker: the processes already use every core. A threaded BLAS on the
+    # small matrices of gate fitting is several times slower than one thread, more so when
+    # workers oversubscribe the cores. A worker forked from the fork server inherits that
+    # server's settings and loaded kernels (see _mp_context), and this only confirms them; a
+    # spawned worker sets the variables before numba is first imported (in _warm_worker),
+    # then loads what gating needs, so that every BLAS/OpenMP library those modules bring
+    # (scipy's, with numba) is loaded before the run-time cap below.
+    os.environ.update(dict.fromkeys(_ONE_THREAD_ENV, "1"))
     _warm_worker()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+
+
+def _mp_context() -> Any:
+    """The start method of local workers: a fork server where the platform has one, else spawn.
+
+    The fork server is one fresh process that imports and warms the gating code once
+    (``flowtools.pipeline._preload``) with one thread per library; every worker is forked
+    from it, ready, in milliseconds (a spawned worker spends ~0.5 s of CPU importing and
+    loading numba kernels). It is started here, without waiting for it, so that it warms up
+    while this process hashes the inputs. ``FLOWTOOLS_START_METHOD=spawn`` forces spawn.
+    """
+    import multiprocessing as mp
+
+    method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or (
+        "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        # A fork server this process started earlier is reused as it is.
+        ctx.set_forkserver_preload(["__main__", "flowtools.pipeline._preload"])
+        saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
+        os.environ.update(dict.fromkeys(_ONE_THREAD_ENV, "1"))  # the server inherits this environment
+        try:
+            forkserver.ensure_running()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return ctx
 
 
 def _import_table_writers() -> None:
@@ -313,8 +349,14 @@ def _started() -> None:
     """A task that does nothing: submitting it starts a worker (which runs ``_worker_init``)."""
 
 
+_WARM = False
+
+
 def _warm_worker() -> None:
-    """Load what gating a sample needs (modules, compiled kernels) in a fresh worker. Never raises."""
+    """Load what gating a sample needs (modules, compiled kernels) in a fresh worker, once. Never raises."""
+    global _WARM  # noqa: PLW0603 - once per process
+    if _WARM:
+        return
     try:
         from flowtools.gating import _kernels, _methods, template  # noqa: F401 - imported for their cost
         from flowtools.gating.methods import MethodContext
@@ -324,6 +366,7 @@ def _warm_worker() -> None:
         x = rng.normal(size=(200, 2))
         _methods.gmm(x, ctx, k=2, target="largest", level=0.9, max_events=1000)
         _methods.singlet(np.abs(x) + 1.0, ctx, width=4.0, max_events=1000)
+        _WARM = True
     except Exception:  # noqa: BLE001, S110 - a warm-up only saves time; the tasks report real errors
         pass
 
@@ -343,11 +386,7 @@ class _Executor:
 
             self._client = Client(self.scheduler)
         elif self.jobs > 1:
-            import multiprocessing as mp
-
-            # One numba thread per worker: the processes already use every core.
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
-                                             initializer=_worker_init)
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=_mp_context(), initializer=_worker_init)
         return self
 
     @property
@@ -358,10 +397,12 @@ class _Executor:
     def warm_up(self) -> None:
         """Start the local workers now (imports, numba caches) so that they load while the caller works.
 
-        Worker processes otherwise start at the first task and spend their first ~0.5 s
+        Spawned workers otherwise start at the first task and spend their first ~0.5 s
         importing (``_worker_init``); started here, that overlaps the coordinator's input hashing.
+        Forked workers need nothing: the fork server is warming up already, and starting a
+        worker now would only wait for it.
         """
-        if self._pool is not None:
+        if self._pool is not None and self._pool._mp_context.get_start_method() != "forkserver":
             for _ in range(self.jobs):
                 self._pool.submit(_started)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from flowtools.pipeline import plate
 
@@ -49,3 +52,39 @@ def test_import_table_writers():
         "plate._import_table_writers(); print(before, 'pandas' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
+
+
+def _thread_caps(_: int) -> tuple[int, list[int], str | None]:
+    import numba
+    from threadpoolctl import threadpool_info
+
+    return numba.get_num_threads(), sorted({d["num_threads"] for d in threadpool_info()}), os.environ.get(
+        "NUMBA_NUM_THREADS")
+
+
+def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkeypatch):
+    import multiprocessing as mp
+
+    monkeypatch.delenv("FLOWTOOLS_START_METHOD", raising=False)
+    if "forkserver" not in mp.get_all_start_methods():
+        pytest.skip("this platform has no fork server")
+    before = {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV}
+    with plate._Executor(2, None) as ex:
+        assert ex._pool._mp_context.get_start_method() == "forkserver"
+        assert {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV} == before  # this process: unchanged
+        caps = list(ex.map(_thread_caps, [0, 1, 2]))
+        assert all(ex.map(_loaded, [0, 1]))
+    assert {c[0] for c in caps} == {1}  # numba
+    assert {t for c in caps for t in c[1]} == {1}  # BLAS / OpenMP pools
+    assert {c[2] for c in caps} == {"1"}
+
+
+def test_start_method_can_be_forced_to_spawn(monkeypatch):
+    monkeypatch.setenv("FLOWTOOLS_START_METHOD", "spawn")
+    assert plate._mp_context().get_start_method() == "spawn"
+    with plate._Executor(2, None) as ex:
+        ex.warm_up()
+        caps = list(ex.map(_thread_caps, [0, 1]))
+        assert all(ex.map(_loaded, [0, 1]))
+    assert {c[0] for c in caps} == {1}
+    assert {t for c in caps for t in c[1]} == {1}
