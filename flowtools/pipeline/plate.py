@@ -339,7 +339,7 @@ def _mp_context() -> Any:
 
 def _import_table_writers() -> None:
     try:
-        import pandas  # noqa: F401 - imported for its cost
+        import pyarrow.csv  # noqa: F401 - imported for its cost
         import pyarrow.parquet  # noqa: F401
     except Exception:  # noqa: BLE001, S110 - a preload only saves time; the writers report real errors
         pass
@@ -624,7 +624,7 @@ def _run_plate_locked(
 
         if todo and ex.remote:
             # This process only waits while the workers gate: load the table writers meanwhile
-            # (pandas takes ~0.3 s to import) instead of after the last sample.
+            # (pyarrow.parquet takes ~0.05 s to import) instead of after the last sample.
             threading.Thread(target=_import_table_writers, name="flowtools-preload", daemon=True).start()
         for o in ex.map(_gate_task, todo):
             outcomes[o.sample_id] = o
@@ -701,8 +701,6 @@ def _write_outputs(
     scheduler: str | None,
     skipped: list[str],
 ) -> PlateResult:
-    import pandas as pd
-
     prov = provenance_record(
         inputs={"samples.csv": sheet_path},
         parameters={"jobs": jobs, "scheduler": scheduler is not None, "templates": [t.name for t in templates]},
@@ -719,21 +717,18 @@ def _write_outputs(
         for r in o.rows:
             records.append({"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube, "plate": o.plate,
                             "well": o.well, **r})
-    pops = pd.DataFrame.from_records(records)
+    empty = not records
     pop_csv = per_csv = None
-    if not pops.empty:
+    if not empty:
         front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "count", "pct_parent", "pct_total"]
-        mfi = sorted(c for c in pops.columns if c.startswith("mfi_"))
-        pops = pops[front + mfi]
+        mfi = sorted({c for r in records for c in r if c.startswith("mfi_")})
+        pops = _Table({c: [r.get(c, _NAN) for r in records] for c in front + mfi})
         pop_csv = _write_table(pops, out / "populations", prov)
-        wide = pops.assign(column=pops["tube"] + "|" + pops["population"]).pivot_table(
-            index="woman_id", columns="column", values="pct_parent", aggfunc="first")
-        wide = wide.reindex(sorted(wide.columns), axis=1).reset_index()
-        wide.columns.name = None
+        wide = _per_woman(records)
         per_csv = _write_table(wide, out / "per_woman", prov)
         atomic_write_text(out / "per_woman.columns.md", _per_woman_doc(list(wide.columns)))
 
-    if pops.empty:  # nothing gated this time: no table from an earlier run may stay beside errors.json
+    if empty:  # nothing gated this time: no table from an earlier run may stay beside errors.json
         for stem in ("populations", "per_woman"):
             for suffix in (".csv", ".parquet"):
                 (out / stem).with_suffix(suffix).unlink(missing_ok=True)
@@ -758,18 +753,106 @@ def _write_outputs(
     return PlateResult(out, outcomes, pop_csv, per_csv, errors_json, prov_json, skipped=skipped)
 
 
-def _write_table(df: Any, stem: Path, prov: dict[str, Any]) -> Path:
+_NAN = float("nan")
+
+
+class _Table:
+    """Named columns of plain Python values (str, int or float), written as CSV and Parquet.
+
+    The batch tables are built without pandas, whose import alone (~0.3 s) cost more than
+    writing them. The CSV is what ``pandas.DataFrame.to_csv(index=False)`` writes for the same
+    frame (minimal quoting, floats as their shortest repr, NaN empty, ``\n`` line ends;
+    checked byte for byte in the tests); the Parquet file holds the same columns with NaN as
+    null, as ``pyarrow.Table.from_pandas`` stores them.
+    """
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        self.data = columns
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names, in order."""
+        return list(self.data)
+
+    def _kind(self, values: list[Any]) -> str:
+        if all(isinstance(v, str) for v in values):
+            return "str"
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return "int"
+        return "float"
+
+    def to_csv(self) -> str:
+        """The table as CSV text."""
+        import csv
+        import io
+
+        cols = []
+        for values in self.data.values():
+            if self._kind(values) == "float":
+                values = ["" if v != v else repr(float(v)) for v in values]  # noqa: PLR0124 - NaN test
+            cols.append(values)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        w.writerows(zip(*cols, strict=True))
+        return buf.getvalue()
+
+    def to_arrow(self, csv_text: str | None = None) -> Any:
+        """The table as a ``pyarrow.Table`` (NaN stored as null), parsed from its CSV text.
+
+        Parsed rather than built from the Python values: ``pa.array`` imports pandas (~0.3 s)
+        on its first call, and the CSV's shortest-repr floats read back exactly.
+        """
+        import io
+
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+        text = self.to_csv() if csv_text is None else csv_text
+        return pcsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pcsv.ReadOptions(use_threads=False),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: types[self._kind(v)] for c, v in self.data.items()},
+                null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+
+
+def _per_woman(records: list[dict[str, Any]]) -> _Table:
+    """One row per woman, one ``tube|population`` column of % of parent each.
+
+    As ``pivot_table(index="woman_id", columns=..., values="pct_parent", aggfunc="first")``
+    gives it: the first non-NaN value in row order, rows and columns sorted, women and
+    columns with no value at all left out.
+    """
+    cells: dict[str, dict[str, float]] = {}
+    for r in records:
+        v = r["pct_parent"]
+        if v == v:  # noqa: PLR0124 - NaN is no value
+            cells.setdefault(r["woman_id"], {}).setdefault(f"{r['tube']}|{r['population']}", v)
+    women = sorted(cells)
+    columns = sorted({c for row in cells.values() for c in row})
+    data: dict[str, list[Any]] = {"woman_id": women}
+    for c in columns:
+        data[c] = [float(cells[w].get(c, _NAN)) for w in women]
+    return _Table(data)
+
+
+def _write_table(table: _Table, stem: Path, prov: dict[str, Any]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     csv_path = stem.with_suffix(".csv")
-    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
+    text = table.to_csv()
+    atomic_write_text(csv_path, text)
+    arrow = table.to_arrow(text)
+    meta = dict(arrow.schema.metadata or {})
     meta[b"flowtools.provenance"] = json.dumps(prov).encode()
-    table = table.replace_schema_metadata(meta)
+    arrow = arrow.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(arrow, sink)
     atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
     return csv_path
 
