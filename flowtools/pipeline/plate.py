@@ -353,19 +353,37 @@ _WARM = False
 
 
 def _warm_worker() -> None:
-    """Load what gating a sample needs (modules, compiled kernels) in a fresh worker, once. Never raises."""
+    """Load what gating a sample needs (modules, compiled kernels) in a fresh process, once. Never raises.
+
+    Every built-in method runs once on a small two-cluster sample, and a logicle transform
+    on a few values, so that the numba kernels a sample's gating calls are loaded here (in
+    the fork server: once for all workers) rather than in each worker's first task.
+    """
     global _WARM  # noqa: PLW0603 - once per process
     if _WARM:
         return
     try:
-        from flowtools.gating import _kernels, _methods, template  # noqa: F401 - imported for their cost
-        from flowtools.gating.methods import MethodContext
+        from flowtools.compensation import _kernels as _comp  # noqa: F401 - its signatures load on import
+        from flowtools.gating import _kernels, template  # noqa: F401 - imported for their cost
+        from flowtools.gating.methods import MethodContext, methods
+        from flowtools.transforms.scales import LogicleTransform
 
         rng = np.random.default_rng(0)
-        ctx = MethodContext("warm-up", ("a", "b"), ((0.0, 1.0), (0.0, 1.0)), 0)
-        x = rng.normal(size=(200, 2))
-        _methods.gmm(x, ctx, k=2, target="largest", level=0.9, max_events=1000)
-        _methods.singlet(np.abs(x) + 1.0, ctx, width=4.0, max_events=1000)
+        x = np.concatenate([rng.normal(1.0, 0.2, (300, 3)), rng.normal(3.0, 0.3, (300, 3))])
+        x[:, 0] = np.abs(x[:, 0]) + 1.0
+        for spec in methods().values():
+            d = max((k for k in spec.dims if k <= 3), default=0)
+            if not d:
+                continue
+            ctx = MethodContext("warm-up", tuple("abc"[:d]), ((0.0, 5.0),) * d, 0)
+            try:
+                spec.fn(np.ascontiguousarray(x[:, :d]), ctx, **spec.check_args({}, "warm-up"))
+            except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
+                continue
+        v = np.linspace(-100.0, 1e5, 64)
+        lg = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
+        lg.apply(v)
+        lg.apply_where(v, np.ones(v.size, dtype=np.bool_), np.zeros(v.size, dtype=np.bool_), np.empty(v.size))
         _WARM = True
     except Exception:  # noqa: BLE001, S110 - a warm-up only saves time; the tasks report real errors
         pass

@@ -27,6 +27,18 @@ def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
     plate._warm_worker()
 
 
+def test_warm_worker_loads_the_kernels_a_task_calls():
+    # In a fresh interpreter: after the warm-up, the kernels of logicle, compensation and the
+    # methods are loaded (a forked worker's first task loads none of its own).
+    out = _fresh(
+        "from flowtools.pipeline import plate; plate._warm_worker(); "
+        "from flowtools.transforms import _kernels as t; from flowtools.compensation import _kernels as c; "
+        "from flowtools.gating import _methods_kernels as m; "
+        "print(*(bool(k.overloads) for k in (t.exact_masked, t.exact_serial, t.build_table, c._serial)))"
+    )
+    assert out.split() == ["True"] * 4
+
+
 def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
     with plate._Executor(1, None) as ex:
         assert not ex.remote
