@@ -26,8 +26,14 @@ least-squares iteration of the ``singlet`` method (the same IEEE operations in
 the same order as the numpy expressions they replace, so bit-identical).
 
 ``gmm_em`` and ``kmeans_lloyd`` are plain-Python drivers of a few iterations around the
-njit step kernels (the exponentials go through numpy's SIMD ``np.exp``); ``stable_argsort``
-is numpy only.
+njit step kernels (the exponentials and logarithms go through numpy's SIMD ``np.exp`` /
+``np.log``, several times faster than numba's scalar ``math.exp``); ``stable_argsort`` is numpy only.
+The kernels work on the events transposed, (d, n), and responsibilities as (k, n), so every
+loop over the events is contiguous (the elementwise ones vectorise), with d <= 3 written out
+and every sum's accumulator in a register; each sum still runs over the events in order, so
+the results are those of the per-event loops, bit for bit. One exception: responsibilities that
+would be subnormal (below 2.2e-308 before normalisation) are 0, since subnormal arithmetic is
+~100x slower and such terms vanish in any sum with a normal one.
 
 Precisions are kept as the inverse of the Cholesky factor of each covariance,
 as scikit-learn does; a covariance that is not positive definite stops the fit
@@ -46,6 +52,9 @@ from flowtools._config import NUMBA_CACHE
 __all__ = ["gmm_em", "kmeans_lloyd", "singlet_band", "singlet_kept", "stable_argsort"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+# Below this, exp() is subnormal (< 2.2e-308). Such responsibilities are flushed to 0: they add
+# nothing a float64 sum of the others can hold, and subnormal arithmetic is ~100x slower.
+_LOG_TINY = math.log(float(np.finfo(np.float64).tiny))
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
@@ -86,94 +95,213 @@ def _precision_cholesky(covs: np.ndarray, prec: np.ndarray, log_det: np.ndarray)
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
-def _m_step(x: np.ndarray, resp: np.ndarray, reg_covar: float, eps10: float, weights: np.ndarray,
-            means: np.ndarray, covs: np.ndarray) -> None:
-    """Weights (unnormalised: nk), means and covariances from responsibilities (sklearn's formulas).
+def _log_prob(xt: np.ndarray, weights: np.ndarray, means: np.ndarray, prec: np.ndarray,
+              log_det: np.ndarray, lp: np.ndarray, top: np.ndarray) -> None:
+    """lp[k, i] = log(w_k N(x_i | mu_k, S_k)) - top[i], with top[i] the maximum over k (0 if not finite).
 
-    Two passes over the events (sums and means, then centred second moments), every component at once.
+    ``xt`` is x transposed (d, n) and ``lp`` is (k, n): every loop over the events is a contiguous
+    one that vectorises. d <= 3 is written out with the operations (and their order) of the
+    general loop, so every dimension gives the same bits.
     """
-    n, d = x.shape
-    k_n = resp.shape[1]
-    weights[:] = 0.0
-    means[:, :] = 0.0
-    covs[:, :, :] = 0.0
-    for i in range(n):
-        for k in range(k_n):
-            r = resp[i, k]
-            weights[k] += r
-            for a in range(d):
-                means[k, a] += r * x[i, a]
+    d, n = xt.shape
+    k_n = means.shape[0]
     for k in range(k_n):
-        weights[k] += eps10
-        for a in range(d):
-            means[k, a] /= weights[k]
-    diff = np.empty(d)
+        const = -0.5 * (d * _LOG_2PI) + log_det[k] + math.log(weights[k])
+        row = lp[k]
+        if d == 1:
+            m0, p00 = means[k, 0], prec[k, 0, 0]
+            for i in range(n):
+                s0 = (xt[0, i] - m0) * p00
+                row[i] = const - 0.5 * (s0 * s0)
+        elif d == 2:
+            m0, m1 = means[k, 0], means[k, 1]
+            p00, p01, p11 = prec[k, 0, 0], prec[k, 0, 1], prec[k, 1, 1]
+            for i in range(n):
+                e0 = xt[0, i] - m0
+                e1 = xt[1, i] - m1
+                s0 = e0 * p00
+                s1 = e0 * p01 + e1 * p11
+                row[i] = const - 0.5 * (s0 * s0 + s1 * s1)
+        elif d == 3:
+            m0, m1, m2 = means[k, 0], means[k, 1], means[k, 2]
+            p00, p01, p02 = prec[k, 0, 0], prec[k, 0, 1], prec[k, 0, 2]
+            p11, p12, p22 = prec[k, 1, 1], prec[k, 1, 2], prec[k, 2, 2]
+            for i in range(n):
+                e0 = xt[0, i] - m0
+                e1 = xt[1, i] - m1
+                e2 = xt[2, i] - m2
+                s0 = e0 * p00
+                s1 = e0 * p01 + e1 * p11
+                s2 = e0 * p02 + e1 * p12 + e2 * p22
+                row[i] = const - 0.5 * (s0 * s0 + s1 * s1 + s2 * s2)
+        else:
+            for i in range(n):
+                q = 0.0
+                for c in range(d):
+                    s = 0.0
+                    for a in range(c + 1):  # prec[k] is upper triangular: column c has rows 0..c
+                        s += (xt[a, i] - means[k, a]) * prec[k, a, c]
+                    q += s * s
+                row[i] = const - 0.5 * q
     for i in range(n):
+        top[i] = -np.inf
+    for k in range(k_n):
+        row = lp[k]
+        for i in range(n):
+            if row[i] > top[i]:
+                top[i] = row[i]
+    for i in range(n):
+        if not math.isfinite(top[i]):
+            top[i] = 0.0
+    for k in range(k_n):
+        row = lp[k]
+        for i in range(n):
+            v = row[i] - top[i]
+            if v < _LOG_TINY:
+                v = -np.inf  # exp would be subnormal: 0 instead (NaN stays NaN)
+            row[i] = v
+
+
+# error_model="numpy": no zero test before every division (which kept the loops from vectorising);
+# the one divisor that can be 0 (a column sum) is tested once, raising as the python model would.
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def _m_step(xt: np.ndarray, resp: np.ndarray, sums: np.ndarray, normalise: int, reg_covar: float,
+            eps10: float, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, prec: np.ndarray,
+            log_det: np.ndarray) -> bool:
+    """M-step (sklearn's formulas) from ``resp`` (k, n), then the precisions' Cholesky factors.
+
+    With ``normalise``, ``resp`` holds exp(log_prob - top) and is first divided by its column
+    sums (kept in ``sums`` for the lower bound). Weights are left unnormalised (nk + 10 eps).
+    Returns False when a covariance is not positive definite.
+
+    Per component, one pass for nk and the means, one for the centred second moments, with the
+    accumulators in registers (each sum still runs over the events in order, as the per-event
+    loop of the reference did).
+    """
+    d, n = xt.shape
+    k_n = resp.shape[0]
+    if normalise:
+        for i in range(n):
+            sums[i] = 0.0
         for k in range(k_n):
-            r = resp[i, k]
+            row = resp[k]
+            for i in range(n):
+                sums[i] += row[i]
+        zero = 0
+        for i in range(n):
+            zero += sums[i] == 0.0
+        if zero:
+            msg = "division by zero"
+            raise ZeroDivisionError(msg)
+        for k in range(k_n):
+            row = resp[k]
+            for i in range(n):
+                row[i] /= sums[i]
+    for k in range(k_n):
+        row = resp[k]
+        w = 0.0
+        if d == 1:
+            s0 = 0.0
+            for i in range(n):
+                r = row[i]
+                w += r
+                s0 += r * xt[0, i]
+            w += eps10
+            means[k, 0] = s0 / w
+        elif d == 2:
+            s0 = s1 = 0.0
+            for i in range(n):
+                r = row[i]
+                w += r
+                s0 += r * xt[0, i]
+                s1 += r * xt[1, i]
+            w += eps10
+            means[k, 0] = s0 / w
+            means[k, 1] = s1 / w
+        elif d == 3:
+            s0 = s1 = s2 = 0.0
+            for i in range(n):
+                r = row[i]
+                w += r
+                s0 += r * xt[0, i]
+                s1 += r * xt[1, i]
+                s2 += r * xt[2, i]
+            w += eps10
+            means[k, 0] = s0 / w
+            means[k, 1] = s1 / w
+            means[k, 2] = s2 / w
+        else:
+            for i in range(n):
+                w += row[i]
+            w += eps10
             for a in range(d):
-                diff[a] = x[i, a] - means[k, a]
+                s = 0.0
+                for i in range(n):
+                    s += row[i] * xt[a, i]
+                means[k, a] = s / w
+        weights[k] = w
+        # centred second moments: sum r (x_a - m_a)(x_b - m_b), b <= a
+        if d == 1:
+            m0 = means[k, 0]
+            c00 = 0.0
+            for i in range(n):
+                e0 = xt[0, i] - m0
+                c00 += (row[i] * e0) * e0
+            covs[k, 0, 0] = c00
+        elif d == 2:
+            m0, m1 = means[k, 0], means[k, 1]
+            c00 = c10 = c11 = 0.0
+            for i in range(n):
+                r = row[i]
+                e0 = xt[0, i] - m0
+                e1 = xt[1, i] - m1
+                r0 = r * e0
+                r1 = r * e1
+                c00 += r0 * e0
+                c10 += r1 * e0
+                c11 += r1 * e1
+            covs[k, 0, 0], covs[k, 1, 0], covs[k, 1, 1] = c00, c10, c11
+        elif d == 3:
+            m0, m1, m2 = means[k, 0], means[k, 1], means[k, 2]
+            c00 = c10 = c11 = c20 = c21 = c22 = 0.0
+            for i in range(n):
+                r = row[i]
+                e0 = xt[0, i] - m0
+                e1 = xt[1, i] - m1
+                e2 = xt[2, i] - m2
+                r0 = r * e0
+                r1 = r * e1
+                r2 = r * e2
+                c00 += r0 * e0
+                c10 += r1 * e0
+                c11 += r1 * e1
+                c20 += r2 * e0
+                c21 += r2 * e1
+                c22 += r2 * e2
+            covs[k, 0, 0], covs[k, 1, 0], covs[k, 1, 1] = c00, c10, c11
+            covs[k, 2, 0], covs[k, 2, 1], covs[k, 2, 2] = c20, c21, c22
+        else:
             for a in range(d):
-                ra = r * diff[a]
                 for b in range(a + 1):
-                    covs[k, a, b] += ra * diff[b]
-    for k in range(k_n):
+                    s = 0.0
+                    for i in range(n):
+                        s += (row[i] * (xt[a, i] - means[k, a])) * (xt[b, i] - means[k, b])
+                    covs[k, a, b] = s
         for a in range(d):
             for b in range(a + 1):
-                v = covs[k, a, b] / weights[k]
+                v = covs[k, a, b] / w
                 covs[k, a, b] = v
                 covs[k, b, a] = v
             covs[k, a, a] += reg_covar
-
-
-@njit(cache=NUMBA_CACHE, nogil=True)
-def _shifted_log_prob(x: np.ndarray, weights: np.ndarray, means: np.ndarray, prec: np.ndarray,
-                      log_det: np.ndarray, out: np.ndarray, top: np.ndarray) -> None:
-    """out[i, k] = log(w_k N(x_i | mu_k, S_k)) - top[i], with top[i] the row maximum (0 if not finite)."""
-    n, d = x.shape
-    k_n = means.shape[0]
-    const = np.empty(k_n)
-    for k in range(k_n):
-        const[k] = -0.5 * (d * _LOG_2PI) + log_det[k] + math.log(weights[k])
-    for i in range(n):
-        best = -np.inf
-        for k in range(k_n):
-            q = 0.0
-            for c in range(d):
-                s = 0.0
-                for a in range(c + 1):  # prec[k] is upper triangular: column c has rows 0..c
-                    s += (x[i, a] - means[k, a]) * prec[k, a, c]
-                q += s * s
-            lp = const[k] - 0.5 * q
-            out[i, k] = lp
-            if lp > best:
-                best = lp
-        if not np.isfinite(best):
-            best = 0.0
-        top[i] = best
-        for k in range(k_n):
-            out[i, k] -= best
-
-
-@njit(cache=NUMBA_CACHE, nogil=True)
-def _normalise_rows(resp: np.ndarray, sums: np.ndarray) -> None:
-    """sums[i] = sum of row i; row i divided by it (responsibilities from exp(log_prob - top))."""
-    n, k_n = resp.shape
-    for i in range(n):
-        s = 0.0
-        for k in range(k_n):
-            s += resp[i, k]
-        sums[i] = s
-        for k in range(k_n):
-            resp[i, k] /= s
+    return _precision_cholesky(covs, prec, log_det)
 
 
 def gmm_em(x: np.ndarray, labels: np.ndarray, reg_covar: float, tol: float, max_iter: int,
            weights: np.ndarray, means: np.ndarray, covs: np.ndarray) -> tuple[int, int, float]:
     """Fit a full-covariance Gaussian mixture by EM from hard initial labels.
 
-    The per-event work is in numba kernels; the exponentials go through numpy's
-    vectorised ``np.exp`` (several times faster than a scalar ``exp`` per term).
+    The per-event work is in numba kernels; the exponentials and logarithms go through
+    numpy's vectorised ``np.exp`` / ``np.log`` (several times faster than a scalar call per term).
 
     Parameters
     ----------
@@ -192,32 +320,34 @@ def gmm_em(x: np.ndarray, labels: np.ndarray, reg_covar: float, tol: float, max_
         status 1 converged, 0 not converged in ``max_iter`` iterations, -1 a covariance
         was not positive definite (the parameters are then the last update's).
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     k_n = weights.shape[0]
-    resp = np.zeros((n, k_n))
-    resp[np.arange(n), labels] = 1.0
+    xt = np.ascontiguousarray(x.T)  # events along the rows' contiguous axis: loops over them vectorise
+    resp = np.zeros((k_n, n))  # responsibilities, component-major
+    resp[labels, np.arange(n)] = 1.0
     eps10 = 10.0 * float(np.finfo(np.float64).eps)  # sklearn: nk + 10 eps
-    _m_step(x, resp, reg_covar, eps10, weights, means, covs)
-    weights /= n
     prec = np.empty((k_n, d, d))
     log_det = np.empty(k_n)
     top = np.empty(n)
     sums = np.empty(n)
-    if not _precision_cholesky(covs, prec, log_det):
+    ok = _m_step(xt, resp, sums, 0, reg_covar, eps10, weights, means, covs, prec, log_det)
+    weights /= n
+    if not ok:
         return -1, 0, -np.inf
     lower = -np.inf
     for it in range(1, max_iter + 1):
         prev = lower
         # E-step: responsibilities and the mean log-likelihood (log-sum-exp over components).
-        _shifted_log_prob(x, weights, means, prec, log_det, resp, top)
+        _log_prob(xt, weights, means, prec, log_det, resp, top)
         np.exp(resp, out=resp)
-        _normalise_rows(resp, sums)
-        lower = float(np.mean(np.log(sums) + top))
-        # M-step.
-        _m_step(x, resp, reg_covar, eps10, weights, means, covs)
+        # M-step (normalises the responsibilities first, leaving their sums in `sums`).
+        ok = _m_step(xt, resp, sums, 1, reg_covar, eps10, weights, means, covs, prec, log_det)
+        np.log(sums, out=sums)
+        sums += top
+        lower = float(sums.mean())  # = np.mean(np.log(sums) + top), without the temporaries
         weights /= weights.sum()
-        if not _precision_cholesky(covs, prec, log_det):
+        if not ok:
             return -1, it, lower
         if abs(lower - prev) < tol:
             return 1, it, lower
@@ -225,38 +355,65 @@ def gmm_em(x: np.ndarray, labels: np.ndarray, reg_covar: float, tol: float, max_
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
-def _lloyd_step(x: np.ndarray, centers_old: np.ndarray, centers_new: np.ndarray, weight: np.ndarray,
-                labels: np.ndarray, shift: np.ndarray, update: int) -> None:
-    """One Lloyd iteration: each event's nearest centre; if ``update``, new centres and their shifts."""
-    n, d = x.shape
+def _lloyd_step(xt: np.ndarray, centers_old: np.ndarray, centers_new: np.ndarray, weight: np.ndarray,
+                labels: np.ndarray, near: np.ndarray, best: np.ndarray, shift: np.ndarray,
+                update: int) -> int:
+    """One Lloyd iteration: each event's nearest centre; if ``update``, new centres and their shifts.
+
+    ``xt`` is x transposed (d, n); ``near`` (int64) and ``best`` (float64), length n, are scratch.
+    ``labels`` receives the labels; returns how many of them differ from what ``labels`` held.
+    """
+    d, n = xt.shape
     k_n = centers_old.shape[0]
-    sq = np.empty(k_n)
+    # Nearest centre by ||c||^2 - 2 x.c (||x||^2 does not change the argmin; ties: the lowest
+    # index), one centre at a time so that the loops over the events vectorise.
     for j in range(k_n):
-        s = 0.0
+        sq = 0.0
         for a in range(d):
-            s += centers_old[j, a] * centers_old[j, a]
-        sq[j] = s
-    if update:
-        centers_new[:, :] = 0.0
-        weight[:] = 0.0
+            sq += centers_old[j, a] * centers_old[j, a]
+        if d == 1:
+            c0 = centers_old[j, 0]
+            for i in range(n):
+                dist = sq - 2.0 * (xt[0, i] * c0)
+                if j == 0 or dist < best[i]:
+                    best[i] = dist
+                    near[i] = j
+        elif d == 2:
+            c0, c1 = centers_old[j, 0], centers_old[j, 1]
+            for i in range(n):
+                dist = sq - 2.0 * (xt[0, i] * c0 + xt[1, i] * c1)
+                if j == 0 or dist < best[i]:
+                    best[i] = dist
+                    near[i] = j
+        elif d == 3:
+            c0, c1, c2 = centers_old[j, 0], centers_old[j, 1], centers_old[j, 2]
+            for i in range(n):
+                dist = sq - 2.0 * (xt[0, i] * c0 + xt[1, i] * c1 + xt[2, i] * c2)
+                if j == 0 or dist < best[i]:
+                    best[i] = dist
+                    near[i] = j
+        else:
+            for i in range(n):
+                dot = 0.0
+                for a in range(d):
+                    dot += xt[a, i] * centers_old[j, a]
+                dist = sq - 2.0 * dot
+                if j == 0 or dist < best[i]:
+                    best[i] = dist
+                    near[i] = j
+    changed = 0
     for i in range(n):
-        label = 0
-        best = 0.0
-        for j in range(k_n):
-            dot = 0.0
-            for a in range(d):
-                dot += x[i, a] * centers_old[j, a]
-            dist = sq[j] - 2.0 * dot  # ||c||^2 - 2 x.c: ||x||^2 does not change the argmin
-            if j == 0 or dist < best:
-                best = dist
-                label = j
-        labels[i] = label
-        if update:
-            weight[label] += 1.0
-            for a in range(d):
-                centers_new[label, a] += x[i, a]
+        changed += near[i] != labels[i]
+        labels[i] = near[i]
     if not update:
-        return
+        return changed
+    centers_new[:, :] = 0.0
+    weight[:] = 0.0
+    for i in range(n):
+        label = near[i]
+        weight[label] += 1.0
+        for a in range(d):
+            centers_new[label, a] += xt[a, i]
     # Empty clusters take the events farthest from their centres (scikit-learn's relocation;
     # ties: the lowest index).
     n_empty = 0
@@ -269,7 +426,7 @@ def _lloyd_step(x: np.ndarray, centers_old: np.ndarray, centers_new: np.ndarray,
         for i in range(n):
             s = 0.0
             for a in range(d):
-                t = x[i, a] - centers_old[labels[i], a]
+                t = xt[a, i] - centers_old[near[i], a]
                 s += t * t
             far[i] = s
             top = max(top, s)
@@ -284,10 +441,10 @@ def _lloyd_step(x: np.ndarray, centers_old: np.ndarray, centers_new: np.ndarray,
                     if not taken[t] and (i < 0 or far[t] > far[i]):
                         i = t
                 taken[i] = True
-                old = labels[i]
+                old = near[i]
                 for a in range(d):
-                    centers_new[old, a] -= x[i, a]
-                    centers_new[j, a] = x[i, a]
+                    centers_new[old, a] -= xt[a, i]
+                    centers_new[j, a] = xt[a, i]
                 weight[j] = 1.0
                 weight[old] -= 1.0
     big = 0
@@ -308,6 +465,7 @@ def _lloyd_step(x: np.ndarray, centers_old: np.ndarray, centers_new: np.ndarray,
             t = centers_new[j, a] - centers_old[j, a]
             s += t * t
         shift[j] = math.sqrt(s)
+    return changed
 
 
 def kmeans_lloyd(x: np.ndarray, centers: np.ndarray, tol: float, max_iter: int,
@@ -316,7 +474,7 @@ def kmeans_lloyd(x: np.ndarray, centers: np.ndarray, tol: float, max_iter: int,
 
     Parameters
     ----------
-    x : ndarray of float64, shape (n, d), C-contiguous
+    x : ndarray of float64, shape (n, d)
         Events (scikit-learn centres them on their mean first; so should the caller).
     centers : ndarray of float64, shape (k, d)
         Initial centres; receive the final ones.
@@ -333,26 +491,28 @@ def kmeans_lloyd(x: np.ndarray, centers: np.ndarray, tol: float, max_iter: int,
         Iterations run.
     """
     k_n = centers.shape[0]
+    xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)  # (d, n): the event loops vectorise
+    n = xt.shape[1]
     cur = np.array(centers, dtype=np.float64, order="C")
     new = np.empty_like(cur)
     weight = np.empty(k_n)
     shift = np.zeros(k_n)
+    near = np.empty(n, dtype=np.int64)
+    best = np.empty(n)
     labels[:] = -1
-    old = labels.copy()
     strict = False
     it = 0
     while it < max_iter:
         it += 1
-        _lloyd_step(x, cur, new, weight, labels, shift, 1)
+        changed = _lloyd_step(xt, cur, new, weight, labels, near, best, shift, 1)
         cur, new = new, cur
-        if np.array_equal(labels, old):
+        if changed == 0:
             strict = True
             break
         if float((shift**2).sum()) <= tol:
             break
-        old[:] = labels
     if not strict:
-        _lloyd_step(x, cur, cur, weight, labels, shift, 0)
+        _lloyd_step(xt, cur, cur, weight, labels, near, best, shift, 0)
     centers[:, :] = cur
     return it
 

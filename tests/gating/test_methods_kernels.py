@@ -115,7 +115,8 @@ def kmeans_lloyd_ref(x, centers, tol, max_iter=300):
 
 
 @pytest.mark.parametrize(("d", "k", "seed"),
-                         [(1, 2, 0), (1, 3, 1), (2, 1, 2), (2, 3, 3), (2, 4, 4), (3, 3, 5), (2, 6, 6)])
+                         [(1, 2, 0), (1, 3, 1), (2, 1, 2), (2, 3, 3), (2, 4, 4), (3, 3, 5), (2, 6, 6),
+                          (4, 3, 7)])
 def test_gmm_em_matches_numpy_reference(d, k, seed):
     x = _blobs(3000, d, k, seed)
     labels = np.random.default_rng(seed).integers(0, k, x.shape[0])
@@ -137,10 +138,116 @@ def test_gmm_em_reports_a_singular_covariance():
     assert status == -1
 
 
+def _mixture_params(d, k, rng):
+    """Random weights, means and precision Cholesky factors (upper triangular, as the kernels keep them)."""
+    w = rng.uniform(0.2, 1.0, k)
+    w /= w.sum()
+    means = rng.normal(scale=2.0, size=(k, d))
+    covs = np.empty((k, d, d))
+    for j in range(k):
+        a = rng.normal(size=(d, d))
+        covs[j] = a @ a.T + 0.3 * np.eye(d)
+    prec = np.array([np.linalg.inv(np.linalg.cholesky(c)).T for c in covs])
+    log_det = np.array([np.log(np.diag(p)).sum() for p in prec])
+    return w, means, covs, prec, log_det
+
+
+def _log_prob_loop(x, w, means, prec, log_det):
+    """The per-event loop the d <= 3 fast paths write out: same operations, same order (so same bits)."""
+    n, d = x.shape
+    k = means.shape[0]
+    out = np.empty((k, n))
+    for j in range(k):
+        const = -0.5 * (d * math.log(2.0 * math.pi)) + log_det[j] + math.log(w[j])
+        for i in range(n):
+            q = 0.0
+            for c in range(d):
+                s = 0.0
+                for a in range(c + 1):
+                    s += (x[i, a] - means[j, a]) * prec[j, a, c]
+                q += s * s
+            out[j, i] = const - 0.5 * q
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 200), d=st.integers(1, 5), k=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_log_prob_kernel_matches_numpy(n, d, k, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(n, d))
+    w, means, _, prec, log_det = _mixture_params(d, k, rng)
+    lp, top = np.empty((k, n)), np.empty(n)
+    K._log_prob(np.ascontiguousarray(x.T), w, means, prec, log_det, lp, top)
+    # numpy: log(w_j) + log N(x | mu_j, S_j), then minus the column maximum
+    ref = np.stack([-0.5 * (d * math.log(2 * math.pi) + (((x - means[j]) @ prec[j]) ** 2).sum(axis=1))
+                    + log_det[j] + np.log(w[j]) for j in range(k)])
+    np.testing.assert_allclose(top, ref.max(axis=0), rtol=1e-12, atol=1e-12)
+    shifted = ref - ref.max(axis=0)
+    tiny = shifted < math.log(np.finfo(np.float64).tiny) + 1e-9  # exp() subnormal: flushed to -inf
+    np.testing.assert_allclose(lp[~tiny], shifted[~tiny], rtol=1e-12, atol=1e-10)
+    assert np.all((lp[tiny] == -np.inf) | (lp[tiny] < math.log(np.finfo(np.float64).tiny) + 1e-6))
+    # and bit for bit the per-event loop, whatever the dimension's code path
+    loop = _log_prob_loop(x, w, means, prec, log_det)
+    loop_top = loop.max(axis=0)
+    loop = loop - loop_top
+    loop[loop < K._LOG_TINY] = -np.inf
+    np.testing.assert_array_equal(top, loop_top)
+    np.testing.assert_array_equal(lp, loop)
+
+
+def test_log_prob_flushes_subnormal_responsibilities():
+    x = np.array([[0.0], [40.0]])  # the second event is ~40 sd from component 0
+    w = np.array([0.5, 0.5])
+    means = np.array([[0.0], [40.0]])
+    prec = np.ones((2, 1, 1))
+    lp, top = np.empty((2, 2)), np.empty(2)
+    K._log_prob(np.ascontiguousarray(x.T), w, means, prec, np.zeros(2), lp, top)
+    assert lp[0, 0] == lp[1, 1] == 0.0
+    assert lp[1, 0] == lp[0, 1] == -np.inf  # -800: exp() would be 0 or subnormal
+    assert np.exp(-800.0) < np.finfo(np.float64).tiny
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 300), d=st.integers(1, 5), k=st.integers(1, 6), normalise=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_m_step_kernel_matches_numpy(n, d, k, normalise, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(n, d))
+    raw = rng.uniform(0.0, 1.0, (k, n))
+    raw[rng.integers(0, k, n), np.arange(n)] = 1.0  # as exp(log_prob - top): the largest is 1
+    resp = raw.copy()
+    sums = np.full(n, np.nan)
+    w, means, covs = np.empty(k), np.empty((k, d)), np.empty((k, d, d))
+    prec, log_det = np.empty((k, d, d)), np.empty(k)
+    ok = K._m_step(np.ascontiguousarray(x.T), resp, sums, int(normalise), 1e-4, _EPS10, w, means, covs, prec,
+                   log_det)
+    want = raw / raw.sum(axis=0) if normalise else raw
+    if normalise:
+        np.testing.assert_allclose(sums, raw.sum(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(resp, want, rtol=1e-14)
+    nk, r_means, r_covs = _m_step_ref(x, want.T, 1e-4)
+    np.testing.assert_allclose(w, nk, rtol=1e-12)
+    np.testing.assert_allclose(means, r_means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(covs, r_covs, rtol=1e-10, atol=1e-12)
+    assert ok
+    r_prec = np.array([np.linalg.inv(np.linalg.cholesky(c)).T for c in r_covs])
+    np.testing.assert_allclose(prec, r_prec, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(log_det, [np.log(np.diag(p)).sum() for p in r_prec], rtol=1e-8, atol=1e-10)
+
+
+def test_m_step_zero_column_sum_raises_as_before():
+    x = np.ones((2, 3))
+    resp = np.zeros((2, 3))
+    resp[0, 1] = 1.0  # events 0 and 2 have no responsibility at all
+    params = (np.empty(2), np.empty((2, 2)), np.empty((2, 2, 2)), np.empty((2, 2, 2)), np.empty(2))
+    with pytest.raises(ZeroDivisionError):
+        K._m_step(np.ascontiguousarray(x.T), resp, np.empty(3), 1, 1e-4, _EPS10, *params)
+
+
 # ------------------------------------------------------------------------------------------ k-means
 
 
-@pytest.mark.parametrize(("d", "k", "seed"), [(1, 3, 0), (2, 3, 1), (2, 4, 2), (3, 5, 3)])
+@pytest.mark.parametrize(("d", "k", "seed"), [(1, 3, 0), (2, 3, 1), (2, 4, 2), (3, 5, 3), (4, 3, 4)])
 def test_kmeans_lloyd_matches_numpy_reference(d, k, seed):
     x = _blobs(4000, d, k, seed)
     x = x - x.mean(axis=0)
@@ -153,6 +260,35 @@ def test_kmeans_lloyd_matches_numpy_reference(d, k, seed):
     assert n_iter == r_iter
     np.testing.assert_array_equal(labels, r_labels)
     np.testing.assert_allclose(centers, r_centers, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), d=st.integers(1, 5), k=st.integers(1, 6), update=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_lloyd_step_kernel_matches_numpy(n, d, k, update, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(n, d))
+    centers = x[rng.integers(0, n, k)] + rng.normal(scale=0.1, size=(k, d))
+    prev = rng.integers(-1, k, n)
+    labels = prev.copy()
+    new, weight, shift = np.full((k, d), np.nan), np.empty(k), np.empty(k)
+    changed = K._lloyd_step(np.ascontiguousarray(x.T), centers, new, weight, labels,
+                            np.empty(n, dtype=np.int64), np.empty(n), shift, int(update))
+    dist = (centers**2).sum(axis=1)[None, :] - 2.0 * (x @ centers.T)
+    want = np.argmin(dist, axis=1)
+    np.testing.assert_array_equal(labels, want)
+    assert changed == int((want != prev).sum())
+    if not update:
+        assert np.isnan(new).all()
+        return
+    counts = np.bincount(want, minlength=k)
+    if (counts == 0).any():  # relocation: see test_kmeans_lloyd_relocates_an_empty_cluster_like_sklearn
+        return
+    sums = np.zeros((k, d))
+    np.add.at(sums, want, x)
+    np.testing.assert_array_equal(weight, counts)
+    np.testing.assert_allclose(new, sums / counts[:, None], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(shift, np.sqrt(((new - centers) ** 2).sum(axis=1)), rtol=1e-12, atol=1e-12)
 
 
 def test_kmeans_lloyd_relocates_an_empty_cluster_like_sklearn():
