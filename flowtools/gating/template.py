@@ -625,6 +625,7 @@ class _State:
         self.ev = _Evaluator(self.strategy, events, sample.pnn, self.fcs_matrix, sample_id, columns)
         self.t = t
         self.dims: dict[str, Dimension] = {}
+        self._rows: dict[str, np.ndarray] = {}  # population id -> its event indices (masks never change)
 
     def base_channel(self, pnn: str) -> np.ndarray:
         """Compensated (as the template says), untransformed values of one parameter."""
@@ -666,9 +667,11 @@ class _State:
         if not parent:
             cols = [self.ev.column(d) for d in ds]
         else:
-            mask = self.ev.masks[self.ids[parent]]
-            rows = np.flatnonzero(mask)
             pid = self.ids[parent]
+            mask = self.ev.masks[pid]
+            rows = self._rows.get(pid)
+            if rows is None:  # several methods often read one parent's events (one marker each)
+                rows = self._rows[pid] = np.flatnonzero(mask)
             cols = [self.ev.column_on(d, mask, pid)[rows] for d in ds]  # transforms run on the parent only
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
