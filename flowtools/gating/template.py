@@ -673,6 +673,10 @@ class _State:
             if rows is None:  # several methods often read one parent's events (one marker each)
                 rows = self._rows[pid] = np.flatnonzero(mask)
             cols = [self.ev.column_on(d, mask, pid)[rows] for d in ds]  # transforms run on the parent only
+        if len(cols) == 1 and parent:
+            # One dimension gathered from a parent: already a fresh contiguous array (a method may
+            # modify it); a column view of it, no stacking copy.
+            return np.ascontiguousarray(cols[0], dtype=np.float64).reshape(-1, 1)
         return np.ascontiguousarray(np.column_stack(cols)) if cols else np.empty((0, 0))
 
     def ranges(self, dims: Sequence[str]) -> tuple[tuple[float, float], ...]:
