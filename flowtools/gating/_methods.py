@@ -96,7 +96,10 @@ def _restrict(x: np.ndarray, rng: tuple[float, float] | None, ctx: MethodContext
     a, b = rng
     if not a < b:
         raise _fail(ctx, method, f"range [{a}, {b}] is empty (needs a < b)")
-    return x[(x >= a) & (x <= b)]
+    from flowtools.gating import _qc_kernels as QK
+
+    # x[(x >= a) & (x <= b)] in one pass (numpy compares with the bounds as float64 too)
+    return QK.restrict(x, float(a), float(b))
 
 
 def _quantiles_sorted(s: np.ndarray, q: np.ndarray, unsorted: np.ndarray | None = None) -> np.ndarray:
@@ -108,16 +111,19 @@ def _quantiles_sorted(s: np.ndarray, q: np.ndarray, unsorted: np.ndarray | None 
     ``(n - 1) * q``, floor and next (the last value at or above ``n - 1``), gamma = the
     fractional part, and numpy's ``_lerp`` (``a + (b - a) * g``, or ``b - (b - a) * (1 - g)``
     when ``g >= 0.5``). Tested equal to np.quantile on random and tied data. Empty input,
-    NaN and zeros go to np.quantile itself, of ``unsorted`` when given (the array ``s``
-    was sorted from, which np.quantile would have been given: which of -0.0 and 0.0 its
-    partition picks depends on the input order).
+    NaN and zeros of both signs go to np.quantile itself, of ``unsorted`` when given (the
+    array ``s`` was sorted from, which np.quantile would have been given: which of -0.0 and
+    0.0 its partition picks depends on the input order). Zeros of one sign are like any other
+    tie: every order statistic has the same bits whatever the order. The signs are read from
+    ``unsorted`` when given: np.sort's SIMD sort may turn 0.0 into -0.0 when both occur.
     """
     n = s.shape[0]
     q = np.asarray(q, dtype=np.float64)
-    if n == 0 or np.isnan(s[-1]) or (s[0] <= 0.0 <= s[-1] and np.any(s == 0.0)):
-        # empty, NaN (sorted last), or zeros that may be signed: which of -0.0 and 0.0
-        # np.quantile's partition picks is its own business, so let it pick
-        return np.quantile(s if unsorted is None else unsorted, q)
+    src = s if unsorted is None else unsorted
+    if n == 0 or np.isnan(s[-1]) or (s[0] <= 0.0 <= s[-1] and _mixed_zeros(src, ascending=unsorted is None)):
+        # empty, NaN (sorted last), or both -0.0 and 0.0: which of them np.quantile's
+        # partition picks is its own business, so let it pick
+        return np.quantile(src, q)
     virtual = (n - 1) * q
     prev = np.floor(virtual)
     nxt = prev + 1
@@ -138,6 +144,16 @@ def _quantiles_sorted(s: np.ndarray, q: np.ndarray, unsorted: np.ndarray | None 
     return out
 
 
+def _mixed_zeros(v: np.ndarray, *, ascending: bool) -> bool:
+    """Whether a NaN-free 1-D array holds both -0.0 and 0.0 (ascending: its zeros are one run)."""
+    if ascending:
+        zeros = v[np.searchsorted(v, 0.0, side="left") : np.searchsorted(v, 0.0, side="right")]
+    else:
+        zeros = v[v == 0.0]
+    neg = np.signbit(zeros)
+    return bool(neg.any() and not neg.all())
+
+
 def _median(v: np.ndarray) -> float:
     """``float(np.median(v))`` of a 1-D array, bit for bit, at a fraction of the cost.
 
@@ -149,25 +165,54 @@ def _median(v: np.ndarray) -> float:
     n = v.size
     if n == 0 or np.isnan(v).any():
         return math.nan
+    return _select_median(np.partition(v, n // 2))
+
+
+def _median_owned(v: np.ndarray) -> float:
+    """``_median(v)`` of a temporary the caller gives up: partitioned in place, no copy."""
+    if v.size == 0 or np.isnan(v).any():
+        return math.nan
+    v.partition(v.size // 2)
+    return _select_median(v)
+
+
+def _select_median(p: np.ndarray) -> float:
+    """The median of a non-empty, NaN-free 1-D array already partitioned at ``size // 2``."""
+    n = p.size
     k = n // 2
-    p = np.partition(v, k)
     # np.median's mean sums from +0.0 (so -0.0 medians come out +0.0), then divides by the count.
     if n % 2:
         return float(0.0 + p[k])
     return float((0.0 + p[:k].max() + p[k]) / 2)
 
 
+def _sorted_median(s: np.ndarray) -> float:
+    """``_median`` of an ascending, NaN-free, non-empty array: its middle, no selection.
+
+    The middle values are the order statistics a partition finds (only the sign of a zero
+    can differ, and ``0.0 + z`` is +0.0 for both signs, as in ``_select_median``).
+    """
+    n = s.size
+    k = n // 2
+    if n % 2:
+        return float(0.0 + s[k])
+    return float((0.0 + s[k - 1] + s[k]) / 2)
+
+
 def _robust_center_scale(v: np.ndarray) -> tuple[float, float]:
     med = _median(v)
-    return med, _MAD_SD * _median(np.abs(v - med))
+    return med, _MAD_SD * _median_owned(np.abs(v - med))
 
 
 def _subsample(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
     if x.shape[0] <= limit:
         return x
     idx = np.random.default_rng(seed).choice(x.shape[0], size=limit, replace=False)
-    idx.sort()
-    return x[idx]
+    # The drawn rows in ascending order, as sorting the (distinct) indices gives them: a mask's
+    # nonzero positions are cheaper; np.take of rows is several times faster than x[idx].
+    pick = np.zeros(x.shape[0], dtype=bool)
+    pick[idx] = True
+    return np.take(x, np.flatnonzero(pick), axis=0)
 
 
 class _Density:
@@ -177,9 +222,14 @@ class _Density:
         n = x.size
         if n < 2:
             raise _fail(ctx, method, f"{n} event(s) in range: too few to estimate a density")
+        from flowtools.gating import _qc_kernels as QK
+
         # np.quantile of a sorted copy: lookups, not a 10-position partition (same values)
-        q = _quantiles_sorted(np.sort(x), np.array([0.001, 0.25, 0.75, 0.999]), unsorted=x)
-        lo_x, hi_x = float(x.min()), float(x.max())
+        xs = np.sort(x)
+        q = _quantiles_sorted(xs, np.array([0.001, 0.25, 0.75, 0.999]), unsorted=x)
+        # min and max are the sorted ends (a zero end: np.min's own pick of -0.0 or 0.0)
+        lo_x = float(xs[0]) if xs[0] != 0.0 and not np.isnan(xs[-1]) else float(x.min())
+        hi_x = float(xs[-1]) if xs[-1] != 0.0 and not np.isnan(xs[-1]) else float(x.max())
         if not hi_x > lo_x:
             raise _fail(ctx, method, f"all {n} values are identical ({lo_x:g}): no density to cut")
         sd = float(np.std(x))
@@ -190,9 +240,8 @@ class _Density:
         lo = max(lo_x, float(q[0]) - 0.5 * core) - 3.0 * bw
         hi = min(hi_x, float(q[3]) + 0.5 * core) + 3.0 * bw
         dx = (hi - lo) / (_GRID - 1)
-        idx = np.floor((x - lo) / dx + 0.5)
-        idx = idx[(idx >= 0) & (idx < _GRID)].astype(np.intp)
-        hist = np.bincount(idx, minlength=_GRID).astype(np.float64)
+        # bincount of floor((x - lo) / dx + 0.5) within the grid, as float64, in one pass
+        hist = QK.density_hist(x, lo, dx, _GRID)
         s = bw / dx
         half = int(min(_GRID - 1, math.ceil(4.0 * s)))
         k = np.exp(-0.5 * (np.arange(-half, half + 1) / s) ** 2) if s > 0 else np.ones(1)
@@ -211,6 +260,11 @@ class _Density:
         if d[-1] > d[-2]:
             cand.append(len(d) - 1)
         idx = np.array(cand, dtype=np.intp)
+        if np.isfinite(d).all() and not np.signbit(d).any():
+            # finite, no -0.0: every min is one value, whatever scan finds it
+            from flowtools.gating import _qc_kernels as QK
+
+            return idx, QK.prominences(d, idx)
         prom = np.empty(idx.size)
         for j, i in enumerate(idx):
             higher_l = np.flatnonzero(d[:i] > d[i])
@@ -473,13 +527,26 @@ def quantile(values: np.ndarray, ctx: MethodContext, *, q: float, side: str) -> 
 def _scale_model(a_s: np.ndarray, e_s: np.ndarray, floor: float) -> tuple[float, float]:
     """Robust residual scale as a linear function of a: c0 + c1 * a, from MADs in 16 quantile bins.
 
-    ``a_s`` is sorted (ties in their original order) and ``e_s`` in the same order: every bin
-    is a contiguous slice (same members, so the same medians as selecting each bin with a
-    mask, at a fraction of the cost), and the median of a bin of ``a_s`` is its middle.
+    ``a_s`` is sorted (ties in any order) and ``e_s`` in the same order: every bin is a
+    contiguous slice (same members, so the same medians as selecting each bin with a mask,
+    at a fraction of the cost), and the median of a bin of ``a_s`` is its middle. A bin
+    never splits a run of equal areas, so the order of ties changes nothing.
     """
+    m_all = a_s.shape[0]
     edges = _quantiles_sorted(a_s, np.linspace(0.0, 1.0, 17))
-    which = np.clip(np.searchsorted(edges, a_s, side="right") - 1, 0, 15)
-    bounds = np.searchsorted(which, np.arange(17), side="left")
+    if (edges[1:] >= edges[:-1]).all():
+        # Bin b (the clipped count of edges <= a, minus one) starts at the first a >= edges[b]:
+        # 15 binary searches instead of one per event.
+        bounds = np.empty(17, dtype=np.intp)
+        bounds[0], bounds[16] = 0, m_all
+        bounds[1:16] = np.searchsorted(a_s, edges[1:16], side="left")
+    else:  # NaN or unordered edges (a span that overflows): the per-event form
+        which = np.clip(np.searchsorted(edges, a_s, side="right") - 1, 0, 15)
+        bounds = np.searchsorted(which, np.arange(17), side="left")
+    # Finite residuals: the MADs of the bins from one scratch buffer, partitioned in place
+    # (no NaN can arise, so the NaN checks of _median are skipped).
+    finite = bool(np.isfinite(e_s).all())
+    buf = np.empty(m_all)
     mids, scales = [], []
     for b in range(16):
         lo, hi = bounds[b], bounds[b + 1]
@@ -490,7 +557,17 @@ def _scale_model(a_s: np.ndarray, e_s: np.ndarray, floor: float) -> tuple[float,
             # (summed from +0.0, as np.mean does).
             mid = 0.0 + a_s[lo + m // 2] if m % 2 else (0.0 + a_s[lo + m // 2 - 1] + a_s[lo + m // 2]) / 2
             mids.append(float(mid))
-            scales.append(_MAD_SD * _median(np.abs(eb - _median(eb))))
+            if finite:
+                p = buf[:m]
+                p[:] = eb
+                p.partition(m // 2)
+                med = _select_median(p)
+                np.subtract(p, med, out=p)  # the bin's values in another order: same median
+                np.abs(p, out=p)
+                p.partition(m // 2)
+                scales.append(_MAD_SD * _select_median(p))
+            else:
+                scales.append(_MAD_SD * _median(np.abs(eb - _median(eb))))
     if len(mids) < 2 or np.ptp(mids) == 0:
         return max(_robust_center_scale(e_s)[1], floor), 0.0
     c1, c0 = np.polyfit(np.asarray(mids), np.asarray(scales), 1)
@@ -532,29 +609,32 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
     """
     full = _finite_rows(values, ctx, "singlet", min_n=20)
     x = _subsample(full, max_events, ctx.seed)
-    a, h = x[:, 0], x[:, 1]
-    a_sd = _robust_center_scale(a)[1] or float(np.std(a))
-    h_sd = _robust_center_scale(h)[1] or float(np.std(h))
+    a, h = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
+    # One argsort of the area serves its median and decile here and the kept events' order in
+    # the loop. Ties may come in any order: bins and medians depend on the values only.
+    order = np.argsort(a)
+    a_sorted = a[order]
+    a_med = _sorted_median(a_sorted)
+    # np.std of the columns as before (views of x: the same summation whatever the layout)
+    a_sd = _MAD_SD * _median_owned(np.abs(a - a_med)) or float(np.std(x[:, 0]))
+    h_sd = _robust_center_scale(h)[1] or float(np.std(x[:, 1]))
     if not (a_sd > 0 and h_sd > 0):
         raise _fail(ctx, "singlet", "area or height has no spread")
     # Start: the median ratio over events above the lowest decile of area (where it is defined).
-    pos = (a > np.quantile(a, 0.1)) & (a != 0)
+    pos = (a > _quantiles_sorted(a_sorted, np.array([0.1]), unsorted=a)[0]) & (a != 0)
     if pos.sum() >= 10:
-        b = _median(h[pos] / a[pos])
-        c = _median(h - b * a)
+        b = _median_owned(h[pos] / a[pos])
+        c = _median_owned(h - b * a)
     else:
-        b, c = 1.0, _median(h - a)
+        b, c = 1.0, _median_owned(h - a)
     keep = np.ones(a.size, dtype=bool)
     floor = 1e-9 * max(h_sd, 1e-300)
     s0, s1 = _robust_center_scale(h - (c + b * a))[1], 0.0
     from flowtools.gating import _methods_kernels as K
 
     # The elementwise steps run in numba kernels (the same operations as the numpy they
-    # replaced: bit-identical); the kept events are taken in one stable order by area,
-    # which is what argsort(a[kept], stable) would give for every subset.
-    a = np.ascontiguousarray(a)
-    h = np.ascontiguousarray(h)
-    order = K.stable_argsort(a)  # np.argsort(a, kind="stable"), faster
+    # replaced: bit-identical); the kept events are taken in the area order above, which
+    # gives every subset sorted by area.
     new = np.empty(a.size, dtype=bool)
     design, rhs = np.empty((a.size, 2)), np.empty(a.size)
     a_buf, e_buf = np.empty(a.size), np.empty(a.size)
@@ -566,7 +646,7 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
         K.singlet_kept(a, h, order, new, float(c), float(b), a_buf, e_buf)
         a_kept, e_new = a_buf[:m], e_buf[:m]
         s0, s1 = _scale_model(a_kept, e_new, floor)
-        med_s = _median(np.abs(e_new)) * _MAD_SD
+        med_s = _median_owned(np.abs(e_new)) * _MAD_SD
         floor = max(floor, 0.25 * med_s)
         if np.array_equal(new, keep):
             break
@@ -901,26 +981,18 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
     Interpolated in 1001 quantiles of at most ~200k values (a regular stride: no randomness).
     """
-    # np.interp is several times faster on ascending input (each search starts from the last
-    # one); every value's result is the same whatever the order, so interpolate in sorted order.
-    order = np.argsort(v)
-    v_sorted = v[order]
-    stride = max(1, v.size // 200_000)
-    # Quantiles of a sorted copy: the same values, 3x faster than selecting 1001 of them. The
-    # argsorted values are np.sort's bit for bit unless -0.0 and 0.0 both occur (np.sort may
-    # order them differently): then sort separately.
-    if stride == 1 and not (v_sorted[0] <= 0.0 <= v_sorted[-1] and np.any(v == 0.0)):
-        sample = v_sorted
-    else:
-        sample = np.sort(v[::stride])
+    from flowtools.gating import _qc_kernels as QK
+
+    # The sorted sample is np.sort's: the same values as the argsorted copy this used to take
+    # (and the same bits, signed zeros included); a sort is 3x cheaper than an argsort.
+    sample = np.sort(v[:: max(1, v.size // 200_000)])
     q = _quantiles_sorted(sample, np.linspace(0.0, 1.0, 1001))
     xp, inv = np.unique(q, return_inverse=True)
     fp = np.bincount(inv, weights=np.linspace(0.0, 1.0, 1001)) / np.bincount(inv)
     if xp.size == 1:
         return np.full(v.size, 0.5)
-    out = np.empty(v.size)
-    out[order] = np.interp(v_sorted, xp, fp)
-    return out
+    # np.interp(v, xp, fp) value for value (a kernel: numpy's own search is slow on unsorted v).
+    return QK.interp(v, xp, fp)
 
 
 def _robust_z(v: np.ndarray) -> np.ndarray:
