@@ -344,10 +344,19 @@ def _warm_worker() -> None:
             if not d:
                 continue
             ctx = MethodContext("warm-up", tuple("abc"[:d]), ((0.0, 5.0),) * d, 0)
-            try:
-                spec.fn(np.ascontiguousarray(x[:, :d]), ctx, **spec.check_args({}, "warm-up"))
-            except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
-                continue
+            # Defaults, and a search range where the method takes one (its own kernel).
+            # and both memory layouts (kernels are compiled per layout).
+            for extra in ({}, {"range": [0.5, 4.0]} if "range" in spec.args else None):
+                for values in (np.ascontiguousarray(x[:, :d]), x[:, :d]):
+                    if extra is None:
+                        continue
+                    try:
+                        spec.fn(values, ctx, **spec.check_args(extra, "warm-up"))
+                    except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
+                        continue
+        from flowtools.gating import _qc_kernels
+
+        _qc_kernels.restrict(x[:, 1], 0.5, 4.0)  # a strided column (quad's x_range): compiled per layout
         v = np.linspace(-100.0, 1e5, 64)
         lg = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
         lg.apply(v)
