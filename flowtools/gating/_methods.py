@@ -245,7 +245,10 @@ class _Density:
         s = bw / dx
         half = int(min(_GRID - 1, math.ceil(4.0 * s)))
         k = np.exp(-0.5 * (np.arange(-half, half + 1) / s) ** 2) if s > 0 else np.ones(1)
-        dens = np.convolve(hist, k / (k.sum() * n * dx), mode="same")
+        # The centred _GRID values of the full convolution: mode="same" itself, except that "same"
+        # returns the kernel's length when the kernel is the longer one (a wide bandwidth over
+        # few events), which put the density off the grid.
+        dens = np.convolve(hist, k / (k.sum() * n * dx), mode="full")[half : half + _GRID]
         self.grid = lo + dx * np.arange(_GRID)
         self.density = dens
         self.bandwidth = bw
@@ -642,7 +645,9 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
         m = K.singlet_band(a, h, float(c), float(b), float(s0), float(s1), float(floor), new, design, rhs)
         if m < 10:
             break
-        (c, b), *_ = np.linalg.lstsq(design[:m], rhs[:m], rcond=None)
+        ok, c, b = K.line_lstsq(design, rhs, m)
+        if not ok:  # (nearly) one area value: the SVD's minimum-norm solution
+            (c, b), *_ = np.linalg.lstsq(design[:m], rhs[:m], rcond=None)
         K.singlet_kept(a, h, order, new, float(c), float(b), a_buf, e_buf)
         a_kept, e_new = a_buf[:m], e_buf[:m]
         s0, s1 = _scale_model(a_kept, e_new, floor)

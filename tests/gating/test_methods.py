@@ -518,3 +518,16 @@ def test_cohort_artefacts(cohort):
     cols = [names.index(c) for c in ("FSC-A", "SSC-A")]
     keep = rectangle_mask(events[:, cols], run("boundary", events[:, cols], ctx(2, (SCATTER, SCATTER))))
     assert not keep[margin].any() and keep[~margin].mean() >= 0.99
+
+
+def test_density_of_two_events_with_a_wide_bandwidth_stays_on_its_grid():
+    """Regression: np.convolve(mode="same") returned the kernel's length (2047) when the kernel was
+    longer than the 1024-point grid, and a tail cut indexed past the grid (IndexError)."""
+    from flowtools.gating import _methods as M
+
+    v = np.array([[0.66785984], [0.20839201]])
+    ctx = M.MethodContext("p", ("x",), ((0.0, 1.0),), 0)
+    d = M._Density(v[:, 0], 3.0, ctx, "mindensity")
+    assert d.density.shape == d.grid.shape == (M._GRID,)
+    cut = M.tail(v, ctx, side="positive", tolerance=0.01, range=None, bandwidth=3.0)
+    assert np.isfinite([x for x in (cut.lo, cut.hi) if x is not None]).all()

@@ -521,3 +521,56 @@ def test_quantiles_sorted_nan_and_empty_go_to_numpy():
     assert np.isnan(_quantiles_sorted(s, np.array([0.5]))).all()
     with pytest.raises((ValueError, IndexError)):  # as np.quantile of nothing
         _quantiles_sorted(np.array([]), np.array([0.5]))
+
+
+def _exact_line(design: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The least-squares solution of a two-column system in rationals (normal equations, exact)."""
+    from fractions import Fraction
+
+    d = [[Fraction(float(v)) for v in col] for col in design.T]
+    y = [Fraction(float(v)) for v in rhs]
+    a11 = sum(u * u for u in d[0])
+    a12 = sum(u * w for u, w in zip(d[0], d[1], strict=True))
+    a22 = sum(u * u for u in d[1])
+    b1 = sum(u * w for u, w in zip(d[0], y, strict=True))
+    b2 = sum(u * w for u, w in zip(d[1], y, strict=True))
+    det = a11 * a22 - a12 * a12
+    return np.array([float((b1 * a22 - a12 * b2) / det), float((a11 * b2 - a12 * b1) / det)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 400), offset=st.floats(-1e5, 1e5), spread=st.floats(1e-2, 1e5),
+       weighted=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_line_lstsq_is_about_as_accurate_as_the_svd(n, offset, spread, weighted, seed):
+    from flowtools.gating._methods_kernels import line_lstsq
+
+    rng = np.random.default_rng(seed)
+    a = offset + spread * rng.random(n)
+    if np.ptp(a) <= 1e-6 * max(1.0, abs(offset)):
+        return  # (nearly) collinear: covered below
+    sw = np.sqrt(1.0 / rng.uniform(0.5, 5.0, n)) if weighted else np.ones(n)
+    design = np.column_stack([sw, a * sw])
+    rhs = (3.0 + 0.9 * a + rng.normal(0, spread / 10 + 1, n)) * sw
+    ok, x0, x1 = line_lstsq(design, rhs, n)
+    assert ok
+    exact = _exact_line(design, rhs)
+    svd = np.linalg.lstsq(design, rhs, rcond=None)[0]
+    scale = np.abs(exact) + np.abs(exact[1]) * abs(offset) + 1e-300  # x0's conditioning grows with the offset
+    ours_err = np.abs(np.array([x0, x1]) - exact) / scale
+    svd_err = np.abs(svd - exact) / scale
+    # Within a small factor of the SVD where x0 is ill-conditioned (a far offset), as good elsewhere.
+    assert np.all(ours_err <= np.maximum(50 * svd_err, 1e-13))
+
+
+def test_line_lstsq_uses_only_the_first_m_rows_and_declines_collinear_columns():
+    from flowtools.gating._methods_kernels import line_lstsq
+
+    a = np.array([1.0, 2.0, 3.0, 4.0, 1e9])
+    design = np.column_stack([np.ones(5), a])
+    rhs = 2.0 + 3.0 * a
+    ok, x0, x1 = line_lstsq(design, rhs, 4)
+    assert ok and abs(x0 - 2.0) < 1e-12 and abs(x1 - 3.0) < 1e-12
+    same = np.column_stack([np.ones(4), np.full(4, 7.0)])  # one area value
+    assert line_lstsq(same, np.arange(4.0), 4)[0] is False
+    assert line_lstsq(np.zeros((3, 2)), np.ones(3), 3)[0] is False
+    assert line_lstsq(design, rhs, 0)[0] is False
