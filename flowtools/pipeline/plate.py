@@ -331,6 +331,8 @@ def _warm_worker() -> None:
     if _WARM:
         return
     try:
+        import threadpoolctl  # noqa: F401 - each worker's _worker_init calls it
+
         from flowtools.compensation import _kernels as _comp  # noqa: F401 - its signatures load on import
         from flowtools.gating import _kernels, template  # noqa: F401 - imported for their cost
         from flowtools.gating.methods import MethodContext, methods
