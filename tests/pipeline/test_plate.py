@@ -151,6 +151,47 @@ def test_killed_run_resumes_to_identical_tables(cohort, tmp_path):
     assert not list(out.rglob(".*.tmp"))
 
 
+def test_killed_pool_run_leaves_no_process_and_resumes(cohort, tmp_path):
+    """kill -9 of a run with local workers (fork server): its server and workers exit too, and it resumes."""
+    psutil = pytest.importorskip("psutil")
+    c, tpl = cohort
+    ref = tmp_path / "ref"
+    run_plate(c.samples_csv, [tpl], ref, jobs=1)
+    out = tmp_path / "out"
+    script = tmp_path / "slow_run.py"
+    # Module level (outside the main guard): the fork server imports this script as its __main__,
+    # so the workers forked from it gate slowly too.
+    script.write_text(
+        "import time\n"
+        "from flowtools.pipeline import plate\n"
+        "orig = plate._gate_task\n"
+        "def slow(task):\n"
+        "    time.sleep(0.4)\n"
+        "    return orig(task)\n"
+        "plate._gate_task = slow\n"
+        "if __name__ == '__main__':\n"
+        f"    plate.run_plate({str(c.samples_csv)!r}, [{str(tpl)!r}], {str(out)!r}, jobs=2)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / ".cache").glob("*.json"))) < 2 if (out / ".cache").exists() \
+            else time.time() < deadline:
+        time.sleep(0.05)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    assert family  # the fork server and its workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=15)
+    assert not alive, f"left running after the coordinator was killed: {[p.pid for p in alive]}"
+    assert not (out / "populations.csv").exists()
+    done_before = len(list((out / ".cache").glob("*.json")))
+    assert 1 <= done_before < 5
+    res = run_plate(c.samples_csv, [tpl], out, jobs=2)
+    assert sum(o.cached for o in res.outcomes) == done_before
+    assert _tables(out) == _tables(ref)
+    assert not list(out.rglob(".*.tmp"))
+
+
 def test_process_pool_and_dask_give_identical_tables(cohort, tmp_path):
     c, tpl = cohort
     run_plate(c.samples_csv, [tpl], tmp_path / "serial", jobs=1)
