@@ -100,3 +100,12 @@ def test_start_method_can_be_forced_to_spawn(monkeypatch):
         assert all(ex.map(_loaded, [0, 1]))
     assert {c[0] for c in caps} == {1}
     assert {t for c in caps for t in c[1]} == {1}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the orphan watch runs on POSIX only")
+def test_orphan_watch_ends_the_process_once_the_coordinator_is_gone():
+    coordinator = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    worker = subprocess.Popen([sys.executable, "-c",
+                               f"from flowtools.pipeline import plate; plate._exit_without({coordinator.pid}, 0.05)"])
+    coordinator.wait()
+    assert worker.wait(timeout=20) == 1  # it ended itself (it would otherwise poll for ever)
