@@ -72,13 +72,15 @@ class GatingResult:
         """One dict per population: population, path, parent, count, % of parent, % of total."""
         counts = self.counts()
         out = []
-        for pid, pop in self.strategy.populations.items():
+        s = self.strategy
+        for pid in s.order:
+            pop = s.population(pid)
             parent_n = counts[pop.parent] if pop.parent is not None else self.n_events
             n = counts[pid]
             out.append(
                 {
                     "population": pid,
-                    "path": self.strategy.path(pid),
+                    "path": s.path(pid),
                     "parent": pop.parent or "",
                     "count": n,
                     "pct_parent": 100.0 * n / parent_n if parent_n else float("nan"),
@@ -242,7 +244,7 @@ class _Evaluator:
         """A population and its ancestors (None: all events)."""
         got = self._lineages.get(pid)
         if got is None:
-            parent = self.s.populations[pid].parent if pid is not None else None
+            parent = self.s.population(pid).parent if pid is not None else None
             got = frozenset({pid}) | (self._lineage(parent) if pid is not None else frozenset())
             self._lineages[pid] = got
         return got
@@ -303,9 +305,11 @@ class _Evaluator:
     def evaluate(self) -> dict[str, np.ndarray]:
         from flowtools.gating import _kernels as k  # numba: loaded on first evaluation only
 
-        for pid, pop in self.s.populations.items():
-            if pid in self.masks:
+        s, masks = self.s, self.masks
+        for pid in s.order:  # no populations dict copy: extend() runs this once per added gate
+            if pid in masks:
                 continue
+            pop = s.population(pid)
             parent = self.masks[pop.parent] if pop.parent is not None else None
             g = pop.gate
             if isinstance(g, BooleanGate):

@@ -72,15 +72,30 @@ class GatingStrategy:
         object.__setattr__(self, "matrices", dict(self.matrices))
         pops = self._build_populations()
         object.__setattr__(self, "_populations", pops)
-        object.__setattr__(self, "_order", self._topological_order(pops))
+        object.__setattr__(self, "_gate_ids", frozenset(g.id for g in self.gates))
+        object.__setattr__(self, "_order", tuple(self._topological_order(pops)))
+        object.__setattr__(self, "_ordered", None)  # populations in evaluation order, built on first use
 
     # -- queries ---------------------------------------------------------------------------------
 
     @property
     def populations(self) -> dict[str, Population]:
         """Population id -> Population, in evaluation order (parents and references first)."""
-        pops: dict[str, Population] = self._populations  # type: ignore[attr-defined]
-        return {pid: pops[pid] for pid in self._order}  # type: ignore[attr-defined]
+        ordered: dict[str, Population] | None = self._ordered  # type: ignore[attr-defined]
+        if ordered is None:
+            pops: dict[str, Population] = self._populations  # type: ignore[attr-defined]
+            ordered = {pid: pops[pid] for pid in self._order}  # type: ignore[attr-defined]
+            object.__setattr__(self, "_ordered", ordered)
+        return dict(ordered)  # a copy: callers may change what they get
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Population ids in evaluation order (parents and references first)."""
+        return self._order  # type: ignore[attr-defined,no-any-return]
+
+    def population(self, population_id: str) -> Population:
+        """The population of that id (KeyError if the strategy has none)."""
+        return self._populations[population_id]  # type: ignore[attr-defined,no-any-return]
 
     def gate(self, gate_id: str) -> Gate:
         """The gate of that id."""
@@ -92,7 +107,7 @@ class GatingStrategy:
 
     def path(self, population_id: str) -> str:
         """``/``-joined ids from the root to a population."""
-        pops = self.populations
+        pops: dict[str, Population] = self._populations  # type: ignore[attr-defined]  # no ordered copy
         chain = [population_id]
         while (parent := pops[chain[-1]].parent) is not None:
             chain.append(parent)
@@ -114,15 +129,24 @@ class GatingStrategy:
 
     def _build_populations(self) -> dict[str, Population]:
         pops: dict[str, Population] = {}
+        new = self._add_gates(pops, set(), self.gates)
+        self._check_links(pops, new)
+        return pops
+
+    def _add_gates(
+        self, pops: dict[str, Population], gate_ids: set[str], gates: Iterable[Gate]
+    ) -> list[Population]:
+        """Add the populations of ``gates`` to ``pops`` (ids unique, dimensions valid); the new ones."""
+        new: list[Population] = []
 
         def add(pop: Population) -> None:
             if pop.id in pops:
                 msg = f"population id {pop.id!r} is defined twice"
                 raise GatingError(msg)
             pops[pop.id] = pop
+            new.append(pop)
 
-        gate_ids: set[str] = set()
-        for g in self.gates:
+        for g in gates:
             if g.id in gate_ids:
                 msg = f"gate id {g.id!r} is defined twice"
                 raise GatingError(msg)
@@ -134,7 +158,12 @@ class GatingStrategy:
                 add(Population(g.id, g, g.parent))
             for d in gate_dimensions(g):
                 self._check_dimension(g.id, d)
-        for p in pops.values():
+        return new
+
+    @staticmethod
+    def _check_links(pops: Mapping[str, Population], new: Iterable[Population]) -> None:
+        """Parents and boolean references of the ``new`` populations are populations of ``pops``."""
+        for p in new:
             if p.parent is not None and p.parent not in pops:
                 msg = f"gate {p.gate.id!r}: parent {p.parent!r} is not a population of the strategy"
                 raise GatingError(msg)
@@ -143,7 +172,6 @@ class GatingStrategy:
                     if ref not in pops:
                         msg = f"boolean gate {p.id!r}: references unknown population {ref!r}"
                         raise GatingError(msg)
-        return pops
 
     def _check_dimension(self, gate_id: str, d: Dimension) -> None:
         if d.compensation not in (UNCOMPENSATED, FCS_COMPENSATION) and d.compensation not in self.matrices:
@@ -159,15 +187,22 @@ class GatingStrategy:
                 raise GatingError(msg)
 
     @staticmethod
-    def _topological_order(pops: Mapping[str, Population]) -> list[str]:
-        deps = {}
-        for pid, p in pops.items():
+    def _topological_order(
+        pops: Mapping[str, Population], new: Iterable[str] | None = None, done: Iterable[str] = ()
+    ) -> list[str]:
+        """Evaluation order of ``new`` (default: every population), after the already ordered ``done``.
+
+        Depth-first in definition order, so extending an order population by population gives
+        the order of a build from scratch: earlier populations never depend on later ones.
+        """
+        order: list[str] = []
+        state: dict[str, int] = dict.fromkeys(done, 2)
+
+        def deps(p: Population) -> list[str]:
             d = [p.parent] if p.parent is not None else []
             if isinstance(p.gate, BooleanGate):
                 d += [r for r, _ in p.gate.refs]
-            deps[pid] = d
-        order: list[str] = []
-        state: dict[str, int] = {}
+            return d
 
         def visit(pid: str, trail: list[str]) -> None:
             if state.get(pid) == 2:
@@ -177,12 +212,12 @@ class GatingStrategy:
                 msg = f"gating strategy has a cycle: {cycle}"
                 raise GatingError(msg)
             state[pid] = 1
-            for dep in deps[pid]:
+            for dep in deps(pops[pid]):
                 visit(dep, [*trail, pid])
             state[pid] = 2
             order.append(pid)
 
-        for pid in pops:
+        for pid in pops if new is None else new:
             visit(pid, [])
         return order
 
@@ -191,3 +226,39 @@ class GatingStrategy:
     def with_gates(self, gates: Iterable[Gate]) -> GatingStrategy:
         """A copy with other gates and the same transformations and matrices."""
         return GatingStrategy(tuple(gates), self.transforms, self.matrices)
+
+    def extended(
+        self, gates: Iterable[Gate] = (), transforms: Mapping[str, Any] | None = None
+    ) -> GatingStrategy:
+        """A copy with more gates (after the current ones) and, optionally, more transformations.
+
+        Equal to ``GatingStrategy((*self.gates, *gates), transforms or self.transforms, self.matrices)``,
+        with the same populations, order and errors, but only the new gates are validated:
+        template resolution adds gates one at a time. ``transforms`` must keep every current
+        transformation (same objects); otherwise the whole strategy is rebuilt and validated.
+
+        Raises
+        ------
+        GatingError
+            As the constructor: a new gate repeats an id, names an unknown parent,
+            reference, transformation or matrix, or closes a cycle.
+        """
+        gates = tuple(gates)
+        new_transforms = dict(self.transforms if transforms is None else transforms)
+        if any(new_transforms.get(k, self) is not v for k, v in self.transforms.items()):
+            # A transformation changed or went away: the old gates' checks no longer hold.
+            return GatingStrategy((*self.gates, *gates), new_transforms, self.matrices)
+        out = object.__new__(GatingStrategy)
+        object.__setattr__(out, "gates", (*self.gates, *gates))
+        object.__setattr__(out, "transforms", new_transforms)
+        object.__setattr__(out, "matrices", dict(self.matrices))
+        pops = dict(self._populations)  # type: ignore[attr-defined]
+        gate_ids = set(self._gate_ids)  # type: ignore[attr-defined]
+        new = out._add_gates(pops, gate_ids, gates)  # checks dimensions against out's transforms
+        out._check_links(pops, new)
+        order = out._topological_order(pops, [p.id for p in new], self._order)  # type: ignore[attr-defined]
+        object.__setattr__(out, "_populations", pops)
+        object.__setattr__(out, "_gate_ids", frozenset(gate_ids))
+        object.__setattr__(out, "_order", (*self._order, *order))  # type: ignore[attr-defined]
+        object.__setattr__(out, "_ordered", None)
+        return out

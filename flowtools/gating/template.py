@@ -648,19 +648,20 @@ class _State:
             if tid not in self.transforms:
                 values = self.ev.column(Dimension(pnn, comp)) if spec.params == "estimate" else None
                 self.transforms[tid] = spec.build(values)
-                self._refresh()
+                self._refresh(())
         d = Dimension(pnn, comp, tid)
         self.dims[name] = d
         return d
 
-    def _refresh(self) -> None:
-        self.strategy = GatingStrategy(tuple(self.gates), dict(self.transforms), self.matrices)
+    def _refresh(self, new_gates: Sequence[Gate]) -> None:
+        # Extend, not rebuild: only the new gates are validated (equal to a build from scratch).
+        self.strategy = self.strategy.extended(new_gates, self.transforms)
         self.ev.extend(self.strategy)
 
     def add(self, gates: Sequence[Gate], outputs: Mapping[str, str]) -> None:
         self.gates.extend(gates)
         self.ids.update(outputs)
-        self._refresh()
+        self._refresh(gates)
 
     def values(self, dims: Sequence[str], parent: str) -> np.ndarray:
         ds = [self.dimension(d) for d in dims]

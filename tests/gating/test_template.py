@@ -170,3 +170,18 @@ def test_non_utf8_template_is_a_template_error(tmp_path):
     p.write_bytes("name: caf\xe9\npopulations: []\n".encode("latin-1"))
     with pytest.raises(TemplateError, match="not UTF-8"):
         load_template(p)
+
+
+def test_resolved_strategy_equals_a_build_from_scratch(fcs):
+    # resolution extends its strategy gate by gate (GatingStrategy.extended): same object as one build
+    from flowtools.gating.strategy import GatingStrategy
+
+    (r,) = resolve(_load(BASE), [read_fcs(fcs)])
+    s = r.strategy
+    scratch = GatingStrategy(s.gates, s.transforms, s.matrices)
+    assert s == scratch
+    assert list(s.populations.items()) == list(scratch.populations.items())
+    assert s.order == scratch.order
+    assert [row["population"] for row in r.rows()] == [p for p in r.ids if r.ids[p] in s.populations]
+    full = gate_sample(scratch, read_fcs(fcs))
+    assert all(np.array_equal(full.masks[k], m) for k, m in r.result.masks.items())
