@@ -361,14 +361,13 @@ def _warm_worker() -> None:
             if not d:
                 continue
             ctx = MethodContext("warm-up", tuple("abc"[:d]), ((0.0, 5.0),) * d, 0)
-            # Defaults, and a search range where the method takes one (its own kernel).
-            # and both memory layouts (kernels are compiled per layout).
-            for extra in ({}, {"range": [0.5, 4.0]} if "range" in spec.args else None):
+            # Defaults, and a search range where the method takes one (its own kernel), on both
+            # memory layouts (kernels are compiled per layout).
+            arg_sets = [{}, {"range": [0.5, 4.0]}] if "range" in spec.args else [{}]
+            for args in arg_sets:
                 for values in (np.ascontiguousarray(x[:, :d]), x[:, :d]):
-                    if extra is None:
-                        continue
                     try:
-                        spec.fn(values, ctx, **spec.check_args(extra, "warm-up"))
+                        spec.fn(values, ctx, **spec.check_args(args, "warm-up"))
                     except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
                         continue
         from flowtools.gating import _qc_kernels
@@ -394,6 +393,7 @@ class _Executor:
         self.scheduler = scheduler
         self._client: Any = None
         self._pool: ProcessPoolExecutor | None = None
+        self.start_method: str | None = None  # of the local workers
 
     def __enter__(self) -> _Executor:
         if self.scheduler:
@@ -401,7 +401,9 @@ class _Executor:
 
             self._client = Client(self.scheduler)
         elif self.jobs > 1:
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=_mp_context(), initializer=_worker_init,
+            ctx = _mp_context()
+            self.start_method = ctx.get_start_method()
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init,
                                              initargs=(os.getpid(),))
         return self
 
@@ -418,7 +420,7 @@ class _Executor:
         Forked workers need nothing: the fork server is warming up already, and starting a
         worker now would only wait for it.
         """
-        if self._pool is not None and self._pool._mp_context.get_start_method() != "forkserver":
+        if self._pool is not None and self.start_method != "forkserver":
             for _ in range(self.jobs):
                 self._pool.submit(_started)
 

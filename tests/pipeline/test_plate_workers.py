@@ -82,7 +82,7 @@ def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkey
         pytest.skip("this platform has no fork server")
     before = {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV}
     with plate._Executor(2, None) as ex:
-        assert ex._pool._mp_context.get_start_method() == "forkserver"
+        assert ex.start_method == "forkserver"
         assert {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV} == before  # this process: unchanged
         caps = list(ex.map(_thread_caps, [0, 1, 2]))
         assert all(ex.map(_loaded, [0, 1]))
