@@ -299,8 +299,12 @@ def _mp_context() -> Any:
     """
     import multiprocessing as mp
 
+    offered = mp.get_all_start_methods()
     method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or (
-        "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        "forkserver" if "forkserver" in offered else "spawn")
+    if method not in offered:
+        msg = f"FLOWTOOLS_START_METHOD={method!r}: this platform starts processes by {', '.join(offered)}"
+        raise GatingError(msg)
     ctx = mp.get_context(method)
     if method == "forkserver":
         from multiprocessing import forkserver

@@ -109,3 +109,11 @@ def test_orphan_watch_ends_the_process_once_the_coordinator_is_gone():
                                f"from flowtools.pipeline import plate; plate._exit_without({coordinator.pid}, 0.05)"])
     coordinator.wait()
     assert worker.wait(timeout=20) == 1  # it ended itself (it would otherwise poll for ever)
+
+
+def test_an_unknown_start_method_is_a_clear_error(monkeypatch):
+    from flowtools.errors import GatingError
+
+    monkeypatch.setenv("FLOWTOOLS_START_METHOD", "teleport")
+    with pytest.raises(GatingError, match="FLOWTOOLS_START_METHOD='teleport'"):
+        plate._mp_context()
