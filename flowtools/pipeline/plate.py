@@ -258,7 +258,7 @@ def _tupled(v: Any) -> Any:
 _ONE_THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _worker_init(coordinator_pid: int | None = None) -> None:
+def _worker_init() -> None:
     # One thread per worker: the processes already use every core. A threaded BLAS on the
     # small matrices of gate fitting is several times slower than one thread, more so when
     # workers oversubscribe the cores. A worker forked from the fork server inherits that
@@ -271,21 +271,9 @@ def _worker_init(coordinator_pid: int | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    if coordinator_pid is not None and os.name == "posix":
-        threading.Thread(target=_exit_without, args=(coordinator_pid,), name="flowtools-orphan-watch",
-                         daemon=True).start()
+    from flowtools._workers import exit_with_parent
 
-
-def _exit_without(pid: int, every_s: float = 0.5) -> None:
-    """End this worker once the coordinator process is gone (killed with -9, say).
-
-    A pool worker otherwise waits on its task queue for ever (the queue's pipe stays open in
-    the other workers), and a fork server stays up while any worker does.
-    """
-    while True:
-        time.sleep(every_s)
-        if not _alive(pid):
-            os._exit(1)
+    exit_with_parent()
 
 
 def _mp_context() -> Any:
@@ -407,8 +395,7 @@ class _Executor:
         elif self.jobs > 1:
             ctx = _mp_context()
             self.start_method = ctx.get_start_method()
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init,
-                                             initargs=(os.getpid(),))
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init)
         return self
 
     @property

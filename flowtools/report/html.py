@@ -246,16 +246,12 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def _worker_init(coordinator_pid: int | None = None) -> None:
+def _worker_init() -> None:
     os.environ["NUMBA_NUM_THREADS"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if coordinator_pid is not None and os.name == "posix":
-        import threading
+    from flowtools._workers import exit_with_parent
 
-        from flowtools.pipeline.plate import _exit_without  # a killed report run leaves no worker behind
-
-        threading.Thread(target=_exit_without, args=(coordinator_pid,), name="flowtools-orphan-watch",
-                         daemon=True).start()
+    exit_with_parent()  # a killed report run leaves no worker behind
 
 
 def _run(fn: Any, tasks: Sequence[dict[str, Any]], jobs: int | None) -> list[dict[str, Any]]:
@@ -266,8 +262,7 @@ def _run(fn: Any, tasks: Sequence[dict[str, Any]], jobs: int | None) -> list[dic
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         return list(pool.map(fn, tasks))
 
 

@@ -102,13 +102,37 @@ def test_start_method_can_be_forced_to_spawn(monkeypatch):
     assert {t for c in caps for t in c[1]} == {1}
 
 
-@pytest.mark.skipif(os.name != "posix", reason="the orphan watch runs on POSIX only")
-def test_orphan_watch_ends_the_process_once_the_coordinator_is_gone():
-    coordinator = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    worker = subprocess.Popen([sys.executable, "-c",
-                               f"from flowtools.pipeline import plate; plate._exit_without({coordinator.pid}, 0.05)"])
-    coordinator.wait()
-    assert worker.wait(timeout=20) == 1  # it ended itself (it would otherwise poll for ever)
+def test_a_worker_ends_itself_when_its_parent_is_gone(tmp_path):
+    """exit_with_parent in a multiprocessing child: the child ends once its parent is killed (zombie or not)."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, time\n"
+        "def child():\n"
+        "    from flowtools._workers import exit_with_parent\n"
+        "    exit_with_parent()\n"
+        "    time.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=child)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    psutil = pytest.importorskip("psutil")
+    child = psutil.Process(child_pid)
+    parent.kill()  # not reaped until the end: a zombie parent
+    gone, alive = psutil.wait_procs([child], timeout=20)
+    parent.wait()
+    parent.stdout.close()
+    assert not alive
+
+
+def test_exit_with_parent_is_a_no_op_outside_a_pool_child():
+    from flowtools._workers import exit_with_parent
+
+    exit_with_parent()  # this process has no multiprocessing parent: nothing starts
+    assert not any(t.name == "flowtools-parent-watch" for t in __import__("threading").enumerate())
 
 
 def test_an_unknown_start_method_is_a_clear_error(monkeypatch):
