@@ -777,6 +777,7 @@ class _Table:
 
     def __init__(self, columns: dict[str, list[Any]]) -> None:
         self.data = columns
+        self._formatted: list[list[Any]] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -790,41 +791,58 @@ class _Table:
             return "int"
         return "float"
 
+    def _cells(self) -> list[list[Any]]:
+        """Per column: strings as they are, ints and floats formatted (floats: shortest repr, NaN empty)."""
+        if self._formatted is None:
+            cols = []
+            for values in self.data.values():
+                kind = self._kind(values)
+                if kind == "float":
+                    values = ["" if v != v else repr(float(v)) for v in values]  # noqa: PLR0124 - NaN test
+                elif kind == "int":
+                    values = [str(v) for v in values]
+                cols.append(values)
+            self._formatted = cols
+        return self._formatted
+
     def to_csv(self) -> str:
         """The table as CSV text."""
         import csv
         import io
 
-        cols = []
-        for values in self.data.values():
-            if self._kind(values) == "float":
-                values = ["" if v != v else repr(float(v)) for v in values]  # noqa: PLR0124 - NaN test
-            cols.append(values)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(self.columns)
-        w.writerows(zip(*cols, strict=True))
+        w.writerows(zip(*self._cells(), strict=True))
         return buf.getvalue()
 
-    def to_arrow(self, csv_text: str | None = None) -> Any:
-        """The table as a ``pyarrow.Table`` (NaN stored as null), parsed from its CSV text.
+    def to_arrow(self) -> Any:
+        """The table as a ``pyarrow.Table`` (NaN stored as null).
 
-        Parsed rather than built from the Python values: ``pa.array`` imports pandas (~0.3 s)
-        on its first call, and the CSV's shortest-repr floats read back exactly.
+        Parsed by ``pyarrow.csv`` from a CSV text of its own rather than built from the Python
+        values: ``pa.array`` imports pandas (~0.3 s) on its first call. In that text every
+        string is quoted (so a carriage return or a comma in an ID stays inside its field),
+        floats are their shortest repr (read back exactly) and NaN is an empty, unquoted field.
         """
         import io
 
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
+        def quoted(v: str) -> str:
+            return '"' + v.replace('"', '""') + '"'
+
         types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
-        text = self.to_csv() if csv_text is None else csv_text
+        kinds = {c: self._kind(v) for c, v in self.data.items()}
+        cols = [[quoted(v) for v in cells] if kind == "str" else cells
+                for kind, cells in zip(kinds.values(), self._cells(), strict=True)]
+        lines = [",".join(quoted(c) for c in self.data), *(",".join(row) for row in zip(*cols, strict=True))]
         return pcsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(("\n".join(lines) + "\n").encode("utf-8")),
             read_options=pcsv.ReadOptions(use_threads=False),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
-                column_types={c: types[self._kind(v)] for c, v in self.data.items()},
+                column_types={c: types[k] for c, k in kinds.items()},
                 null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
 
@@ -853,15 +871,16 @@ def _write_table(table: _Table, stem: Path, prov: dict[str, Any]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # Both files' contents first, then the writes: a failure leaves neither file half-updated.
     csv_path = stem.with_suffix(".csv")
     text = table.to_csv()
-    atomic_write_text(csv_path, text)
-    arrow = table.to_arrow(text)
+    arrow = table.to_arrow()
     meta = dict(arrow.schema.metadata or {})
     meta[b"flowtools.provenance"] = json.dumps(prov).encode()
     arrow = arrow.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
+    atomic_write_text(csv_path, text)
     atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
     return csv_path
 
