@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 import traceback
@@ -276,39 +277,49 @@ def _worker_init() -> None:
     exit_with_parent()
 
 
+_START_METHODS = ("forkserver", "spawn")
+_SERVER_START = threading.Lock()  # the fork server's environment is set and restored under it
+
+
 def _mp_context() -> Any:
-    """The start method of local workers: a fork server where the platform has one, else spawn.
+    """The start method of local workers: a fork server on Linux, spawn elsewhere.
 
     The fork server is one fresh process that imports and warms the gating code once
     (``flowtools.pipeline._preload``) with one thread per library; every worker is forked
     from it, ready, in milliseconds (a spawned worker spends ~0.5 s of CPU importing and
     loading numba kernels). It is started here, without waiting for it, so that it warms up
-    while this process hashes the inputs. ``FLOWTOOLS_START_METHOD=spawn`` forces spawn.
+    while this process hashes the inputs. It is Python's one fork server of this process:
+    it stays up for the life of the process, and a pool that other code in this process
+    starts with the fork-server method gets its workers from it too (flowtools preloaded,
+    one thread per library); one started by other code first is used as it is (slower
+    workers, same results). ``FLOWTOOLS_START_METHOD=spawn`` (or ``forkserver``) overrides
+    the default.
     """
     import multiprocessing as mp
 
-    offered = mp.get_all_start_methods()
-    method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or (
-        "forkserver" if "forkserver" in offered else "spawn")
+    default = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or default
+    offered = [m for m in _START_METHODS if m in mp.get_all_start_methods()]
     if method not in offered:
-        msg = f"FLOWTOOLS_START_METHOD={method!r}: this platform starts processes by {', '.join(offered)}"
+        msg = (f"FLOWTOOLS_START_METHOD={method!r}: flowtools starts its workers by {' or '.join(offered)} "
+               f"on this platform")
         raise GatingError(msg)
     ctx = mp.get_context(method)
     if method == "forkserver":
         from multiprocessing import forkserver
 
-        # A fork server this process started earlier is reused as it is.
-        ctx.set_forkserver_preload(["__main__", "flowtools.pipeline._preload"])
-        saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
-        os.environ.update(dict.fromkeys(_ONE_THREAD_ENV, "1"))  # the server inherits this environment
-        try:
-            forkserver.ensure_running()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with _SERVER_START:
+            ctx.set_forkserver_preload(["__main__", "flowtools.pipeline._preload"])
+            saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
+            os.environ.update(dict.fromkeys(_ONE_THREAD_ENV, "1"))  # the server inherits this environment
+            try:
+                forkserver.ensure_running()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
     return ctx
 
 
@@ -324,7 +335,7 @@ def _started() -> None:
     """A task that does nothing: submitting it starts a worker (which runs ``_worker_init``)."""
 
 
-_WARM = False
+_WARM: int | None = None  # pid of the process whose warm-up ran (a forked worker's is its fork server's)
 
 
 def _warm_worker() -> None:
@@ -350,7 +361,7 @@ def _warm_worker() -> None:
         x[:, 0] = np.abs(x[:, 0]) + 1.0
         for spec in methods().values():
             d = max((k for k in spec.dims if k <= 3), default=0)
-            if not d:
+            if not d or not spec.fn.__module__.startswith("flowtools."):  # user-registered: not run here
                 continue
             ctx = MethodContext("warm-up", tuple("abc"[:d]), ((0.0, 5.0),) * d, 0)
             # Defaults, and a search range where the method takes one (its own kernel), on both
@@ -372,7 +383,7 @@ def _warm_worker() -> None:
         from flowtools.pipeline import _kernels as _tables
 
         _tables.middle_values([x[:, 1].copy(), x[:, 2].copy()], [np.ones(x.shape[0], dtype=np.bool_), x[:, 1] > 2.0])
-        _WARM = True
+        _WARM = os.getpid()
     except Exception:  # noqa: BLE001, S110 - a warm-up only saves time; the tasks report real errors
         pass
 
@@ -384,6 +395,7 @@ class _Executor:
         self.jobs = jobs if jobs is not None else max(1, (os.cpu_count() or 1))
         self.scheduler = scheduler
         self._client: Any = None
+        self._local = False  # local worker processes, started on first need (a fully cached run needs none)
         self._pool: ProcessPoolExecutor | None = None
         self.start_method: str | None = None  # of the local workers
 
@@ -393,15 +405,20 @@ class _Executor:
 
             self._client = Client(self.scheduler)
         elif self.jobs > 1:
+            self._local = True
+        return self
+
+    def _local_pool(self) -> ProcessPoolExecutor | None:
+        if self._local and self._pool is None:
             ctx = _mp_context()
             self.start_method = ctx.get_start_method()
             self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init)
-        return self
+        return self._pool
 
     @property
     def remote(self) -> bool:
         """Whether tasks run in other processes (this one only waits for them)."""
-        return self._pool is not None or self._client is not None
+        return self._local or self._client is not None
 
     def warm_up(self) -> None:
         """Start the local workers now (imports, numba caches) so that they load while the caller works.
@@ -411,9 +428,10 @@ class _Executor:
         Forked workers need nothing: the fork server is warming up already, and starting a
         worker now would only wait for it.
         """
-        if self._pool is not None and self.start_method != "forkserver":
+        pool = self._local_pool()
+        if pool is not None and self.start_method != "forkserver":
             for _ in range(self.jobs):
-                self._pool.submit(_started)
+                pool.submit(_started)
 
     def __exit__(self, *exc: object) -> None:
         if self._client is not None:
@@ -430,8 +448,8 @@ class _Executor:
             futures = self._client.map(fn, list(tasks), pure=False)
             for fut in dask_completed(futures):
                 yield fut.result()
-        elif self._pool is not None:
-            futures = [self._pool.submit(fn, t) for t in tasks]
+        elif (pool := self._local_pool()) is not None:
+            futures = [pool.submit(fn, t) for t in tasks]
             for fut in as_completed(futures):
                 yield fut.result()
         else:

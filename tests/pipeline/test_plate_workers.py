@@ -23,8 +23,16 @@ def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
         "print(before, 'flowtools.gating._methods_kernels' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
-    monkeypatch.setattr("flowtools.gating._methods.gmm", None)  # a broken warm-up is silent
-    plate._warm_worker()
+
+
+def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
+    def broken() -> None:
+        raise RuntimeError("no methods today")
+
+    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setattr("flowtools.gating.methods.methods", broken)
+    plate._warm_worker()  # no exception
+    assert plate._WARM is None
 
 
 def test_warm_worker_loads_the_kernels_a_task_calls():
@@ -66,12 +74,13 @@ def test_import_table_writers():
     assert out.split() == ["False", "True"]
 
 
-def _thread_caps(_: int) -> tuple[int, list[int], str | None]:
+def _thread_caps(_: int) -> tuple[int, list[int], str | None, bool]:
     import numba
     from threadpoolctl import threadpool_info
 
+    warmed_elsewhere = plate._WARM is not None and plate._WARM != os.getpid()  # in the fork server
     return numba.get_num_threads(), sorted({d["num_threads"] for d in threadpool_info()}), os.environ.get(
-        "NUMBA_NUM_THREADS")
+        "NUMBA_NUM_THREADS"), warmed_elsewhere
 
 
 def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkeypatch):
@@ -82,13 +91,15 @@ def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkey
         pytest.skip("this platform has no fork server")
     before = {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV}
     with plate._Executor(2, None) as ex:
-        assert ex.start_method == "forkserver"
-        assert {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV} == before  # this process: unchanged
         caps = list(ex.map(_thread_caps, [0, 1, 2]))
+        assert ex.start_method == ("forkserver" if sys.platform.startswith("linux") else "spawn")
+        assert {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV} == before  # this process: unchanged
         assert all(ex.map(_loaded, [0, 1]))
     assert {c[0] for c in caps} == {1}  # numba
     assert {t for c in caps for t in c[1]} == {1}  # BLAS / OpenMP pools
     assert {c[2] for c in caps} == {"1"}
+    if ex.start_method == "forkserver":
+        assert all(c[3] for c in caps)  # the kernels were loaded once, in the fork server
 
 
 def test_start_method_can_be_forced_to_spawn(monkeypatch):
@@ -100,6 +111,7 @@ def test_start_method_can_be_forced_to_spawn(monkeypatch):
         assert all(ex.map(_loaded, [0, 1]))
     assert {c[0] for c in caps} == {1}
     assert {t for c in caps for t in c[1]} == {1}
+    assert not any(c[3] for c in caps)  # each spawned worker warmed itself
 
 
 def test_a_worker_ends_itself_when_its_parent_is_gone(tmp_path):
@@ -138,6 +150,30 @@ def test_exit_with_parent_is_a_no_op_outside_a_pool_child():
 def test_an_unknown_start_method_is_a_clear_error(monkeypatch):
     from flowtools.errors import GatingError
 
-    monkeypatch.setenv("FLOWTOOLS_START_METHOD", "teleport")
-    with pytest.raises(GatingError, match="FLOWTOOLS_START_METHOD='teleport'"):
-        plate._mp_context()
+    for bad in ("teleport", "fork"):  # fork: a process with threads is not forked
+        monkeypatch.setenv("FLOWTOOLS_START_METHOD", bad)
+        with pytest.raises(GatingError, match=f"FLOWTOOLS_START_METHOD='{bad}'"):
+            plate._mp_context()
+
+
+def test_a_fully_cached_run_starts_no_worker(monkeypatch):
+    with plate._Executor(2, None) as ex:
+        assert ex.remote
+        assert list(ex.map(abs, [])) == []
+        assert ex._pool is None  # nothing to gate: no fork server, no worker
+
+
+def test_the_warm_up_runs_no_user_registered_method(monkeypatch):
+    from flowtools.gating import methods as m
+
+    calls = []
+
+    def mine(values, ctx):  # noqa: ANN001, ANN202 - a user's method
+        calls.append(1)
+        raise AssertionError("user code ran in the warm-up")
+
+    m._load_builtin()
+    monkeypatch.setitem(m._REGISTRY, "test-user-method", m.MethodSpec("test-user-method", mine, (1,)))
+    monkeypatch.setattr(plate, "_WARM", None)
+    plate._warm_worker()
+    assert not calls and plate._WARM == os.getpid()
