@@ -27,7 +27,7 @@ the same order as the numpy expressions they replace, so bit-identical).
 
 ``gmm_em`` and ``kmeans_lloyd`` are plain-Python drivers of a few iterations around the
 njit step kernels (the exponentials and logarithms go through numpy's SIMD ``np.exp`` /
-``np.log``, several times faster than numba's scalar ``math.exp``); ``stable_argsort`` is numpy only.
+``np.log``, several times faster than numba's scalar ``math.exp``).
 The kernels work on the events transposed, (d, n), and responsibilities as (k, n), so every
 loop over the events is contiguous (the elementwise ones vectorise), with d <= 3 written out
 and every sum's accumulator in a register; each sum still runs over the events in order, so
@@ -49,7 +49,7 @@ from numba import njit
 
 from flowtools._config import NUMBA_CACHE
 
-__all__ = ["gmm_em", "kmeans_lloyd", "line_lstsq", "singlet_band", "singlet_kept", "stable_argsort"]
+__all__ = ["gmm_em", "kmeans_lloyd", "line_lstsq", "singlet_band", "singlet_kept"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Below this, exp() is subnormal (< 2.2e-308). Such responsibilities are flushed to 0: they add
@@ -564,29 +564,6 @@ def singlet_kept(a: np.ndarray, h: np.ndarray, order: np.ndarray, new: np.ndarra
     return m
 
 
-def stable_argsort(values: np.ndarray) -> np.ndarray:
-    """``np.argsort(values, kind="stable")`` of a 1-D float array without NaN, about twice as fast.
-
-    numpy's default argsort (SIMD quicksort) gives the same order except among equal values;
-    those are put in index order by one integer sort of ``run * n + index`` (runs of equal
-    values numbered along the sorted order), which leaves the runs in place.
-    """
-    order = np.argsort(values)
-    n = order.size
-    if n < 2:
-        return order
-    v = values[order]
-    tie = v[1:] == v[:-1]
-    if not tie.any():
-        return order
-    run = np.empty(n, dtype=np.int64)
-    run[0] = 0
-    np.cumsum(~tie, out=run[1:])
-    key = run * n + order
-    key.sort()
-    return key % n
-
-
 @njit(cache=NUMBA_CACHE, nogil=True)
 def line_lstsq(design: np.ndarray, rhs: np.ndarray, m: int) -> tuple[bool, float, float]:
     """Least squares ``min ||design[:m] @ (x0, x1) - rhs[:m]||`` for a two-column design.
@@ -594,7 +571,7 @@ def line_lstsq(design: np.ndarray, rhs: np.ndarray, m: int) -> tuple[bool, float
     Gram-Schmidt on the two columns, orthogonalised twice ("twice is enough"), then the
     solve and one step of iterative refinement on the residuals. On singlet's weighted line
     fits (~47k rows) the solution is within 1e-13 of the exact (rational) one, as close as
-    ``np.linalg.lstsq``'s SVD (3e-14 to 4e-13 there), at ~40% of its time: six passes over
+    ``np.linalg.lstsq``'s SVD (3e-14 to 8e-13 there), at ~40% of its time: six passes over
     the rows and no copies. Returns ``(ok, x0, x1)``; ``ok`` is False when the columns are
     (nearly) collinear, where the caller falls back to the SVD's minimum-norm solution.
     """

@@ -402,15 +402,6 @@ def test_median_is_numpy_median_bit_for_bit(n, ties, special, seed):
     assert math.copysign(1.0, got) == math.copysign(1.0, want) or math.isnan(want)
 
 
-@settings(max_examples=100, deadline=None)
-@given(n=st.integers(0, 3000), levels=st.integers(1, 50), noise=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_stable_argsort_is_numpy_stable_argsort(n, levels, noise, seed):
-    rng = np.random.default_rng(seed)
-    v = rng.integers(-levels, levels + 1, n).astype(float)
-    v[rng.random(n) < 0.3] *= -1.0  # -0.0 beside 0.0: equal, so kept in index order
-    if noise:
-        v += np.round(rng.normal(size=n), 1)  # some ties left
-    np.testing.assert_array_equal(K.stable_argsort(v), np.argsort(v, kind="stable"))
 
 
 # ------------------------------------------------------------------------------------------ singlet / qc
