@@ -630,7 +630,6 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
         c = _median_owned(h - b * a)
     else:
         b, c = 1.0, _median_owned(h - a)
-    keep = np.ones(a.size, dtype=bool)
     floor = 1e-9 * max(h_sd, 1e-300)
     s0, s1 = _robust_center_scale(h - (c + b * a))[1], 0.0
     from flowtools.gating import _methods_kernels as K
@@ -638,24 +637,27 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
     # The elementwise steps run in numba kernels (the same operations as the numpy they
     # replaced: bit-identical); the kept events are taken in the area order above, which
     # gives every subset sorted by area.
-    new = np.empty(a.size, dtype=bool)
+    new = np.ones(a.size, dtype=bool)  # the band so far (all events at first)
     design, rhs = np.empty((a.size, 2)), np.empty(a.size)
-    a_buf, e_buf = np.empty(a.size), np.empty(a.size)
+    a_buf, e_buf, sw = np.empty(a.size), np.empty(a.size), np.empty(a.size)
+    h_sorted = h[order]  # one gather: the kept events then come in area order from a sequential pass
     for _ in range(12):
-        m = K.singlet_band(a, h, float(c), float(b), float(s0), float(s1), float(floor), new, design, rhs)
+        band = (float(c), float(b), float(s0), float(s1), float(floor))
+        # the band, its weighted system, and whether it equals the last band (replaces
+        # np.array_equal(new, keep) and the copy)
+        m, same = K.singlet_step(a, h, *band, new, design, rhs, sw)
         if m < 10:
             break
         ok, c, b = K.line_lstsq(design, rhs, m)
         if not ok:  # (nearly) one area value: the SVD's minimum-norm solution
             (c, b), *_ = np.linalg.lstsq(design[:m], rhs[:m], rcond=None)
-        K.singlet_kept(a, h, order, new, float(c), float(b), a_buf, e_buf)
+        K.singlet_kept_sorted(a_sorted, h_sorted, *band, float(c), float(b), a_buf, e_buf)
         a_kept, e_new = a_buf[:m], e_buf[:m]
         s0, s1 = _scale_model(a_kept, e_new, floor)
         med_s = _median_owned(np.abs(e_new)) * _MAD_SD
         floor = max(floor, 0.25 * med_s)
-        if np.array_equal(new, keep):
+        if same:
             break
-        keep = new.copy()
     if not (np.isfinite(b) and np.isfinite(c)):
         raise _fail(ctx, "singlet", "the singlet line could not be fitted")
     lo = min(float(full[:, 0].min()), ctx.ranges[0][0] if ctx.ranges else np.inf)
@@ -747,42 +749,68 @@ _KMEANS_MAX_ITER = 300
 
 
 def _has_distinct_rows(z: np.ndarray, k: int) -> bool:
-    """Whether ``z`` has at least ``k`` distinct rows (O(k n), without sorting the rows)."""
+    """Whether ``z`` has at least ``k`` distinct rows (O(k n), without sorting the rows).
+
+    Distinct as ``!=`` on some column; the rows are counted by elimination in one streaming
+    pass (a numba kernel: usually decided on the first few rows).
+    """
     if k <= 1:
         return z.shape[0] > 0
-    if z.shape[0] > 256 and np.unique(z[:256], axis=0).shape[0] >= k:
-        return True  # the usual case, decided on the first rows
-    rest = z
-    for _ in range(k - 1):
-        if rest.shape[0] == 0:
-            return False
-        rest = rest[(rest != rest[0]).any(axis=1)]
-    return rest.shape[0] > 0
+    from flowtools.gating import _methods_kernels as K
+
+    return bool(K.distinct_rows_at_least(np.ascontiguousarray(z, dtype=np.float64), k))
+
+
+_UNIFORM_CDF: dict[int, np.ndarray] = {}
+
+
+def _uniform_choice(rs: np.random.RandomState, n: int) -> int:
+    """``rs.choice(n, p=np.ones(n) / n)``: the same index and the same draw from ``rs``.
+
+    RandomState.choice with ``p`` draws one ``random_sample()`` and searches it (side
+    "right") in ``cumsum(p) / cumsum(p)[-1]``; its ~50 us of checks on ``p`` are skipped and
+    the cdf of the last n is kept (gmm fits one subsample size over and over).
+    """
+    cdf = _UNIFORM_CDF.get(n)
+    if cdf is None:
+        weight = np.ones(n)
+        cdf = (weight / weight.sum()).cumsum()
+        cdf /= cdf[-1]
+        _UNIFORM_CDF.clear()
+        _UNIFORM_CDF[n] = cdf
+    return int(cdf.searchsorted(rs.random_sample(), side="right"))
 
 
 def _kmeans_plusplus(x: np.ndarray, k: int, sq_norms: np.ndarray, rs: np.random.RandomState) -> np.ndarray:
-    """k-means++ seeding, step for step scikit-learn's ``_kmeans_plusplus`` (unit weights, same draws)."""
+    """k-means++ seeding, step for step scikit-learn's ``_kmeans_plusplus`` (unit weights, same draws).
+
+    The matrix products stay numpy's (BLAS: their rounding is BLAS's); the elementwise
+    distance steps around them run in one kernel, in place.
+    """
+    from flowtools.gating import _methods_kernels as K
+
     n = x.shape[0]
     weight = np.ones(n)
     trials = 2 + int(np.log(k))
     centers = np.empty((k, x.shape[1]))
-    first = rs.choice(n, p=weight / weight.sum())
+    first = _uniform_choice(rs, n) if n > 0 else rs.choice(n, p=weight / weight.sum())
     centers[0] = x[first]
+    xt = x.T
 
-    def sq_dist(c: np.ndarray) -> np.ndarray:  # sklearn's _euclidean_distances(c, x, squared=True)
-        d = -2 * (c @ x.T)
-        d += np.einsum("ij,ij->i", c, c)[:, None]
-        d += sq_norms[None, :]
-        return np.maximum(d, 0, out=d)
+    def sq_dist(c: np.ndarray, closest: np.ndarray | None) -> np.ndarray:
+        # sklearn's _euclidean_distances(c, x, squared=True), then the minimum with closest
+        d = c @ xt
+        low = d[0] if closest is None else closest.reshape(-1)  # closest is (1, n) at first
+        K.kpp_sq_dist(d, np.einsum("ij,ij->i", c, c), sq_norms, low, closest is not None)
+        return d
 
-    closest = sq_dist(centers[0, np.newaxis])
+    closest = sq_dist(centers[0, np.newaxis], None)
     pot = closest @ weight
     for c in range(1, k):
         draws = rs.uniform(size=trials) * pot
-        cand = np.searchsorted(np.cumsum(weight * closest), draws)
+        cand = np.searchsorted(np.cumsum(closest), draws)  # weight * closest is closest
         np.clip(cand, None, closest.size - 1, out=cand)
-        dist = sq_dist(x[cand])
-        np.minimum(closest, dist, out=dist)
+        dist = sq_dist(x[cand], closest)
         cand_pot = dist @ weight.reshape(-1, 1)
         best = np.argmin(cand_pot)
         pot = cand_pot[best]
@@ -809,9 +837,18 @@ def _fit_mixture(z: np.ndarray, k: int, seed: int) -> tuple[int, int, np.ndarray
 
     rs = np.random.RandomState(seed)
     z = np.ascontiguousarray(z, dtype=np.float64)
-    tol = float(np.mean(np.var(z, axis=0))) * _KMEANS_TOL
-    xc = z - z.mean(axis=0)
-    centers = _kmeans_plusplus(xc, k, np.einsum("ij,ij->i", xc, xc), rs)
+    if z.shape[1] >= 2:
+        # numpy's axis-0 mean / var and the row norms in two passes (numpy's own reductions
+        # take an inner loop of d elements per row: ~20x slower); d = 1 sums pairwise.
+        xc, var, sq_norms = K.center_columns(z)
+        tol = float(np.mean(var)) * _KMEANS_TOL
+        if z.shape[1] != 2:  # einsum's own summation order of three products
+            sq_norms = np.einsum("ij,ij->i", xc, xc)
+    else:
+        tol = float(np.mean(np.var(z, axis=0))) * _KMEANS_TOL
+        xc = z - z.mean(axis=0)
+        sq_norms = np.einsum("ij,ij->i", xc, xc)
+    centers = _kmeans_plusplus(xc, k, sq_norms, rs)
     labels = np.empty(z.shape[0], dtype=np.int64)
     K.kmeans_lloyd(xc, centers, tol, _KMEANS_MAX_ITER, labels)
     d = z.shape[1]
@@ -889,11 +926,17 @@ def gmm(
     if isinstance(target, str) and target != "largest" and "xyz".index(target[-1]) >= d:
         raise _fail(ctx, "gmm", f"target {target!r} needs {'xyz'.index(target[-1]) + 1} dimensions, got {d}")
     x = _subsample(full, max_events, ctx.seed)
-    center = np.array([_median(x[:, j]) for j in range(d)])
-    scale = np.array([_robust_center_scale(x[:, j])[1] or float(np.std(x[:, j])) for j in range(d)])
+    center, scale = np.empty(d), np.empty(d)
+    for j in range(d):
+        # the median once per column (it is also the MAD's centre); a contiguous copy to partition
+        col = np.ascontiguousarray(x[:, j])
+        center[j] = med = _median(col)
+        scale[j] = _MAD_SD * _median_owned(np.abs(col - med)) or float(np.std(x[:, j]))
     if not np.all(scale > 0):
         raise _fail(ctx, "gmm", "a dimension has no spread (all values identical)")
-    z = (x - center) / scale
+    from flowtools.gating import _methods_kernels as K
+
+    z = K.standardize(x, center, scale)  # (x - center) / scale, element for element
     if not _has_distinct_rows(z, k):
         raise _fail(ctx, "gmm", f"fewer distinct events than components (k={k})")
     try:

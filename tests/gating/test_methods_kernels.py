@@ -9,16 +9,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowtools.errors import GatingError
 from flowtools.gating import _methods as M
 from flowtools.gating import _methods_kernels as K
-from flowtools.gating.methods import MethodContext, get_method
+from flowtools.gating.methods import Ellipse, MethodContext, get_method
 
 _EPS10 = 10 * np.finfo(np.float64).eps
 
@@ -565,3 +568,250 @@ def test_line_lstsq_uses_only_the_first_m_rows_and_declines_collinear_columns():
     assert line_lstsq(same, np.arange(4.0), 4)[0] is False
     assert line_lstsq(np.zeros((3, 2)), np.ones(3), 3)[0] is False
     assert line_lstsq(design, rhs, 0)[0] is False
+
+
+# ------------------------------------------------------------------------------------------ gmm fast paths
+# Verbatim copies of gmm and its helpers before the center_columns / kpp_sq_dist / standardize
+# kernels (``*_prev``); the new code must return the same ellipse, float for float.
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64)).view(np.int64)
+
+
+def _has_distinct_rows_prev(z, k):
+    if k <= 1:
+        return z.shape[0] > 0
+    if z.shape[0] > 256 and np.unique(z[:256], axis=0).shape[0] >= k:
+        return True
+    rest = z
+    for _ in range(k - 1):
+        if rest.shape[0] == 0:
+            return False
+        rest = rest[(rest != rest[0]).any(axis=1)]
+    return rest.shape[0] > 0
+
+
+def _kmeans_plusplus_prev(x, k, sq_norms, rs):
+    n = x.shape[0]
+    weight = np.ones(n)
+    trials = 2 + int(np.log(k))
+    centers = np.empty((k, x.shape[1]))
+    first = rs.choice(n, p=weight / weight.sum())
+    centers[0] = x[first]
+
+    def sq_dist(c):
+        d = -2 * (c @ x.T)
+        d += np.einsum("ij,ij->i", c, c)[:, None]
+        d += sq_norms[None, :]
+        return np.maximum(d, 0, out=d)
+
+    closest = sq_dist(centers[0, np.newaxis])
+    pot = closest @ weight
+    for c in range(1, k):
+        draws = rs.uniform(size=trials) * pot
+        cand = np.searchsorted(np.cumsum(weight * closest), draws)
+        np.clip(cand, None, closest.size - 1, out=cand)
+        dist = sq_dist(x[cand])
+        np.minimum(closest, dist, out=dist)
+        cand_pot = dist @ weight.reshape(-1, 1)
+        best = np.argmin(cand_pot)
+        pot = cand_pot[best]
+        closest = dist[best]
+        centers[c] = x[cand[best]]
+    return centers
+
+
+def _fit_mixture_prev(z, k, seed):
+    rs = np.random.RandomState(seed)
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    tol = float(np.mean(np.var(z, axis=0))) * M._KMEANS_TOL
+    xc = z - z.mean(axis=0)
+    centers = _kmeans_plusplus_prev(xc, k, np.einsum("ij,ij->i", xc, xc), rs)
+    labels = np.empty(z.shape[0], dtype=np.int64)
+    K.kmeans_lloyd(xc, centers, tol, M._KMEANS_MAX_ITER, labels)
+    d = z.shape[1]
+    weights, means, covs = np.empty(k), np.empty((k, d)), np.empty((k, d, d))
+    status, n_iter, _ = K.gmm_em(z, labels, M._GMM_REG_COVAR, M._GMM_TOL, M._GMM_MAX_ITER, weights, means,
+                                 covs)
+    return int(status), int(n_iter), weights, means, covs
+
+
+def gmm_prev(values, ctx, *, k, target, level, max_events):
+    full = M._finite_rows(values, ctx, "gmm", min_n=max(10, 5 * k))
+    d = full.shape[1]
+    if isinstance(target, tuple) and len(target) != d:
+        raise M._fail(
+            ctx, "gmm", f"target point {list(target)} has {len(target)} coordinates for {d} dimensions"
+        )
+    if isinstance(target, str) and target != "largest" and "xyz".index(target[-1]) >= d:
+        raise M._fail(ctx, "gmm",
+                      f"target {target!r} needs {'xyz'.index(target[-1]) + 1} dimensions, got {d}")
+    x = M._subsample(full, max_events, ctx.seed)
+    center = np.array([M._median(x[:, j]) for j in range(d)])
+    scale = np.array([M._robust_center_scale(x[:, j])[1] or float(np.std(x[:, j])) for j in range(d)])
+    if not np.all(scale > 0):
+        raise M._fail(ctx, "gmm", "a dimension has no spread (all values identical)")
+    z = (x - center) / scale
+    if not _has_distinct_rows_prev(z, k):
+        raise M._fail(ctx, "gmm", f"fewer distinct events than components (k={k})")
+    try:
+        status, n_iter, weights, mix_means, mix_covs = _fit_mixture_prev(z, k, ctx.seed)
+    except ValueError as exc:
+        raise M._fail(ctx, "gmm", f"the mixture fit failed ({exc})") from None
+    if status < 0:
+        raise M._fail(ctx, "gmm",
+                      "the mixture fit failed (a component's covariance is not positive definite)")
+    means = mix_means * scale + center
+    if isinstance(target, tuple):
+        pick = int(np.argmin(((means - np.asarray(target)) ** 2).sum(axis=1)))
+    elif target == "largest":
+        pick = int(np.argmax(weights))
+    else:
+        col = means[:, "xyz".index(target[-1])]
+        pick = int(np.argmax(col) if target.startswith("highest") else np.argmin(col))
+    cov = mix_covs[pick] * np.outer(scale, scale)
+    return Ellipse(
+        tuple(float(m) for m in means[pick]),
+        tuple(tuple(float(c) for c in row) for row in cov),
+        M._chi2_ppf(level, d),
+    )
+
+
+def _awkward(rng, n, d, kind):
+    """Events with ties, signed zeros, constant columns or clusters, as gmm may get them."""
+    if kind == "blobs":
+        return _blobs(n, d, 3, int(rng.integers(0, 2**31))) * rng.choice([1.0, 1e4])
+    if kind == "ties":
+        return rng.integers(-2, 3, (n, d)).astype(float)
+    if kind == "zeros":
+        x = rng.normal(size=(n, d))
+        x[rng.random((n, d)) < 0.3] = 0.0
+        x[rng.random((n, d)) < 0.2] = -0.0
+        return x
+    if kind == "normal":  # columns of one magnitude: every rounding step shows
+        return rng.normal(size=(n, d)) * 1e3
+    x = rng.normal(size=(n, d))  # "const": one constant column
+    x[:, int(rng.integers(0, d))] = rng.choice([0.0, -0.0, 2.5])
+    return x
+
+
+def _same_or_same_error(new, old):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            want = old()
+        except GatingError as e:
+            with pytest.raises(GatingError) as got:
+                new()
+            assert str(got.value) == str(e)
+            return
+        got = new()
+    assert got == want
+    assert np.array_equal(_bits([*got.mean, *np.ravel(got.covariance), got.distance_square]),
+                          _bits([*want.mean, *np.ravel(want.covariance), want.distance_square]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 3000), d=st.integers(1, 3), k=st.integers(1, 5),
+       kind=st.sampled_from(["blobs", "ties", "zeros", "const"]),
+       max_events=st.sampled_from([100, 1000, 20_000]),
+       target=st.sampled_from(["largest", "highest_x", "lowest_y", "point"]), seed=st.integers(0, 2**32 - 1))
+def test_gmm_matches_the_previous_gmm_bit_for_bit(n, d, k, kind, max_events, target, seed):
+    rng = np.random.default_rng(seed)
+    x = _awkward(rng, n, d, kind)
+    tgt = tuple(float(v) for v in rng.normal(size=d)) if target == "point" else target
+    if target == "lowest_y" and d < 2:
+        tgt = "lowest_x"
+    ctx = MethodContext("Root/x", tuple(f"d{i}" for i in range(d)), ((0.0, 1.0),) * d, int(seed % 5))
+    args = {"k": k, "target": tgt, "level": 0.95, "max_events": max_events}
+    _same_or_same_error(lambda: get_method("gmm").fn(x, ctx, **args), lambda: gmm_prev(x, ctx, **args))
+
+
+def test_gmm_matches_the_previous_gmm_on_cohort_like_events():
+    for seed in range(6):
+        x = _blobs(30_000, 2, 3, seed) * 1e4 + 5e4
+        ctx = MethodContext("Root/x", ("a", "b"), ((0.0, 262144.0),) * 2, seed)
+        for args in ({"k": 3, "target": (55000.0, 14000.0), "level": 0.999, "max_events": 10_000},
+                     {"k": 2, "target": "largest", "level": 0.95, "max_events": 20_000}):
+            _same_or_same_error(functools.partial(M.gmm, x, ctx, **args),
+                                functools.partial(gmm_prev, x, ctx, **args))
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 3000), d=st.integers(1, 3), kind=st.sampled_from(["blobs", "ties", "zeros", "const",
+       "normal"]), seed=st.integers(0, 2**32 - 1))
+def test_standardize_and_center_columns_are_numpy(n, d, kind, seed):
+    rng = np.random.default_rng(seed)
+    x = _awkward(rng, n, d, kind)
+    center, scale = rng.normal(size=d), rng.uniform(0.1, 3.0, d)
+    z = K.standardize(x, center, scale)
+    assert z.flags.c_contiguous
+    assert np.array_equal(_bits(z), _bits((x - center) / scale))
+    if d >= 2:
+        xc, var, sq = K.center_columns(z)
+        want_xc = z - z.mean(axis=0)
+        assert np.array_equal(_bits(xc), _bits(want_xc))
+        assert np.array_equal(_bits(var), _bits(np.var(z, axis=0)))
+        if d == 2:  # (d = 3 takes einsum's own)
+            assert np.array_equal(_bits(sq), _bits(np.einsum("ij,ij->i", want_xc, want_xc)))
+        neg = np.full((n, d), -0.0)  # all -0.0: numpy's sums start at +0.0
+        xc, var, sq = K.center_columns(neg)
+        assert np.array_equal(_bits(xc), _bits(neg - neg.mean(axis=0)))
+        assert np.array_equal(_bits(var), _bits(np.var(neg, axis=0)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 600), d=st.integers(1, 3), k=st.integers(1, 7), levels=st.integers(1, 4),
+       special=st.sampled_from(["none", "nan", "zeros"]), seed=st.integers(0, 2**32 - 1))
+def test_has_distinct_rows_is_the_previous_one(n, d, k, levels, special, seed):
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, levels, (n, d)).astype(float)
+    if special == "nan" and n:
+        z[rng.random((n, d)) < 0.01] = np.nan
+    elif special == "zeros" and n:
+        z[z == 0.0] = np.where(rng.random(int((z == 0.0).sum())) < 0.5, -0.0, 0.0)
+    assert M._has_distinct_rows(z, k) == _has_distinct_rows_prev(z, k)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1))
+def test_uniform_choice_is_randomstate_choice(n, seed):
+    a, b = np.random.RandomState(seed), np.random.RandomState(seed)
+    w = np.ones(n)
+    for _ in range(3):  # the cached cdf too
+        assert M._uniform_choice(a, n) == b.choice(n, p=w / w.sum())
+    assert np.array_equal(a.uniform(size=4), b.uniform(size=4))  # the same draws were taken
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2000), d=st.integers(1, 3), k=st.integers(1, 6),
+       kind=st.sampled_from(["blobs", "ties", "zeros", "const"]), seed=st.integers(0, 2**32 - 1))
+def test_kmeans_plusplus_is_the_previous_one(n, d, k, kind, seed):
+    x = _awkward(np.random.default_rng(seed), n, d, kind)
+    xc = x - x.mean(axis=0)
+    sq = np.einsum("ij,ij->i", xc, xc)
+    got = M._kmeans_plusplus(xc, k, sq, np.random.RandomState(seed))
+    want = _kmeans_plusplus_prev(xc, k, sq, np.random.RandomState(seed))
+    assert np.array_equal(_bits(got), _bits(want))
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(1, 4), n=st.integers(1, 500), first=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_kpp_sq_dist_kernel_is_numpy(t, n, first, seed):
+    rng = np.random.default_rng(seed)
+    dot = rng.normal(size=(t, n)) * rng.choice([1.0, 1e3])
+    dot[rng.random((t, n)) < 0.05] = np.nan
+    cn, sq = rng.uniform(0.0, 5.0, t), rng.uniform(0.0, 5.0, n)
+    closest = rng.uniform(0.0, 10.0, n)
+    closest[rng.random(n) < 0.05] = np.nan
+    want = -2 * dot
+    want += cn[:, None]
+    want += sq[None, :]
+    np.maximum(want, 0, out=want)
+    if not first:
+        np.minimum(closest, want, out=want)
+    got = dot.copy()
+    K.kpp_sq_dist(got, cn, sq, closest, int(not first))
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(_bits(got[~np.isnan(got)]), _bits(want[~np.isnan(want)]))

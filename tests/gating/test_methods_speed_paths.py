@@ -652,3 +652,34 @@ def test_singlet_line_solve_agrees_with_the_svd_it_replaced(n, seed, log):
         want = M.singlet(x, c, width=4.0, max_events=50_000)
     scale = float(np.abs(x).max())
     assert np.abs(np.array(got.vertices) - np.array(want.vertices)).max() <= 1e-9 * scale
+
+
+@_HYP
+@given(data=st.data(), n=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1))
+def test_singlet_step_and_sorted_kept_are_band_and_kept(data, n, seed):
+    rng = np.random.default_rng(seed)
+    a = _column(data.draw, n, data.draw(_KINDS), rng)
+    h = _column(data.draw, n, data.draw(_KINDS), rng)
+    if data.draw(st.booleans()):
+        h[rng.random(n) < 0.05] = data.draw(st.sampled_from([np.inf, -np.inf, np.nan]))
+    c, b = float(rng.normal()), float(rng.uniform(0.5, 1.5))
+    s0, s1 = float(rng.uniform(0.0, 2.0)), float(data.draw(st.sampled_from([0.0, 1e-3, -1e-3])))
+    floor = float(data.draw(st.sampled_from([1e-309, 1e-9, 0.5])))
+    want_new, want_d, want_r = np.empty(n, dtype=bool), np.empty((n, 2)), np.empty(n)
+    m_want = K.singlet_band(a, h, c, b, s0, s1, floor, want_new, want_d, want_r)
+    before = rng.random(n) < 0.5 if data.draw(st.booleans()) else want_new.copy()
+    new, design, rhs = before.copy(), np.empty((n, 2)), np.empty(n)
+    m, same = K.singlet_step(a, h, c, b, s0, s1, floor, new, design, rhs, np.empty(n))
+    assert m == m_want
+    assert same == np.array_equal(want_new, before)
+    assert np.array_equal(new, want_new)
+    assert np.array_equal(_bits(design[:m]), _bits(want_d[:m]))
+    assert np.array_equal(_bits(rhs[:m]), _bits(want_r[:m]))
+    order = np.argsort(a)
+    c2, b2 = c + 0.25, b * 0.9
+    a_want, e_want = np.empty(n), np.empty(n)
+    K.singlet_kept(a, h, order, want_new, c2, b2, a_want, e_want)
+    a_got, e_got = np.empty(n), np.empty(n)
+    assert K.singlet_kept_sorted(a[order], h[order], c, b, s0, s1, floor, c2, b2, a_got, e_got) == m
+    assert np.array_equal(_bits(a_got[:m]), _bits(a_want[:m]))
+    assert np.array_equal(_bits(e_got[:m]), _bits(e_want[:m]))
