@@ -21,7 +21,7 @@ dimensions (1-3) and components (<= 12) of a gate:
 mixture its initial labels; the k-means++ seeding that feeds it, with the same
 ``RandomState`` draws as scikit-learn, is numpy code in :mod:`flowtools.gating._methods`.
 
-`singlet_band` / `singlet_kept` fuse the elementwise steps of one trimmed
+`singlet_step` / `singlet_kept_sorted` fuse the elementwise steps of one trimmed
 least-squares iteration of the ``singlet`` method (the same IEEE operations in
 the same order as the numpy expressions they replace, so bit-identical).
 
@@ -62,8 +62,6 @@ __all__ = [
     "kmeans_lloyd",
     "kpp_sq_dist",
     "line_lstsq",
-    "singlet_band",
-    "singlet_kept",
     "singlet_kept_sorted",
     "singlet_step",
     "standardize",
@@ -536,53 +534,6 @@ def kmeans_lloyd(x: np.ndarray, centers: np.ndarray, tol: float, max_iter: int,
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
-def singlet_band(a: np.ndarray, h: np.ndarray, c: float, b: float, s0: float, s1: float, floor: float,
-                 new: np.ndarray, design: np.ndarray, rhs: np.ndarray) -> int:
-    """Events inside the 3-sigma band of the line ``h = c + b a`` and the weighted least-squares system.
-
-    Elementwise, exactly the numpy of ``singlet``::
-
-        e = h - (c + b * a); s = np.maximum(s0 + s1 * a, floor); new = np.abs(e) <= 3.0 * s
-        sw = np.sqrt(1.0 / s[new]); design = [sw, a[new] * sw]; rhs = h[new] * sw
-
-    ``new`` (bool, n) receives the band; ``design`` (n, 2) and ``rhs`` (n,) receive the
-    system in their first m rows (event order). Returns m.
-    """
-    m = 0
-    for i in range(a.shape[0]):
-        e = h[i] - (c + b * a[i])
-        s = s0 + s1 * a[i]
-        if s < floor:  # np.maximum(s, floor) (a NaN stays NaN)
-            s = floor
-        ok = abs(e) <= 3.0 * s
-        new[i] = ok
-        if ok:
-            sw = math.sqrt(1.0 / s)
-            design[m, 0] = sw
-            design[m, 1] = a[i] * sw
-            rhs[m] = h[i] * sw
-            m += 1
-    return m
-
-
-@njit(cache=NUMBA_CACHE, nogil=True)
-def singlet_kept(a: np.ndarray, h: np.ndarray, order: np.ndarray, new: np.ndarray, c: float, b: float,
-                 a_kept: np.ndarray, e_kept: np.ndarray) -> int:
-    """The band's events in ``order`` (area ascending): their area and residual ``h - (c + b a)``.
-
-    Fills the first m entries of ``a_kept`` and ``e_kept``; returns m.
-    """
-    m = 0
-    for t in range(order.shape[0]):
-        i = order[t]
-        if new[i]:
-            a_kept[m] = a[i]
-            e_kept[m] = h[i] - (c + b * a[i])
-            m += 1
-    return m
-
-
-@njit(cache=NUMBA_CACHE, nogil=True)
 def line_lstsq(design: np.ndarray, rhs: np.ndarray, m: int) -> tuple[bool, float, float]:
     """Least squares ``min ||design[:m] @ (x0, x1) - rhs[:m]||`` for a two-column design.
 
@@ -749,11 +700,12 @@ def kpp_sq_dist(dot: np.ndarray, c_norms: np.ndarray, sq_norms: np.ndarray, clos
 @njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
 def singlet_step(a: np.ndarray, h: np.ndarray, c: float, b: float, s0: float, s1: float, floor: float,
                  new: np.ndarray, design: np.ndarray, rhs: np.ndarray, sw: np.ndarray) -> tuple[int, bool]:
-    """:func:`singlet_band`, and whether the band equals what ``new`` held before (one pass).
+    """The band of ``h = c + b a``, its weighted system, and whether ``new`` held that band already.
 
     ``sw`` (n) is scratch: ``sqrt(1 / s)`` of every event is taken in a first, branch-free
     loop that vectorises (a division and a square root per event dominate otherwise); the
-    IEEE operations and their order per event are :func:`singlet_band`'s. Returns
+    IEEE operations and their order per event are those of the numpy they replaced (reference:
+    ``tests/reference/methods_ref.py::singlet_band``). Returns
     ``(m, same)``: the band's size and whether no event changed side.
     """
     n = a.shape[0]
@@ -783,7 +735,7 @@ def singlet_step(a: np.ndarray, h: np.ndarray, c: float, b: float, s0: float, s1
 def singlet_kept_sorted(a_s: np.ndarray, h_s: np.ndarray, c_band: float, b_band: float, s0: float,
                         s1: float, floor: float, c: float, b: float, a_kept: np.ndarray,
                         e_kept: np.ndarray) -> int:
-    """:func:`singlet_kept` from the events already in area order (``a_s``, ``h_s``): no gather.
+    """The band's events in area order, read from the events already sorted by area (``a_s``, ``h_s``).
 
     Membership is re-derived per event with the band's own operations (line ``c_band``,
     ``b_band``, scale ``s0 + s1 a`` floored): the same booleans as the band's ``new``.

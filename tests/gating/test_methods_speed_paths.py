@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import methods_ref as R
 
 from flowtools.errors import GatingError
 from flowtools.gating import _methods as M
@@ -223,7 +224,7 @@ def singlet_ref(values, ctx, *, width, max_events):
     design, rhs = np.empty((a.size, 2)), np.empty(a.size)
     a_buf, e_buf = np.empty(a.size), np.empty(a.size)
     for _ in range(12):
-        m = K.singlet_band(a, h, float(c), float(b), float(s0), float(s1), float(floor), new, design, rhs)
+        m = R.singlet_band(a, h, float(c), float(b), float(s0), float(s1), float(floor), new, design, rhs)
         if m < 10:
             break
         # The line solve is the new code's (line_lstsq, tested against exact rationals in
@@ -231,7 +232,7 @@ def singlet_ref(values, ctx, *, width, max_events):
         ok, c, b = K.line_lstsq(design, rhs, m)
         if not ok:
             (c, b), *_ = np.linalg.lstsq(design[:m], rhs[:m], rcond=None)
-        K.singlet_kept(a, h, order, new, float(c), float(b), a_buf, e_buf)
+        R.singlet_kept(a, h, order, new, float(c), float(b), a_buf, e_buf)
         a_kept, e_new = a_buf[:m], e_buf[:m]
         s0, s1 = _scale_model_ref(a_kept, e_new, floor)
         med_s = _median_ref(np.abs(e_new)) * M._MAD_SD
@@ -666,7 +667,7 @@ def test_singlet_step_and_sorted_kept_are_band_and_kept(data, n, seed):
     s0, s1 = float(rng.uniform(0.0, 2.0)), float(data.draw(st.sampled_from([0.0, 1e-3, -1e-3])))
     floor = float(data.draw(st.sampled_from([1e-309, 1e-9, 0.5])))
     want_new, want_d, want_r = np.empty(n, dtype=bool), np.empty((n, 2)), np.empty(n)
-    m_want = K.singlet_band(a, h, c, b, s0, s1, floor, want_new, want_d, want_r)
+    m_want = R.singlet_band(a, h, c, b, s0, s1, floor, want_new, want_d, want_r)
     before = rng.random(n) < 0.5 if data.draw(st.booleans()) else want_new.copy()
     new, design, rhs = before.copy(), np.empty((n, 2)), np.empty(n)
     m, same = K.singlet_step(a, h, c, b, s0, s1, floor, new, design, rhs, np.empty(n))
@@ -678,7 +679,7 @@ def test_singlet_step_and_sorted_kept_are_band_and_kept(data, n, seed):
     order = np.argsort(a)
     c2, b2 = c + 0.25, b * 0.9
     a_want, e_want = np.empty(n), np.empty(n)
-    K.singlet_kept(a, h, order, want_new, c2, b2, a_want, e_want)
+    R.singlet_kept(a, h, order, want_new, c2, b2, a_want, e_want)
     a_got, e_got = np.empty(n), np.empty(n)
     assert K.singlet_kept_sorted(a[order], h[order], c, b, s0, s1, floor, c2, b2, a_got, e_got) == m
     assert np.array_equal(_bits(a_got[:m]), _bits(a_want[:m]))
