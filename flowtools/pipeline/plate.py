@@ -653,16 +653,19 @@ def _run_plate_locked(
             # This process only waits while the workers gate: load the table writers meanwhile
             # (pyarrow.parquet takes ~0.05 s to import) instead of after the last sample.
             threading.Thread(target=_import_table_writers, name="flowtools-preload", daemon=True).start()
+        gates_written: set[str] = set()
         for o in ex.map(_gate_task, todo):
             outcomes[o.sample_id] = o
             if o.ok:
                 task = next(tk for tk in todo if tk["row"]["sample_id"] == o.sample_id)
                 atomic_write_text(task["cache"], o.to_json())
+                # Each sample's own file, now, while the workers gate (not after the last sample).
+                gates_written.add(_write_gates(out, o))
             report(o)
 
     ordered = [outcomes[r["sample_id"]] for r in rows]
     result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes, seed=seed,
-                            jobs=jobs, scheduler=scheduler, skipped=skipped)
+                            jobs=jobs, scheduler=scheduler, skipped=skipped, gates_written=gates_written)
     return result
 
 
@@ -727,6 +730,7 @@ def _write_outputs(
     jobs: int | None,
     scheduler: str | None,
     skipped: list[str],
+    gates_written: Iterable[str] = (),
 ) -> PlateResult:
     prov = provenance_record(
         inputs={"samples.csv": sheet_path},
@@ -761,12 +765,14 @@ def _write_outputs(
                 (out / stem).with_suffix(suffix).unlink(missing_ok=True)
         (out / "per_woman.columns.md").unlink(missing_ok=True)
     gates_dir = out / "gates"
+    done = set(gates_written)
     current = set()
     for o in outcomes:
         if o.ok and o.gatingml:
             name = f"{_safe(o.sample_id)}.gating-ml.xml"
             current.add(name)
-            atomic_write_text(gates_dir / name, o.gatingml)
+            if name not in done:  # samples from the cache (the others were written as they came)
+                _write_gates(out, o)
     if gates_dir.is_dir():
         for p in gates_dir.glob("*.gating-ml.xml"):
             if p.name not in current:  # a sample that failed or left the sheet since the last run
@@ -883,6 +889,13 @@ def _per_woman(records: list[dict[str, Any]]) -> _Table:
     for c in columns:
         data[c] = [float(cells[w].get(c, _NAN)) for w in women]
     return _Table(data)
+
+
+def _write_gates(out: Path, o: SampleOutcome) -> str:
+    """Write a gated sample's resolved gates to ``gates/<sample>.gating-ml.xml`` (atomically); the file name."""
+    name = f"{_safe(o.sample_id)}.gating-ml.xml"
+    atomic_write_text(out / "gates" / name, o.gatingml or "")
+    return name
 
 
 def _write_table(table: _Table, stem: Path, prov: dict[str, Any]) -> Path:
