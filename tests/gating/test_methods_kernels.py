@@ -546,7 +546,10 @@ def test_line_lstsq_is_about_as_accurate_as_the_svd(n, offset, spread, weighted,
     design = np.column_stack([sw, a * sw])
     rhs = (3.0 + 0.9 * a + rng.normal(0, spread / 10 + 1, n)) * sw
     ok, x0, x1 = line_lstsq(design, rhs, n)
-    assert ok
+    if not ok:  # declined: only nearly collinear columns, which go to the SVD
+        v = design[:, 1] - design[:, 0] * (design[:, 0] @ design[:, 1]) / (design[:, 0] @ design[:, 0])
+        assert v @ v <= 1.01e-8 * (design[:, 1] @ design[:, 1])
+        return
     exact = _exact_line(design, rhs)
     svd = np.linalg.lstsq(design, rhs, rcond=None)[0]
     scale = np.abs(exact) + np.abs(exact[1]) * abs(offset) + 1e-300  # x0's conditioning grows with the offset
