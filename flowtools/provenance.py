@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +24,15 @@ from flowtools._version import __version__
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "file_sha256", "provenance_record"]
 
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -106,6 +115,7 @@ def provenance_record(
     template: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     command: str | None = None,
+    libraries: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Build the provenance record that goes with an output.
 
@@ -121,6 +131,9 @@ def provenance_record(
         Random seed used.
     command : str, optional
         The flowtools command that produced the output.
+    libraries : sequence of str, optional
+        Distributions whose installed versions are recorded (``libraries``:
+        name -> version, or None when not installed).
 
     Returns
     -------
@@ -141,5 +154,7 @@ def provenance_record(
         if template is None
         else {"path": Path(template).name, "sha256": file_sha256(template)},
     }
+    if libraries:
+        record["libraries"] = {name: _dist_version(name) for name in libraries}
     json.dumps(record)  # fail here, not at write time, on a non-serialisable parameter
     return record

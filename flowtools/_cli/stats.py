@@ -51,6 +51,21 @@ def _load(immune: Path, clinical: Path, missing: str) -> tuple[Any, Any]:
     return counts, read_clinical(clinical, missing=missing)
 
 
+def _immune_file(immune: Path) -> Path:
+    """The file the counts were read from (hashed into the provenance record)."""
+    if immune.is_dir():
+        if (immune / "populations.csv").exists() or not (immune / "truth" / "women.csv").is_file():
+            return immune / "populations.csv"
+        return immune / "truth" / "women.csv"
+    if immune.name.startswith("per_woman"):
+        return immune.with_name("populations.csv")
+    return immune
+
+
+def _inputs(immune: Path, clinical: Path) -> dict[str, Path]:
+    return {"clinical": clinical, "immune": _immune_file(immune)}
+
+
 def compare_command(
     per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
     clinical: Annotated[Path, typer.Option("--clinical", help="Clinical record CSV.", show_default=False)],
@@ -59,12 +74,22 @@ def compare_command(
     batch: Annotated[str, typer.Option(help="Batch column ('' for none).")] = "plate",
     subgroup: Annotated[str, typer.Option(help="RM subgroup column ('' for none).")] = "rm_type",
     missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
+    test: Annotated[
+        str,
+        typer.Option(
+            help="% of parent test: logit-normal (default: between-woman variance, precision weights), "
+            "quasi-binomial, quasi-binomial-hc (sandwich SEs), ols-logit."
+        ),
+    ] = "logit-normal",
+    correction: Annotated[
+        str, typer.Option(help="Multiple testing within (subgroup, scale): bh (default) or two-level.")
+    ] = "bh",
     figures: Annotated[
         bool, typer.Option("--figures/--no-figures", help="Draw volcano, forest, distributions.")
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Compare RM women with controls, population by population (quasi-binomial GLM, BH q-values)."""
+    """Compare RM women with controls, population by population (logit-normal regression, BH q-values)."""
     from flowtools.errors import FlowtoolsError
     from flowtools.stats.comparison import compare as run_compare
 
@@ -72,10 +97,16 @@ def compare_command(
         counts, clin = _load(per_woman, clinical, missing)
         covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
         res = run_compare(
-            counts, clin, covariates=covs, batch=batch or None, subgroup=subgroup or None, missing=missing
+            counts,
+            clin,
+            covariates=covs,
+            batch=batch or None,
+            subgroup=subgroup or None,
+            missing=missing,
+            test=test,
+            correction=correction,
         )
-        inputs = {"clinical": clinical}
-        paths = res.to_files(out, inputs=inputs)
+        paths = res.to_files(out, inputs=_inputs(per_woman, clinical))
         if figures:
             from flowtools.stats.figures import comparison_figures
 
@@ -99,19 +130,40 @@ def compare_command(
             + "\n"
         )
         return
+    from rich.markup import escape
+
+    estimable = main["p"].notna().sum()
     console.print(
-        f"[green]comparison written[/] {out}: {res.parameters['n_rm']} RM vs "
-        f"{res.parameters['n_control']} controls, {len(main)} tests, {len(hits)} with q < 0.05",
+        f"[green]comparison written[/] {escape(str(out))}: {res.parameters['n_rm']} RM vs "
+        f"{res.parameters['n_control']} controls, {len(main)} tests ({estimable} estimable), "
+        f"{len(hits)} with q < 0.05 [{escape(res.parameters['test'])}]",
         highlight=False,
         soft_wrap=True,
     )
     for _, r in hits.iterrows():
         console.print(
-            f"  {r['population']} [{r['scale']}] effect {r['effect']:+.3f} "
-            f"({r['ci_low']:+.3f}..{r['ci_high']:+.3f}) q={r['q']:.3g}",
+            escape(
+                f"  {r['population']} [{r['scale']}] effect {r['effect']:+.3f} "
+                f"({r['ci_low']:+.3f}..{r['ci_high']:+.3f})"
+                + (
+                    f", {r['diff_pct']:+.2f} points ({r['diff_pct_ci_low']:+.2f}..{r['diff_pct_ci_high']:+.2f})"
+                    if r["diff_pct"] == r["diff_pct"]
+                    else ""
+                )
+                + f" q={r['q']:.3g}"
+            ),
             highlight=False,
             soft_wrap=True,
         )
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if len(main) and estimable == 0:
+        err_console.print(
+            "[red]error:[/] no population could be tested (see the warnings and the table's note column)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 @predict_app.command("evaluate")
@@ -149,7 +201,7 @@ def evaluate(
                 n_permutations=permutations,
                 seed=seed,
             )
-        paths = ev.to_files(out, inputs={"clinical": clinical}) + prediction_figures(ev, out)
+        paths = ev.to_files(out, inputs=_inputs(per_woman, clinical)) + prediction_figures(ev, out)
     except (FlowtoolsError, ValueError, OSError) as exc:
         _fail(exc)
     if json_out:
@@ -219,7 +271,7 @@ def fit(
             margin=margin,
             seed=seed,
         )
-        m.provenance["inputs"] = {"clinical": file_sha256(clinical)}
+        m.provenance["inputs"] = {k: file_sha256(v) for k, v in _inputs(per_woman, clinical).items()}
         save_model(m, model_out)
     except (FlowtoolsError, ValueError, OSError) as exc:
         _fail(exc)

@@ -1,31 +1,43 @@
 """RM versus control, population by population, with the woman as the unit.
 
-Default test: a quasi-binomial GLM (logit link) on each woman's count with her
-parent count as the number of trials, adjusted for covariates (age, BMI) and
-the plate as a batch factor; the dispersion is estimated from the Pearson
-chi-square, so between-woman variation is not mistaken for evidence (a plain
-binomial model on cells rejects about 9 times in 10 on null data). Checks beside
-it: a Mann-Whitney rank test on % of parent and a Welch t-test on the empirical
-logit. Where the children of a parent form a partition (3 or more), their
-composition is tested as well, on the CLR scale (OLS with the same covariates);
-a rise in one population lowers the share of its siblings, and the CLR rows say
-so.
+Default test (``test="logit-normal"``): each woman's empirical logit of the
+population's share of its parent is regressed on the group, the covariates
+(age, BMI; categorical ones treatment-coded) and the plate as a batch factor,
+by weighted least squares with precision weights ``1 / (tau2 + v_i)``: ``v_i``
+is her binomial counting variance (shrinks with her parent count), ``tau2``
+the between-woman (biological) variance on the logit scale, estimated by REML;
+inference by Knapp-Hartung (t on n - p degrees of freedom). Biological
+variation between women does not shrink when more cells are counted, so a
+woman with 50k parent events must not weigh 25 times one with 2k, as she does
+under the quasi-binomial GLM (kept as ``test="quasi-binomial"``; also
+``"quasi-binomial-hc"``, sandwich standard errors, and ``"ols-logit"``,
+unweighted OLS on the empirical logit). The choice was made by measurement
+(``benchmarks/bench_stats_validity.py``, two independent generators; README,
+"Statistics"). Beside the log odds ratio, every % of parent row carries the
+covariate-adjusted difference in percentage points (``diff_pct``, an average
+marginal effect with a delta-method CI).
 
-Multiple testing: q-values are computed within each (subgroup, scale) family by
-the two-level procedure of Benjamini & Bogomolov (2014), with sibling groups
-(populations sharing a tube and parent) as the groups. Plain BH over a family
-assumes positive dependence (PRDS); siblings violate it (they share a parent,
-and their CLR coordinates are negatively correlated and sum to zero), and on
-null cohorts flat BH found something in 6% (% of parent) and 7.5% (CLR) of
-cohorts at q < 0.05. Here each sibling group first gets one global p-value:
-the exact multivariate F-test (one-df MANOVA, same covariates and batch) on
-k - 1 log-ratio coordinates when the siblings partition their parent (the CLR
-coordinates of a k-part composition have rank k - 1; the test is the same for
-any basis), otherwise Bonferroni over the group's rows (valid under any
-dependence). BH selects groups at q; within a selected group BH runs at
-q * R / m (R of m groups selected). The ``q`` column is the smallest level at
-which a row is rejected by this procedure; ``p_group``/``q_group`` give the
-gate, and ``correction`` names the procedure on every row.
+Where the children of a parent form a partition (3 or more parts), their
+composition is tested as well, on the CLR scale (OLS with the same
+covariates). Parts with a median count under :data:`RARE_PART_COUNT` are left
+out of the composition (their log counts are counting noise that would move
+every sibling through the geometric mean), women with an empty parent are left
+out, zeros among the remaining parts get a 0.5 pseudocount.
+
+Degenerate cases never give a p-value: a group effect that the design cannot
+estimate (plate fully confounded with group), a population absent in every
+woman of one group (separation), a fit that diverged or gave a non-finite or
+absurd estimate, too few women: the row has NaN and its ``note`` says why.
+Strong confounding and few residual degrees of freedom are noted on the row
+and in :attr:`ComparisonResult.warnings`.
+
+Multiple testing (``correction="bh"``, the default): Benjamini-Hochberg within
+each (subgroup, scale) family; it rejects everything Bonferroni rejects. The
+two-level procedure of Benjamini & Bogomolov (2014), sibling groups first, is
+kept as ``correction="two-level"``. The check columns
+``p_mannwhitney_unadjusted`` and ``p_welch_t_unadjusted`` are plain two-group
+tests that ignore covariates and plates: with plates confounded with group
+they are not valid tests of the group effect.
 """
 
 from __future__ import annotations
@@ -40,23 +52,66 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special as _sp
 from scipy import stats as _st
 
+from flowtools.errors import SheetIssue
 from flowtools.provenance import atomic_write_bytes, atomic_write_text, provenance_record
-from flowtools.stats._glm import hierarchical_qvalues, manova_one_df, ols, quasi_binomial, welch_t
+from flowtools.stats._glm import (
+    LinearFit,
+    bh_qvalues,
+    empirical_logit,
+    hierarchical_qvalues,
+    logit_normal,
+    manova_one_df,
+    ols,
+    quasi_binomial,
+    welch_t,
+)
+from flowtools.stats.errors import ClinicalDataError
 from flowtools.stats.tables import join_women, validate_clinical
 
-__all__ = ["CORRECTION", "SCALE_CLR", "SCALE_PCT", "ComparisonResult", "compare"]
+__all__ = [
+    "CORRECTIONS",
+    "DEFAULT_TEST",
+    "RARE_PART_COUNT",
+    "SCALE_CLR",
+    "SCALE_PCT",
+    "STATS_LIBRARIES",
+    "TESTS",
+    "ComparisonResult",
+    "compare",
+]
 
 _log = logging.getLogger(__name__)
 
 SCALE_PCT = "% of parent"
 SCALE_CLR = "composition (CLR)"
-CORRECTION = (
-    "two-level FDR (Benjamini-Bogomolov 2014): BH over sibling groups' global tests "
-    "(MANOVA on k-1 log-ratios for partitions, else Bonferroni), then BH at q*R/m within selected groups; "
-    "family = (subgroup, scale)"
-)
+TESTS = {
+    "logit-normal": "logit-normal regression (REML between-woman variance, precision weights, Knapp-Hartung t)",
+    "quasi-binomial": "quasi-binomial GLM (logit, Pearson dispersion)",
+    "quasi-binomial-hc": "quasi-binomial GLM (logit, sandwich HC1 standard errors)",
+    "ols-logit": "OLS on each woman's empirical logit",
+}
+DEFAULT_TEST = "logit-normal"
+CORRECTIONS = {
+    "bh": "Benjamini-Hochberg within each family; family = (subgroup, scale)",
+    "two-level": (
+        "two-level FDR (Benjamini-Bogomolov 2014): BH over sibling groups' global tests "
+        "(MANOVA on k-1 log-ratios for partitions, else Bonferroni), then BH at q*R/m within selected groups; "
+        "family = (subgroup, scale)"
+    ),
+}
+#: Kept for callers of the earlier name: the two-level procedure's description.
+CORRECTION = CORRECTIONS["two-level"]
+#: Parts of a partition with a median count below this are left out of its composition.
+RARE_PART_COUNT = 10
+#: Libraries whose versions go into the provenance of statistics outputs.
+STATS_LIBRARIES = ("numpy", "scipy", "pandas", "statsmodels", "scikit-learn", "pyarrow")
+# Below this many residual degrees of freedom a row is noted as unstable.
+_MIN_DF = 10
+# A log odds ratio beyond this (an odds ratio of 2e8) is a fit running away, not a finding.
+_MAX_LOG_OR = 19.0
 _TABLE_COLUMNS = [
     "subgroup",
     "population",
@@ -68,6 +123,9 @@ _TABLE_COLUMNS = [
     "ci_low",
     "ci_high",
     "ratio",
+    "diff_pct",
+    "diff_pct_ci_low",
+    "diff_pct_ci_high",
     "p",
     "q",
     "p_group",
@@ -79,9 +137,11 @@ _TABLE_COLUMNS = [
     "mean_rm",
     "mean_control",
     "dispersion",
-    "p_mannwhitney",
-    "p_welch_t",
+    "between_woman_sd",
+    "p_mannwhitney_unadjusted",
+    "p_welch_t_unadjusted",
     "converged",
+    "note",
 ]
 
 
@@ -95,22 +155,30 @@ class ComparisonResult:
         One row per (subgroup, population, scale): ``subgroup`` ("all RM" or
         e.g. "rm_type=primary"), ``population`` (``tube|path``), ``scale`` (``"% of
         parent"`` or ``"composition (CLR)"``), ``effect_measure``, ``effect`` with
-        ``ci_low``/``ci_high`` (95%), ``ratio`` (odds ratio for % of parent), ``p``,
-        ``q`` (two-level FDR within subgroup and scale, see the module docstring),
-        ``p_group``/``q_group`` (the sibling group's global test and its BH
-        q-value), ``correction`` (the procedure, on every row), ``test``, ``n_rm``, ``n_control``,
-        ``mean_rm``/``mean_control`` (mean % of parent, or mean CLR),
-        ``dispersion``, and the check tests' ``p_mannwhitney`` and ``p_welch_t``.
+        ``ci_low``/``ci_high`` (95%), ``ratio`` (odds ratio for % of parent),
+        ``diff_pct`` with ``diff_pct_ci_low``/``diff_pct_ci_high`` (adjusted RM -
+        control difference in percentage points; % of parent rows), ``p``, ``q``
+        (within subgroup and scale, see the module docstring),
+        ``p_group``/``q_group`` (two-level correction only), ``correction``,
+        ``test``, ``n_rm``, ``n_control``, ``mean_rm``/``mean_control`` (mean %
+        of parent, or mean CLR), ``dispersion`` (the test's scale factor),
+        ``between_woman_sd`` (logit scale, logit-normal test),
+        ``p_mannwhitney_unadjusted`` and ``p_welch_t_unadjusted`` (checks that
+        ignore covariates and plates), ``converged``, and ``note`` (why a row
+        has no estimate, or what to be wary of).
     data : pandas.DataFrame
         Per woman and population: woman_id, group, population, scale, value
         (% of parent or CLR), for the distribution figures.
     parameters : dict
-        Covariates, batch, subgroup, alpha, missing policy, dropped women.
+        Covariates, batch, subgroup, test, correction, missing policy, dropped women.
+    warnings : list of str
+        Design problems and degenerate rows, one line each.
     """
 
     table: pd.DataFrame
     data: pd.DataFrame
     parameters: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def significant(self, *, q: float = 0.05) -> pd.DataFrame:
         """Return the rows with q below ``q``."""
@@ -125,14 +193,20 @@ class ComparisonResult:
         ----------
         out_dir : str or PathLike
         inputs : mapping of str to path, optional
-            Input files to hash into the provenance record.
+            Input files to hash into the provenance record (the clinical CSV and
+            the immune table, e.g. ``populations.csv``).
 
         Returns
         -------
         list of pathlib.Path
         """
         out = Path(out_dir)
-        prov = provenance_record(inputs=inputs, parameters=self.parameters, command="flowtools compare")
+        prov = provenance_record(
+            inputs=inputs,
+            parameters={**self.parameters, "warnings": self.warnings},
+            command="flowtools compare",
+            libraries=STATS_LIBRARIES,
+        )
         return write_table(self.table, out / "comparison", prov)
 
 
@@ -155,20 +229,193 @@ def write_table(df: pd.DataFrame, stem: Path, prov: dict[str, Any]) -> list[Path
     return [csv_path, pq_path, prov_path]
 
 
-def _design(clin: pd.DataFrame, rm: np.ndarray, covariates: Sequence[str], batch: str | None) -> np.ndarray:
-    cols = [np.ones(len(clin)), rm.astype(float)]
-    for c in covariates:
-        v = clin[c].to_numpy(dtype=float)
+# ------------------------------------------------------------------------------------------ design
+
+
+def _covariate_block(clin: pd.DataFrame, name: str) -> tuple[list[np.ndarray], list[str]]:
+    """Standardised numeric covariate, or treatment-coded dummies of a categorical one."""
+    col = clin[name]
+    num = pd.to_numeric(col, errors="coerce")
+    if col.notna().all() and num.notna().all():
+        v = num.to_numpy(dtype=float)
         sd = v.std()
-        cols.append((v - v.mean()) / sd if sd > 0 else np.zeros_like(v))
+        return [(v - v.mean()) / sd if sd > 0 else np.zeros_like(v)], [name]
+    if pd.api.types.is_numeric_dtype(col) or num.notna().sum() > col.notna().sum() / 2:
+        bad = col[col.notna() & num.isna()]
+        shown = ", ".join(repr(str(b)) for b in bad.unique()[:3])
+        raise ClinicalDataError(
+            clinical_source(clin),
+            [SheetIssue(None, name, f"covariate {name!r} is numeric but holds {shown or 'blanks'}")],
+        )
+    if col.isna().any():
+        raise ClinicalDataError(
+            clinical_source(clin),
+            [SheetIssue(None, name, f"covariate {name!r} has missing values (use --missing drop)")],
+        )
+    levels = sorted(col.astype(str).unique())
+    cols = [(col.astype(str) == lev).to_numpy(dtype=float) for lev in levels[1:]]
+    return cols, [f"{name}={lev}" for lev in levels[1:]]
+
+
+def clinical_source(clin: pd.DataFrame) -> str:
+    return str(clin.attrs.get("source", "<clinical table>"))
+
+
+def _design(
+    clin: pd.DataFrame, rm: np.ndarray, covariates: Sequence[str], batch: str | None
+) -> tuple[np.ndarray, list[str]]:
+    cols = [np.ones(len(clin)), rm.astype(float)]
+    names = ["intercept", "RM"]
+    for c in covariates:
+        block, labels = _covariate_block(clin, c)
+        cols += block
+        names += labels
     if batch is not None:
         levels = sorted(clin[batch].astype(str).unique())
         for lev in levels[1:]:
             cols.append((clin[batch].astype(str) == lev).to_numpy(dtype=float))
-    x = np.column_stack(cols)
-    # drop all-zero columns (a batch level without women after filtering)
-    keep = [0, 1] + [j for j in range(2, x.shape[1]) if np.any(x[:, j] != x[0, j])]
-    return x[:, keep]
+            names.append(f"{batch}={lev}")
+    return np.column_stack(cols), names
+
+
+@dataclass
+class _Design:
+    x: np.ndarray
+    names: list[str]
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_design(x: np.ndarray, names: list[str], batch: str | None) -> _Design:
+    """Drop columns the others already span; refuse when the group itself is not estimable.
+
+    The group effect is estimable only if the RM column is not a linear
+    combination of the intercept, covariates and batch columns (a plate holding
+    one group only still leaves it estimable from the other plates; every plate
+    holding one group does not). A variance inflation factor of the RM column
+    above 10 means the group effect rests on few women: it is kept, with a note.
+    """
+    n = x.shape[0]
+    keep = [0]
+    for j in range(2, x.shape[1]):
+        trial = x[:, [*keep, j]]
+        if np.linalg.matrix_rank(trial) == len(keep) + 1:
+            keep.append(j)
+    others = x[:, keep]
+    g = x[:, 1]
+    coef, *_ = np.linalg.lstsq(others, g, rcond=None)
+    resid = g - others @ coef
+    ss_res = float(resid @ resid)
+    ss_tot = float(((g - g.mean()) ** 2).sum())
+    cols = [0, 1, *keep[1:]]
+    d = _Design(x[:, cols], [names[j] for j in cols])
+    if ss_tot == 0 or ss_res <= 1e-10 * max(ss_tot, 1.0):
+        what = f"{batch} (batch)" if batch and any(nm.startswith(f"{batch}=") for nm in names) else "covariates"
+        d.reason = f"group effect not estimable: RM vs control is fully confounded with {what}"
+        return d
+    vif = ss_tot / ss_res
+    if vif > 10:
+        d.notes.append(
+            f"group strongly confounded with the adjustment (variance inflation {vif:.0f}): the effect rests on few women"
+        )
+    df = n - d.x.shape[1]
+    if df < 1:
+        d.reason = f"no residual degrees of freedom ({n} women, {d.x.shape[1]} model terms)"
+    elif df < _MIN_DF:
+        d.notes.append(f"only {df} residual degrees of freedom: estimates and p-values are unstable")
+    return d
+
+
+# ------------------------------------------------------------------------------------------ fits
+
+
+def _fit_pct(test: str, x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[LinearFit, float]:
+    """The fit of the % of parent test, and the between-woman variance that averages its margins."""
+    if test == "logit-normal":
+        f = logit_normal(x, k, n)
+        return f, f.tau2
+    if test == "quasi-binomial":
+        return quasi_binomial(x, k, n), 0.0
+    if test == "quasi-binomial-hc":
+        return quasi_binomial(x, k, n, robust=True), 0.0
+    if test == "ols-logit":
+        y, _ = empirical_logit(k, n)
+        f = ols(x, y)
+        return f, f.scale
+    msg = f"test must be one of {sorted(TESTS)}, not {test!r}"
+    raise ValueError(msg)
+
+
+# Zeger, Liang & Albert (1988): E[expit(eta + u)], u ~ N(0, s2), is close to expit(eta / sqrt(1 + c2 s2)).
+_ZEGER_C2 = (16 * np.sqrt(3) / (15 * np.pi)) ** 2
+
+
+def _pct_difference(fit: LinearFit, x: np.ndarray, tau2: float, cov: np.ndarray) -> tuple[float, float, float]:
+    """Covariate-adjusted RM - control difference in % of parent, with a delta-method 95% CI.
+
+    The average over the women analysed of the model's mean share with the
+    group set to RM minus the same with the group set to control (an average
+    marginal effect); a between-woman variance on the logit scale is averaged
+    over with Zeger's approximation.
+    """
+    a = 1.0 / np.sqrt(1.0 + _ZEGER_C2 * max(tau2, 0.0))
+    x1, x0 = x.copy(), x.copy()
+    x1[:, 1], x0[:, 1] = 1.0, 0.0
+    p1, p0 = _sp.expit(a * (x1 @ fit.params)), _sp.expit(a * (x0 @ fit.params))
+    diff = float(np.mean(p1 - p0)) * 100
+    grad = a * ((p1 * (1 - p1))[:, None] * x1 - (p0 * (1 - p0))[:, None] * x0).mean(axis=0) * 100
+    se = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+    t = _st.t.ppf(0.975, fit.df_resid)
+    return diff, diff - t * se, diff + t * se
+
+
+def _row_checks(v_rm: np.ndarray, v_c: np.ndarray) -> tuple[float, float]:
+    """Unadjusted two-group checks: Mann-Whitney on the values, Welch t on them."""
+    if v_rm.size < 2 or v_c.size < 2:
+        return float("nan"), float("nan")
+    p_mw = float(_st.mannwhitneyu(v_rm, v_c, alternative="two-sided").pvalue)
+    if np.ptp(np.concatenate([v_rm, v_c])) == 0:
+        return p_mw, float("nan")
+    return p_mw, welch_t(v_rm, v_c)[3]
+
+
+_NAN_FIT = {
+    "effect": np.nan,
+    "ci_low": np.nan,
+    "ci_high": np.nan,
+    "ratio": np.nan,
+    "p": np.nan,
+    "diff_pct": np.nan,
+    "diff_pct_ci_low": np.nan,
+    "diff_pct_ci_high": np.nan,
+    "dispersion": np.nan,
+    "between_woman_sd": np.nan,
+    "converged": False,
+}
+
+
+def _separation(k: np.ndarray, n: np.ndarray, rm: np.ndarray) -> str | None:
+    """A group in which the population is absent (or the whole parent) in every woman: no finite log odds."""
+    for mask, who in ((~rm, "control"), (rm, "RM")):
+        if np.all(k[mask] == 0):
+            return f"absent (0 events) in every {who} woman: the log odds ratio is not finite"
+        if np.all(k[mask] == n[mask]):
+            return f"the whole parent in every {who} woman: the log odds ratio is not finite"
+    return None
+
+
+def _finite_or_reason(fit: LinearFit) -> str | None:
+    vals = [fit.params[1], fit.bse[1], fit.pvalues[1]]
+    if not fit.converged:
+        return "the fit did not converge (the estimate diverged): no p-value reported"
+    if not np.all(np.isfinite(vals)) or fit.bse[1] <= 0:
+        return "the fit gave a non-finite estimate or standard error: no p-value reported"
+    if abs(fit.params[1]) > _MAX_LOG_OR:
+        return f"absurd estimate (log odds ratio {fit.params[1]:.3g}): no p-value reported"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ compositions
 
 
 def _partitions(counts: pd.DataFrame, min_children: int = 3) -> dict[tuple[str, str], list[str]]:
@@ -190,13 +437,39 @@ def _partitions(counts: pd.DataFrame, min_children: int = 3) -> dict[tuple[str, 
     return out
 
 
-def _row_checks(v_rm: np.ndarray, v_c: np.ndarray) -> tuple[float, float]:
-    if v_rm.size < 2 or v_c.size < 2:
-        return float("nan"), float("nan")
-    p_mw = float(_st.mannwhitneyu(v_rm, v_c, alternative="two-sided").pvalue)
-    if np.ptp(np.concatenate([v_rm, v_c])) == 0:
-        return p_mw, float("nan")
-    return p_mw, welch_t(v_rm, v_c)[3]
+def composition(counts: pd.DataFrame, feats: Sequence[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Counts of a partition, one row per woman, ready for log-ratios.
+
+    Women whose parent holds no event are left out (a 0/0 composition carries
+    no information). Parts with a median count under :data:`RARE_PART_COUNT`
+    are left out of the composition: with counts of 0-5, ``log(count + 0.5)``
+    is counting noise, and through the geometric mean it would move every
+    sibling's CLR coordinate. The remaining parts form a subcomposition (their
+    CLR is relative to their own geometric mean); zeros among them are handled
+    by adding 0.5 to every count.
+
+    Returns
+    -------
+    wide : pandas.DataFrame
+        Women x kept parts (counts).
+    kept, rare : list of str
+        Parts used, and parts left out as too rare.
+    """
+    sub = counts[counts["feature"].isin(feats) & (counts["parent_count"] > 0)]
+    wide = sub.pivot_table(index="woman_id", columns="feature", values="count", aggfunc="first").dropna()
+    med = wide.median(axis=0)
+    rare = sorted(med.index[med < RARE_PART_COUNT])
+    kept = [f for f in wide.columns if f not in rare]
+    return wide[kept], kept, rare
+
+
+def clr(wide: np.ndarray) -> np.ndarray:
+    """Centred log-ratio of counts, zeros handled by a 0.5 pseudocount on every part."""
+    lc = np.log(np.asarray(wide, dtype=float) + 0.5)
+    return lc - lc.mean(axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------------ one comparison
 
 
 def _compare_one(
@@ -207,11 +480,16 @@ def _compare_one(
     covariates: Sequence[str],
     batch: str | None,
     scales: Sequence[str],
+    test: str,
+    correction: str,
+    warn: list[str],
 ) -> tuple[list[dict[str, Any]], list[pd.DataFrame], dict[tuple[str, str], float]]:
     cov_text = ", ".join([*covariates, *([f"{batch} (batch)"] if batch else [])]) or "nothing"
     rows: list[dict[str, Any]] = []
     data: list[pd.DataFrame] = []
+    source = clinical_source(clin)
     clin = clin.set_index("woman_id")
+    clin.attrs["source"] = source
     cnt = counts[counts["woman_id"].isin(clin.index)]
     for feature, g in cnt.groupby("feature", sort=True):
         g = g[g["parent_count"] > 0]
@@ -231,7 +509,10 @@ def _compare_one(
             "n_control": n_c,
             "mean_rm": float(pct[rm].mean()) if n_rm else np.nan,
             "mean_control": float(pct[~rm].mean()) if n_c else np.nan,
-            "test": f"quasi-binomial GLM (logit), woman as unit, adjusted for {cov_text}",
+            "test": f"{TESTS[test]}, woman as unit, adjusted for {cov_text}",
+            "p_mannwhitney_unadjusted": np.nan,
+            "p_welch_t_unadjusted": np.nan,
+            "note": "",
         }
         data.append(
             pd.DataFrame(
@@ -245,29 +526,28 @@ def _compare_one(
                 }
             )
         )
-        if n_rm < 2 or n_c < 2 or SCALE_PCT not in scales:
-            rows.append(
-                {
-                    **row,
-                    "effect": np.nan,
-                    "ci_low": np.nan,
-                    "ci_high": np.nan,
-                    "ratio": np.nan,
-                    "p": np.nan,
-                    "dispersion": np.nan,
-                    "p_mannwhitney": np.nan,
-                    "p_welch_t": np.nan,
-                    "converged": False,
-                }
-            )
+        if SCALE_PCT not in scales:
             continue
-        x = _design(c.reset_index(), rm, covariates, batch)
+        if n_rm < 2 or n_c < 2:
+            rows.append({**row, **_NAN_FIT, "note": f"too few women ({n_rm} RM, {n_c} control; need 2 each)"})
+            continue
         k, n = g["count"].to_numpy(float), g["parent_count"].to_numpy(float)
-        fit = quasi_binomial(x, k, n)
-        lo, hi = fit.conf_int(1)
-        logit = np.log((k + 0.5) / (n - k + 0.5))
+        logit, _ = empirical_logit(k, n)
         p_mw, _ = _row_checks(pct[rm], pct[~rm])
-        p_t = welch_t(logit[rm], logit[~rm])[3]
+        row["p_mannwhitney_unadjusted"] = p_mw
+        row["p_welch_t_unadjusted"] = welch_t(logit[rm], logit[~rm])[3]
+        x, names = _design(c.reset_index(), rm, covariates, batch)
+        des = _check_design(x, names, batch)
+        reason = des.reason or _separation(k, n, rm)
+        if reason is None:
+            fit, tau2 = _fit_pct(test, des.x, k, n)
+            reason = _finite_or_reason(fit)
+        if reason is not None:
+            rows.append({**row, **_NAN_FIT, "note": reason})
+            continue
+        lo, hi = fit.conf_int(1)
+        cov = _fit_cov(fit, des.x, k, n, test, tau2)
+        d, dlo, dhi = _pct_difference(fit, des.x, tau2, cov)
         rows.append(
             {
                 **row,
@@ -276,71 +556,62 @@ def _compare_one(
                 "ci_high": hi,
                 "ratio": float(np.exp(fit.params[1])),
                 "p": float(fit.pvalues[1]),
+                "diff_pct": d,
+                "diff_pct_ci_low": dlo,
+                "diff_pct_ci_high": dhi,
                 "dispersion": fit.scale,
-                "p_mannwhitney": p_mw,
-                "p_welch_t": p_t,
+                "between_woman_sd": float(np.sqrt(tau2)) if test == "logit-normal" else np.nan,
                 "converged": fit.converged,
+                "note": "; ".join(des.notes),
             }
         )
 
     global_p: dict[tuple[str, str], float] = {}
-    for (tube, parent), feats in _partitions(cnt, min_children=2).items():
-        wide = (
-            cnt[cnt["feature"].isin(feats)]
-            .pivot_table(index="woman_id", columns="feature", values="count", aggfunc="first")
-            .dropna()
-        )
-        c = clin.loc[wide.index]
-        rm = (c["group"] == "RM").to_numpy()
-        if rm.sum() < 2 or (~rm).sum() < 2:
-            continue
-        lc = np.log(wide.to_numpy(float) + 0.5)
-        clr = lc - lc.mean(axis=1, keepdims=True)
-        x = _design(c.reset_index(), rm, covariates, batch)
-        global_p[(tube, parent)] = manova_one_df(x, clr[:, :-1], 1)[1]
-
-    if SCALE_CLR in scales:
-        for (tube, parent), feats in _partitions(cnt).items():
-            sub = cnt[cnt["feature"].isin(feats)]
-            wide = sub.pivot_table(index="woman_id", columns="feature", values="count", aggfunc="first")
-            wide = wide.dropna()
-            lc = np.log(wide.to_numpy(float) + 0.5)
-            clr = lc - lc.mean(axis=1, keepdims=True)
+    if correction == "two-level":
+        for (tube, parent), feats in _partitions(cnt, min_children=2).items():
+            wide, kept, _ = composition(cnt, feats)
+            if len(kept) < 2:
+                continue
             c = clin.loc[wide.index]
             rm = (c["group"] == "RM").to_numpy()
             if rm.sum() < 2 or (~rm).sum() < 2:
                 continue
-            x = _design(c.reset_index(), rm, covariates, batch)
-            for j, feature in enumerate(wide.columns):
-                v = clr[:, j]
-                fit = ols(x, v)
-                lo, hi = fit.conf_int(1)
-                p_mw, p_t = _row_checks(v[rm], v[~rm])
-                rows.append(
-                    {
-                        "subgroup": label,
-                        "population": feature,
-                        "tube": tube,
-                        "parent": parent,
-                        "scale": SCALE_CLR,
-                        "effect_measure": "CLR difference (RM - control)",
-                        "effect": float(fit.params[1]),
-                        "ci_low": lo,
-                        "ci_high": hi,
-                        "ratio": float(np.exp(fit.params[1])),
-                        "p": float(fit.pvalues[1]),
-                        "q": np.nan,
-                        "test": f"OLS on CLR of {len(feats)} sibling populations, adjusted for {cov_text}",
-                        "n_rm": int(rm.sum()),
-                        "n_control": int((~rm).sum()),
-                        "mean_rm": float(v[rm].mean()),
-                        "mean_control": float(v[~rm].mean()),
-                        "dispersion": fit.scale,
-                        "p_mannwhitney": p_mw,
-                        "p_welch_t": p_t,
-                        "converged": True,
-                    }
+            des = _check_design(*_design(c.reset_index(), rm, covariates, batch), batch)
+            if des.reason is None:
+                global_p[(tube, parent)] = manova_one_df(des.x, clr(wide.to_numpy())[:, :-1], 1)[1]
+
+    if SCALE_CLR in scales:
+        for (tube, parent), feats in _partitions(cnt).items():
+            wide, kept, rare = composition(cnt, feats)
+            if len(kept) < 3:
+                warn.append(
+                    f"{label}: no composition rows for {tube}|{parent}: fewer than 3 parts with a median "
+                    f"count of {RARE_PART_COUNT}+ (too rare: {', '.join(rare)})"
                 )
+                continue
+            v_all = clr(wide.to_numpy())
+            c = clin.loc[wide.index]
+            rm = (c["group"] == "RM").to_numpy()
+            des = _check_design(*_design(c.reset_index(), rm, covariates, batch), batch)
+            left_out = f"left out of the composition as too rare (median count < {RARE_PART_COUNT}): {', '.join(rare)}"
+            for j, feature in enumerate(kept):
+                v = v_all[:, j]
+                p_mw, p_t = _row_checks(v[rm], v[~rm])
+                row = {
+                    "subgroup": label,
+                    "population": feature,
+                    "tube": tube,
+                    "parent": parent,
+                    "scale": SCALE_CLR,
+                    "effect_measure": "CLR difference (RM - control)",
+                    "test": f"OLS on CLR of {len(kept)} sibling populations, adjusted for {cov_text}",
+                    "n_rm": int(rm.sum()),
+                    "n_control": int((~rm).sum()),
+                    "mean_rm": float(v[rm].mean()) if rm.any() else np.nan,
+                    "mean_control": float(v[~rm].mean()) if (~rm).any() else np.nan,
+                    "p_mannwhitney_unadjusted": p_mw,
+                    "p_welch_t_unadjusted": p_t,
+                }
                 data.append(
                     pd.DataFrame(
                         {
@@ -353,12 +624,55 @@ def _compare_one(
                         }
                     )
                 )
+                notes = [*des.notes, *([left_out] if rare else [])]
+                reason = des.reason
+                if rm.sum() < 2 or (~rm).sum() < 2:
+                    reason = f"too few women ({int(rm.sum())} RM, {int((~rm).sum())} control; need 2 each)"
+                if reason is None:
+                    fit = ols(des.x, v)
+                    reason = _finite_or_reason(fit)
+                if reason is not None:
+                    rows.append({**row, **_NAN_FIT, "note": reason})
+                    continue
+                lo, hi = fit.conf_int(1)
+                rows.append(
+                    {
+                        **row,
+                        **_NAN_FIT,
+                        "effect": float(fit.params[1]),
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "ratio": float(np.exp(fit.params[1])),
+                        "p": float(fit.pvalues[1]),
+                        "dispersion": fit.scale,
+                        "converged": True,
+                        "note": "; ".join(notes),
+                    }
+                )
     return rows, data, global_p
 
 
-def _family_qvalues(fam: pd.DataFrame, global_p: dict[tuple[str, str], float]) -> pd.DataFrame:
-    keys = (fam["tube"].astype(str) + "\x1f" + fam["parent"].astype(str)).to_numpy()
+def _fit_cov(fit: LinearFit, x: np.ndarray, k: np.ndarray, n: np.ndarray, test: str, tau2: float) -> np.ndarray:
+    """Covariance of the coefficients, rebuilt from the fit's own weights (for the % scale margins)."""
+    if test in ("logit-normal", "ols-logit"):
+        _, v = empirical_logit(k, n)
+        w = 1.0 / (tau2 + v) if test == "logit-normal" else np.ones_like(v)
+        return fit.scale * np.linalg.pinv(x.T @ (x * w[:, None]))
+    mu = _sp.expit(x @ fit.params)
+    bread = np.linalg.pinv(x.T @ (x * (n * mu * (1 - mu))[:, None]))
+    if test == "quasi-binomial-hc":
+        u = x * (k - n * mu)[:, None]
+        return bread @ (u.T @ u) @ bread * (x.shape[0] / fit.df_resid)
+    return fit.scale * bread
+
+
+def _family_qvalues(
+    fam: pd.DataFrame, global_p: dict[tuple[str, str], float], correction: str
+) -> pd.DataFrame:
     p = fam["p"].to_numpy(float)
+    if correction == "bh":
+        return pd.DataFrame({"q": bh_qvalues(p), "p_group": np.nan, "q_group": np.nan}, index=fam.index)
+    keys = (fam["tube"].astype(str) + "\x1f" + fam["parent"].astype(str)).to_numpy()
     p_group: dict[str, float] = {}
     for key in dict.fromkeys(keys.tolist()):
         tube, _, parent = key.partition("\x1f")
@@ -383,6 +697,8 @@ def compare(
     subgroup: str | None = None,
     scales: Sequence[str] = (SCALE_PCT, SCALE_CLR),
     missing: str = "error",
+    test: str = DEFAULT_TEST,
+    correction: str = "bh",
 ) -> ComparisonResult:
     """Compare RM women with controls, population by population (the woman is the unit).
 
@@ -394,7 +710,8 @@ def compare(
     clinical : pandas.DataFrame
         Clinical record (validated here; a frame from :func:`read_clinical` passes as is).
     covariates : sequence of str, default ("age", "bmi")
-        Numeric adjustment covariates (standardised).
+        Adjustment covariates: numeric ones standardised, categorical ones
+        (e.g. ``smoking``) treatment-coded against their first level.
     batch : str or None, default "plate"
         Clinical column used as a batch factor; ignored when it has one level.
     subgroup : str or None
@@ -404,6 +721,10 @@ def compare(
         Which scales to test: ``"% of parent"`` and/or ``"composition (CLR)"``.
     missing : {"error", "drop", "impute"}, default "error"
         Missing-value and unmatched-women policy (see :func:`validate_clinical`).
+    test : {"logit-normal", "quasi-binomial", "quasi-binomial-hc", "ols-logit"}
+        The % of parent test (see the module docstring); default ``"logit-normal"``.
+    correction : {"bh", "two-level"}, default "bh"
+        Multiple-testing correction within each (subgroup, scale) family.
 
     Returns
     -------
@@ -412,14 +733,21 @@ def compare(
     Raises
     ------
     ClinicalDataError
-        Invalid clinical record, missing values or unmatched women under the policy.
+        Invalid clinical record, missing values or unmatched women under the
+        policy, a covariate that is neither numeric nor categorical.
 
     Examples
     --------
     >>> from flowtools.stats import compare, read_clinical, tables_from_truth  # doctest: +SKIP
     >>> res = compare(tables_from_truth("cohort"), read_clinical("cohort/clinical.csv"))  # doctest: +SKIP
-    >>> res.table[["population", "scale", "effect", "q"]]  # doctest: +SKIP
+    >>> res.table[["population", "scale", "effect", "diff_pct", "q", "note"]]  # doctest: +SKIP
     """
+    if test not in TESTS:
+        msg = f"test must be one of {sorted(TESTS)}, not {test!r}"
+        raise ValueError(msg)
+    if correction not in CORRECTIONS:
+        msg = f"correction must be one of {sorted(CORRECTIONS)}, not {correction!r}"
+        raise ValueError(msg)
     needed = [*covariates, *([batch] if batch else []), *([subgroup] if subgroup else [])]
     source = clinical.attrs.get("source", "<clinical table>")
     clin = validate_clinical(
@@ -427,39 +755,56 @@ def compare(
     )
     dropped = list(clinical.attrs.get("dropped", [])) + list(clin.attrs.get("dropped", []))
     counts, clin, unmatched = join_women(counts, clin, missing=missing, source=source)
+    clin.attrs["source"] = source
     if batch is not None and clin[batch].nunique() < 2:
         batch_used = None
     else:
         batch_used = batch
-    all_rows, all_data, gp = _compare_one(
-        counts, clin, label="all RM", covariates=covariates, batch=batch_used, scales=scales
-    )
-    global_p = {"all RM": gp}
+    warn: list[str] = []
+    labels = [("all RM", clin)]
     if subgroup is not None:
         rm_levels = sorted(clin.loc[clin["group"] == "RM", subgroup].dropna().astype(str).unique())
         for lev in rm_levels:
             keep = (clin["group"] != "RM") | (clin[subgroup].astype(str) == lev)
-            r, d, gp = _compare_one(
-                counts,
-                clin[keep],
-                label=f"{subgroup}={lev}",
-                covariates=covariates,
-                batch=batch_used,
-                scales=scales,
-            )
-            global_p[f"{subgroup}={lev}"] = gp
-            all_rows += r
-            all_data += d
+            sub = clin[keep]
+            sub.attrs["source"] = source
+            labels.append((f"{subgroup}={lev}", sub))
+    all_rows: list[dict[str, Any]] = []
+    all_data: list[pd.DataFrame] = []
+    global_p: dict[str, dict[tuple[str, str], float]] = {}
+    for label, c in labels:
+        r, d, gp = _compare_one(
+            counts,
+            c,
+            label=label,
+            covariates=covariates,
+            batch=batch_used,
+            scales=scales,
+            test=test,
+            correction=correction,
+            warn=warn,
+        )
+        global_p[label] = gp
+        all_rows += r
+        all_data += d
     table = pd.DataFrame.from_records(all_rows)
     if table.empty:
         table = pd.DataFrame(columns=_TABLE_COLUMNS)
     table["q"] = np.nan
     table["p_group"] = np.nan
     table["q_group"] = np.nan
-    table["correction"] = CORRECTION
+    table["correction"] = CORRECTIONS[correction]
     for (sg, _), idx in table.groupby(["subgroup", "scale"], sort=False).groups.items():
-        table.loc[idx, ["q", "p_group", "q_group"]] = _family_qvalues(table.loc[idx], global_p.get(sg, {}))
+        table.loc[idx, ["q", "p_group", "q_group"]] = _family_qvalues(
+            table.loc[idx], global_p.get(sg, {}), correction
+        )
     table = table[_TABLE_COLUMNS].reset_index(drop=True)
+    for r in table.itertuples():
+        if r.note and (np.isnan(r.p) or r.subgroup == "all RM"):
+            warn.append(f"{r.subgroup} | {r.population} [{r.scale}]: {r.note}")
+    warn = list(dict.fromkeys(warn))
+    for w in warn:
+        _log.warning("compare: %s", w)
     data = (
         pd.concat(all_data, ignore_index=True)
         if all_data
@@ -472,11 +817,14 @@ def compare(
         "subgroup": subgroup,
         "scales": list(scales),
         "missing": missing,
+        "test": test,
+        "test_description": TESTS[test],
         "dropped_women": sorted(set(dropped + unmatched)),
         "n_women": int(clin.shape[0]),
         "n_rm": int((clin["group"] == "RM").sum()),
         "n_control": int((clin["group"] == "control").sum()),
         "q_family": "(subgroup, scale)",
-        "correction": CORRECTION,
+        "correction": CORRECTIONS[correction],
+        "rare_part_count": RARE_PART_COUNT,
     }
-    return ComparisonResult(table=table, data=data, parameters=params)
+    return ComparisonResult(table=table, data=data, parameters=params, warnings=warn)

@@ -171,6 +171,7 @@ def validate_clinical(
     out["woman_id"] = df["woman_id"].astype(str).str.strip()
     is_rm = df["group"].astype(str).str.strip() == "RM"
     incomplete: set = set()
+    extra_numeric: set[str] = set()
 
     def note(idx: object, column: str, message: str) -> None:
         issues.append(SheetIssue(int(line[idx]), column, message))
@@ -185,7 +186,18 @@ def validate_clinical(
     for col in df.columns:
         spec = CLINICAL_COLUMNS.get(col)
         if spec is None:
-            out[col] = df[col]
+            # a column outside the schema: its blanks count as missing when the analysis uses it, and
+            # it is numeric when every filled value is a number (else categorical, as text)
+            raw = df[col]
+            blank = _blank(raw)
+            if col in needed:
+                incomplete.update(df.index[blank])
+            num = pd.to_numeric(raw.where(~blank), errors="coerce")
+            if (~blank).any() and num[~blank].notna().all():
+                out[col] = num.astype("float64")
+                extra_numeric.add(col)
+            else:
+                out[col] = raw.astype(str).str.strip().where(~blank, None) if raw.dtype == object else raw
             continue
         kind, lo, hi, _ = spec
         if col == "woman_id":
@@ -263,6 +275,7 @@ def validate_clinical(
                         c in df.columns
                         and _blank(df[c])[idx]
                         and CLINICAL_COLUMNS.get(c, ("",))[0] not in ("float", "int")
+                        and c not in extra_numeric
                     ):
                         if c in ("rm_type", "next_pregnancy_loss") and not is_rm[idx]:
                             continue
@@ -277,7 +290,8 @@ def validate_clinical(
         out = out[~out["woman_id"].isin(dropped)]
     if missing == "impute":
         for c in needed:
-            if c in out and CLINICAL_COLUMNS.get(c, ("",))[0] in ("float", "int") and out[c].isna().any():
+            numeric = CLINICAL_COLUMNS.get(c, ("",))[0] in ("float", "int") or c in extra_numeric
+            if c in out and numeric and out[c].isna().any():
                 imputed[c] = int(out[c].isna().sum())
                 out[c] = out[c].fillna(out[c].median())
     out = out.reset_index(drop=True)

@@ -13,10 +13,54 @@ from flowtools.stats.comparison import SCALE_CLR, SCALE_PCT
 sm = pytest.importorskip("statsmodels.api")
 
 
-def test_compare_row_equals_statsmodels_and_scipy(small_cohort):
+def _design_frame(g):
+    x = pd.DataFrame({"rm": (g.group == "RM").astype(float)})
+    for c in ("age", "bmi"):
+        x[c] = (g[c] - g[c].mean()) / g[c].std(ddof=0)
+    x = pd.concat([x, pd.get_dummies(g.plate, drop_first=True, dtype=float)], axis=1)
+    return sm.add_constant(x)
+
+
+def test_default_row_equals_statsmodels_wls_at_the_reml_variance(small_cohort):
+    """The default (logit-normal) row is WLS with weights 1/(tau2 + v), KH scale, t(n-p): statsmodels' WLS."""
     counts = tables_from_truth(small_cohort)
     clin = read_clinical(small_cohort / "clinical.csv")
     res = compare(counts, clin, covariates=("age", "bmi"), batch="plate")
+    feat = "TBNK-NK|Singlets/Live/Lymphocytes/NK cells"
+    row = res.table[(res.table.population == feat) & (res.table.scale == SCALE_PCT)].iloc[0]
+    g = counts[counts.feature == feat].merge(clin, on="woman_id")
+    x = _design_frame(g)
+    k, n = g["count"].to_numpy(float), g.parent_count.to_numpy(float)
+    y = np.log((k + 0.5) / (n - k + 0.5))
+    v = 1 / (k + 0.5) + 1 / (n - k + 0.5)
+    tau2 = row.between_woman_sd**2
+    ref = sm.WLS(y, x, weights=1 / (tau2 + v)).fit()
+    np.testing.assert_allclose(row.effect, ref.params["rm"], rtol=1e-8)
+    np.testing.assert_allclose(row.p, ref.pvalues["rm"], rtol=1e-6)
+    np.testing.assert_allclose([row.ci_low, row.ci_high], ref.conf_int().loc["rm"], rtol=1e-6)
+    # the adjusted % difference: average marginal effect, recomputed here
+    a = 1 / np.sqrt(1 + (16 * np.sqrt(3) / (15 * np.pi)) ** 2 * tau2)
+    x1, x0 = x.copy(), x.copy()
+    x1["rm"], x0["rm"] = 1.0, 0.0
+    diff = 100 * np.mean(1 / (1 + np.exp(-a * (x1 @ ref.params))) - 1 / (1 + np.exp(-a * (x0 @ ref.params))))
+    np.testing.assert_allclose(row.diff_pct, diff, rtol=1e-8)
+    assert row.diff_pct_ci_low < row.diff_pct < row.diff_pct_ci_high
+    assert np.sign(row.diff_pct) == np.sign(row.effect)
+    assert res.table.correction.str.contains("Benjamini-Hochberg").all()
+    from statsmodels.stats.multitest import multipletests
+
+    fam = res.table[(res.table.subgroup == "all RM") & (res.table.scale == SCALE_PCT)]
+    ok = fam.p.notna()
+    np.testing.assert_allclose(fam.q[ok], multipletests(fam.p[ok], method="fdr_bh")[1])
+
+
+def test_compare_row_equals_statsmodels_and_scipy(small_cohort):
+    """The quasi-binomial option and the two-level correction, against statsmodels and scipy."""
+    counts = tables_from_truth(small_cohort)
+    clin = read_clinical(small_cohort / "clinical.csv")
+    res = compare(
+        counts, clin, covariates=("age", "bmi"), batch="plate", test="quasi-binomial", correction="two-level"
+    )
     feat = "TBNK-NK|Singlets/Live/Lymphocytes/NK cells"
     row = res.table[(res.table.population == feat) & (res.table.scale == SCALE_PCT)].iloc[0]
     g = counts[counts.feature == feat].merge(clin, on="woman_id")
@@ -33,10 +77,10 @@ def test_compare_row_equals_statsmodels_and_scipy(small_cohort):
     np.testing.assert_allclose([row.ci_low, row.ci_high], ref.conf_int().loc["rm"], rtol=1e-5)
     rm = g.group == "RM"
     np.testing.assert_allclose(
-        row.p_mannwhitney, stats.mannwhitneyu(g.pct_parent[rm], g.pct_parent[~rm]).pvalue
+        row.p_mannwhitney_unadjusted, stats.mannwhitneyu(g.pct_parent[rm], g.pct_parent[~rm]).pvalue
     )
     logit = np.log((g["count"] + 0.5) / (g.parent_count - g["count"] + 0.5))
-    np.testing.assert_allclose(row.p_welch_t, stats.ttest_ind(logit[rm], logit[~rm], equal_var=False).pvalue)
+    np.testing.assert_allclose(row.p_welch_t_unadjusted, stats.ttest_ind(logit[rm], logit[~rm], equal_var=False).pvalue)
     # q-values: two-level FDR within (subgroup, scale), rebuilt from statsmodels' BH
     from statsmodels.stats.multitest import multipletests
 
