@@ -37,7 +37,8 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _load(immune: Path, clinical: Path, missing: str) -> tuple[Any, Any]:
+def _load(immune: Path, clinical: Path, missing: str, *, impute_in_folds: bool = False) -> tuple[Any, Any]:
+    """Counts and clinical record; with ``impute_in_folds`` gaps stay for the CV folds to impute."""
     from flowtools.stats.tables import read_clinical, tables_from_gate, tables_from_truth
 
     if (
@@ -48,6 +49,20 @@ def _load(immune: Path, clinical: Path, missing: str) -> tuple[Any, Any]:
         counts = tables_from_truth(immune)
     else:
         counts = tables_from_gate(immune)
+    # imputing here would fill gaps with the median of all women before the CV (a leak): the
+    # prediction commands validate gaps only and let each training fold impute its own median
+    if impute_in_folds and missing == "impute":
+        import pandas as pd
+
+        from flowtools.errors import SheetIssue
+        from flowtools.stats.errors import ClinicalDataError
+
+        try:
+            raw = pd.read_csv(clinical, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ClinicalDataError(clinical, [SheetIssue(None, None, f"cannot read the file: {exc}")]) from None
+        raw.attrs["source"] = str(clinical)
+        return counts, raw
     return counts, read_clinical(clinical, missing=missing)
 
 
@@ -188,7 +203,7 @@ def evaluate(
     from flowtools.stats.predict import evaluate_models
 
     try:
-        counts, clin = _load(per_woman, clinical, missing)
+        counts, clin = _load(per_woman, clinical, missing, impute_in_folds=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LeakageWarning)  # shown below, from ev.warnings
             ev = evaluate_models(

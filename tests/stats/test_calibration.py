@@ -18,7 +18,14 @@ def _data(n, seed, beta=(1.0, -0.8)):
 
 def test_calibration_is_per_repeat_then_averaged():
     x, y = _data(150, 0)
-    kw = {"baseline": None, "augmented": None, "cs": (0.1, 1.0), "unpenalized": ["x0"], "seed": 3}
+    kw = {
+        "baseline": None,
+        "augmented": None,
+        "cs": (0.1, 1.0),
+        "unpenalized": ["x0"],
+        "seed": 3,
+        "ci": "delong",
+    }
     one = cross_validate_models({"m": x}, y, n_repeats=1, **kw)
     two = cross_validate_models({"m": x}, y, n_repeats=2, **kw)
     p1 = one.predictions["m"].to_numpy()
@@ -36,7 +43,7 @@ def test_slope_near_one_for_a_correct_model_with_enough_data():
     # unpenalised, correctly specified, 1500 women: the nested-CV slope must sit close to 1
     x, y = _data(1500, 1)
     ev = cross_validate_models(
-        {"m": x}, y, baseline=None, augmented=None, n_repeats=2, unpenalized=["x0", "x1"]
+        {"m": x}, y, baseline=None, augmented=None, n_repeats=2, unpenalized=["x0", "x1"], ci="delong"
     )
     assert 0.9 < ev.auc.calibration_slope.iloc[0] < 1.1
     assert abs(ev.auc.calibration_intercept.iloc[0]) < 0.1
@@ -49,6 +56,6 @@ def test_overfitted_model_shows_a_slope_below_one():
     noise = pd.DataFrame(rng.normal(size=(60, 10)), columns=[f"z{j}" for j in range(10)])
     xx = pd.concat([x, noise], axis=1)
     ev = cross_validate_models(
-        {"m": xx}, y, baseline=None, augmented=None, n_repeats=2, unpenalized=list(xx.columns)
+        {"m": xx}, y, baseline=None, augmented=None, n_repeats=2, unpenalized=list(xx.columns), ci="delong"
     )
     assert ev.auc.calibration_slope.iloc[0] < 0.8

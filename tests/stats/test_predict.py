@@ -42,7 +42,7 @@ def test_leaky_variant_beats_honest_on_null_data():
         x = pd.DataFrame(rng.normal(size=(60, 40)))
         y = np.repeat([0, 1], 30)
         ev = cross_validate_models(
-            {"immune": x}, y, baseline=None, augmented=None, n_repeats=1, cs=(0.03, 0.3)
+            {"immune": x}, y, baseline=None, augmented=None, n_repeats=1, cs=(0.03, 0.3), ci="delong"
         )
         honest.append(ev.auc.auc.iloc[0])
         leaky.append(_leaky_auc(x.to_numpy(), y))
@@ -53,9 +53,10 @@ def test_leaky_variant_beats_honest_on_null_data():
 def test_evaluate_reports_auc_gain_calibration(small_cohort):
     counts = tables_from_truth(small_cohort)
     clin = read_clinical(small_cohort / "clinical.csv")
-    ev = evaluate_models(counts, clin, task="rm_vs_control", n_repeats=1, n_permutations=3)
+    ev = evaluate_models(counts, clin, task="rm_vs_control", n_repeats=1, n_permutations=3, n_bootstrap=20)
     assert list(ev.auc.model) == ["clinical", "immune", "clinical + immune"]
     assert (ev.auc.ci_low <= ev.auc.auc).all() and (ev.auc.auc <= ev.auc.ci_high).all()
+    assert (ev.auc.ci_method == "bootstrap").all() and ev.parameters["n_bootstrap"] == 20
     assert {"estimate", "ci_low", "ci_high", "p_permutation"} <= set(ev.gain)
     assert 0 < ev.gain["p_permutation"] <= 1
     assert set(ev.calibration_curve.columns) >= {"mean_predicted", "observed"}
@@ -68,7 +69,7 @@ def test_high_auc_warns_of_leakage():
     y = np.repeat([0, 1], 40)
     x = pd.DataFrame({"proxy": y + rng.normal(0, 0.3, 80)})
     with pytest.warns(LeakageWarning, match="leakage"):
-        cross_validate_models({"immune": x}, y, baseline=None, augmented=None, n_repeats=1)
+        cross_validate_models({"immune": x}, y, baseline=None, augmented=None, n_repeats=1, ci="delong")
 
 
 def test_fit_save_load_apply_and_refuse(small_cohort, tmp_path):
@@ -141,19 +142,23 @@ def test_clinical_features_unpenalised_so_augmented_model_nests_clinical():
     y = (rng.random(n) < 1 / (1 + np.exp(-eta))).to_numpy(int)
     blocks = {"clinical": clin, "clinical + immune": pd.concat([clin, imm], axis=1)}
     # an overwhelming penalty on the immune block: clinical + immune predicts as clinical alone
-    ev = cross_validate_models(blocks, y, n_repeats=1, cs=(1e-9,), unpenalized=list(clin.columns))
+    ev = cross_validate_models(
+        blocks, y, n_repeats=1, cs=(1e-9,), unpenalized=list(clin.columns), ci="delong"
+    )
     p = ev.predictions
     np.testing.assert_allclose(p["clinical + immune"], p["clinical"], atol=1e-6)
     assert ev.parameters["unpenalized"]["clinical + immune"] == ["age", "n_prior_losses"]
     # penalising the clinical block as well collapses it to each fold's training prevalence
-    shrunk = cross_validate_models(blocks, y, n_repeats=1, cs=(1e-9,)).predictions
+    shrunk = cross_validate_models(blocks, y, n_repeats=1, cs=(1e-9,), ci="delong").predictions
     assert shrunk["clinical"].round(6).nunique() <= 5 < p["clinical"].round(6).nunique()
 
 
 def test_evaluate_and_fit_leave_the_clinical_features_unpenalised(small_cohort):
     counts = tables_from_truth(small_cohort)
     clin = read_clinical(small_cohort / "clinical.csv")
-    ev = evaluate_models(counts, clin, task="next_loss", models=("clinical + immune",), n_repeats=1)
+    ev = evaluate_models(
+        counts, clin, task="next_loss", models=("clinical + immune",), n_repeats=1, ci="delong"
+    )
     assert ev.parameters["unpenalized"]["clinical + immune"] == ["age", "n_prior_losses"]
     m = fit_model(counts, clin, task="next_loss", n_bootstrap=5)
     assert m.provenance["parameters"]["unpenalized"] == ["age", "n_prior_losses"]
