@@ -151,7 +151,7 @@ def compare_command(
     console.print(
         f"[green]comparison written[/] {escape(str(out))}: {res.parameters['n_rm']} RM vs "
         f"{res.parameters['n_control']} controls, {len(main)} tests ({estimable} estimable), "
-        f"{len(hits)} with q < 0.05 [{escape(res.parameters['test'])}]",
+        f"{len(hits)} with q < 0.05 " + escape(f"[test: {res.parameters['test']}, correction: {correction}]"),
         highlight=False,
         soft_wrap=True,
     )

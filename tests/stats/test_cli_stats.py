@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import typer
 from typer.testing import CliRunner
 
@@ -28,6 +31,37 @@ def test_compare_writes_tables_and_figures(small_cohort, tmp_path):
         "distributions.png",
     ):
         assert (out / name).is_file(), name
+
+
+def test_compare_summary_keeps_bracketed_scale_and_hashes_the_immune_table(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from indep_cohort import IndepCohortSpec, make_indep_cohort
+
+    counts, clin, _ = make_indep_cohort(IndepCohortSpec(n_rm=40, n_control=40, nk_shift=6, nk_fraction=1), 1)
+    pops = counts.assign(sample_id=counts.woman_id + "-T", tube="T", pct_total=0.0)
+    root = pops.drop_duplicates("woman_id").assign(
+        population="Lymphocytes", count=lambda d: d.woman_id.map(
+            counts[counts.parent == "Lymphocytes"].groupby("woman_id")["count"].sum()
+        ), pct_parent=100.0
+    )
+    cols = ["sample_id", "woman_id", "tube", "population", "count", "pct_parent", "pct_total"]
+    pd.concat([root[cols], pops[cols]]).to_csv(tmp_path / "populations.csv", index=False)
+    clin.to_csv(tmp_path / "clinical.csv", index=False)
+    out = tmp_path / "cmp"
+    args = ["compare", str(tmp_path), "--clinical", str(tmp_path / "clinical.csv"), "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--no-figures", "--subgroup", ""])
+    assert r.exit_code == 0, r.output
+    assert "[test: logit-normal, correction: bh]" in r.output
+    assert "NK cells [% of parent]" in r.output and "points" in r.output
+    prov = json.loads((out / "comparison.provenance.json").read_text())
+    assert set(prov["inputs"]) == {"clinical", "immune"}
+    # plate fully confounded with group: nothing estimable, exit 1 with the reason
+    clin.assign(plate=clin.group.map({"RM": "P1", "control": "P2"})).to_csv(tmp_path / "clinical.csv", index=False)
+    r = CliRunner().invoke(app, [*args, "--no-figures", "--subgroup", ""])
+    assert r.exit_code == 1 and "not estimable" in r.output
 
 
 def test_compare_bad_clinical_exits_1(small_cohort, tmp_path):
