@@ -25,6 +25,7 @@ __all__ = [
     "penalized_logistic",
     "RandomEffectsFit",
     "reml_tau2",
+    "ridge_newton",
     "quasi_binomial",
     "welch_t",
 ]
@@ -45,6 +46,8 @@ class LinearFit:
     scale : float
         Dispersion (quasi-binomial: Pearson chi2 / df; OLS: residual variance).
     converged : bool
+    cov : ndarray of float64, shape (p, p), optional
+        Covariance of ``params`` (the one ``bse`` comes from).
     """
 
     params: np.ndarray
@@ -54,6 +57,7 @@ class LinearFit:
     df_resid: int
     scale: float
     converged: bool
+    cov: np.ndarray | None = None
 
     def conf_int(self, j: int, level: float = 0.95) -> tuple[float, float]:
         """Return the t-based confidence interval of coefficient ``j``."""
@@ -66,7 +70,7 @@ def _finish(beta: np.ndarray, cov: np.ndarray, df: int, scale: float, *, converg
     with np.errstate(divide="ignore", invalid="ignore"):
         t = beta / bse
     p = 2 * _st.t.sf(np.abs(t), df)
-    return LinearFit(beta, bse, t, p, df, float(scale), converged)
+    return LinearFit(beta, bse, t, p, df, float(scale), converged, cov)
 
 
 def quasi_binomial(
@@ -91,9 +95,9 @@ def quasi_binomial(
     successes, trials : ndarray, shape (n,)
         Counts and parent counts (trials > 0).
     robust : bool, default False
-        Sandwich (HC1) covariance instead of the model-based one: equal to
-        statsmodels' ``fit(cov_type="HC1")`` of the same GLM, with t inference
-        on ``n - p`` degrees of freedom.
+        Sandwich covariance instead of the model-based one: statsmodels'
+        ``fit(cov_type="HC0")`` of the same GLM times ``n / (n - p)`` (the HC1
+        small-sample factor), with t inference on ``n - p`` degrees of freedom.
 
     Returns
     -------
@@ -225,9 +229,10 @@ def logit_normal(x: np.ndarray, successes: np.ndarray, trials: np.ndarray) -> Ra
     covariance ``s2 (X'WX)^-1`` with ``s2`` the weighted residual mean square,
     t on ``n - p`` degrees of freedom (Knapp & Hartung 2003; the random-effects
     meta-regression of ``metafor::rma(method="REML", test="knha")``). A woman
-    with 50k parent events then weighs at most about twice one with 2k when
-    biology dominates, instead of 25 times (quasi-binomial), and rare
-    populations, where counting noise dominates, keep their binomial weights.
+    with 50k parent events then weighs ``(tau2 + v_2k) / (tau2 + v_50k)`` times
+    one with 2k, close to 1 when biology dominates, instead of 25 times
+    (quasi-binomial), and rare populations, where counting noise dominates,
+    keep their binomial weights.
 
     Parameters
     ----------
@@ -254,7 +259,7 @@ def logit_normal(x: np.ndarray, successes: np.ndarray, trials: np.ndarray) -> Ra
     cov = s2 * np.linalg.inv(xtwx)
     f = _finish(beta, cov, df, s2, converged=True)
     return RandomEffectsFit(
-        f.params, f.bse, f.tvalues, f.pvalues, f.df_resid, f.scale, f.converged, tau2=tau2, weights=w
+        f.params, f.bse, f.tvalues, f.pvalues, f.df_resid, f.scale, f.converged, f.cov, tau2=tau2, weights=w
     )
 
 
@@ -297,32 +302,53 @@ def penalized_logistic(
     ybar = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
     beta = np.zeros(p + 1)
     beta[0] = np.log(ybar / (1 - ybar))
+    beta, converged = ridge_newton(z, y, lam, beta, max_iter=max_iter, tol=tol)
+    return float(beta[0]), beta[1:].copy(), converged
 
-    def objective(b: np.ndarray) -> float:
-        eta = z @ b
-        # -loglik = sum(log(1 + exp(eta)) - y * eta), evaluated stably
-        return float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(lam * b * b))
 
-    f = objective(beta)
-    converged = False
+def ridge_newton(
+    z: np.ndarray, y: np.ndarray, lam: np.ndarray, beta: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10
+) -> tuple[np.ndarray, bool]:
+    """Minimise ``-loglik(beta) + 0.5 * sum(lam * beta**2)`` by damped Newton steps from ``beta``.
+
+    The core of :func:`penalized_logistic`, for callers that hold the design
+    with its intercept column (``z``) and a warm start (the nested CV's penalty
+    path). Steps are halved until the objective does not rise; iterations stop
+    when it changes by less than ``tol * (|objective| + 0.1)``.
+
+    Returns
+    -------
+    beta : ndarray of float64
+    converged : bool
+        False when ``max_iter`` was reached.
+    """
+    eta = z @ beta
+    # -loglik = sum(log(1 + exp(eta)) - y * eta), evaluated stably
+    f = float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(lam * beta * beta))
+    diag = np.diag_indices(lam.size)
     for _ in range(max_iter):
-        mu = _sp.expit(z @ beta)
+        mu = _sp.expit(eta)
         grad = z.T @ (mu - y) + lam * beta
-        hess = z.T @ (z * (mu * (1 - mu))[:, None]) + np.diag(lam)
-        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        hess = (z.T * (mu * (1.0 - mu))) @ z
+        hess[diag] += lam
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
         t = 1.0
         while True:
-            f_new = objective(beta - t * step)
+            nb = beta - t * step
+            ne = z @ nb
+            f_new = float(np.sum(np.logaddexp(0.0, ne) - y * ne) + 0.5 * np.sum(lam * nb * nb))
             if f_new <= f or t < 1e-10:
                 break
             t /= 2
-        beta = beta - t * step
+        beta, eta = nb, ne
         done = abs(f - f_new) <= tol * (abs(f_new) + 0.1)
         f = f_new
         if done:
-            converged = True
-            break
-    return float(beta[0]), beta[1:].copy(), converged
+            return beta, True
+    return beta, False
 
 
 def ols(x: np.ndarray, y: np.ndarray) -> LinearFit:

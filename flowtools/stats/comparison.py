@@ -102,8 +102,6 @@ CORRECTIONS = {
         "family = (subgroup, scale)"
     ),
 }
-#: Kept for callers of the earlier name: the two-level procedure's description.
-CORRECTION = CORRECTIONS["two-level"]
 #: Parts of a partition with a median count below this are left out of its composition.
 RARE_PART_COUNT = 10
 #: Libraries whose versions go into the provenance of statistics outputs.
@@ -244,12 +242,12 @@ def _covariate_block(clin: pd.DataFrame, name: str) -> tuple[list[np.ndarray], l
         bad = col[col.notna() & num.isna()]
         shown = ", ".join(repr(str(b)) for b in bad.unique()[:3])
         raise ClinicalDataError(
-            clinical_source(clin),
+            _source(clin),
             [SheetIssue(None, name, f"covariate {name!r} is numeric but holds {shown or 'blanks'}")],
         )
     if col.isna().any():
         raise ClinicalDataError(
-            clinical_source(clin),
+            _source(clin),
             [SheetIssue(None, name, f"covariate {name!r} has missing values (use --missing drop)")],
         )
     levels = sorted(col.astype(str).unique())
@@ -257,7 +255,7 @@ def _covariate_block(clin: pd.DataFrame, name: str) -> tuple[list[np.ndarray], l
     return cols, [f"{name}={lev}" for lev in levels[1:]]
 
 
-def clinical_source(clin: pd.DataFrame) -> str:
+def _source(clin: pd.DataFrame) -> str:
     return str(clin.attrs.get("source", "<clinical table>"))
 
 
@@ -350,7 +348,7 @@ def _fit_pct(test: str, x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[Li
 _ZEGER_C2 = (16 * np.sqrt(3) / (15 * np.pi)) ** 2
 
 
-def _pct_difference(fit: LinearFit, x: np.ndarray, tau2: float, cov: np.ndarray) -> tuple[float, float, float]:
+def _pct_difference(fit: LinearFit, x: np.ndarray, tau2: float) -> tuple[float, float, float]:
     """Covariate-adjusted RM - control difference in % of parent, with a delta-method 95% CI.
 
     The average over the women analysed of the model's mean share with the
@@ -364,9 +362,25 @@ def _pct_difference(fit: LinearFit, x: np.ndarray, tau2: float, cov: np.ndarray)
     p1, p0 = _sp.expit(a * (x1 @ fit.params)), _sp.expit(a * (x0 @ fit.params))
     diff = float(np.mean(p1 - p0)) * 100
     grad = a * ((p1 * (1 - p1))[:, None] * x1 - (p0 * (1 - p0))[:, None] * x0).mean(axis=0) * 100
-    se = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+    se = float(np.sqrt(max(grad @ fit.cov @ grad, 0.0)))
     t = _st.t.ppf(0.975, fit.df_resid)
     return diff, diff - t * se, diff + t * se
+
+
+def _values(
+    label: str, women: np.ndarray, group: pd.Series, feature: str, scale: str, value: np.ndarray
+) -> pd.DataFrame:
+    """Per-woman values of one row, for the distribution figures (:attr:`ComparisonResult.data`)."""
+    return pd.DataFrame(
+        {
+            "subgroup": label,
+            "woman_id": women,
+            "group": group.to_numpy(),
+            "population": feature,
+            "scale": scale,
+            "value": value,
+        }
+    )
 
 
 def _row_checks(v_rm: np.ndarray, v_c: np.ndarray) -> tuple[float, float]:
@@ -487,7 +501,7 @@ def _compare_one(
     cov_text = ", ".join([*covariates, *([f"{batch} (batch)"] if batch else [])]) or "nothing"
     rows: list[dict[str, Any]] = []
     data: list[pd.DataFrame] = []
-    source = clinical_source(clin)
+    source = _source(clin)
     clin = clin.set_index("woman_id")
     clin.attrs["source"] = source
     cnt = counts[counts["woman_id"].isin(clin.index)]
@@ -514,18 +528,7 @@ def _compare_one(
             "p_welch_t_unadjusted": np.nan,
             "note": "",
         }
-        data.append(
-            pd.DataFrame(
-                {
-                    "subgroup": label,
-                    "woman_id": women,
-                    "group": c["group"].to_numpy(),
-                    "population": feature,
-                    "scale": SCALE_PCT,
-                    "value": pct,
-                }
-            )
-        )
+        data.append(_values(label, women, c["group"], feature, SCALE_PCT, pct))
         if SCALE_PCT not in scales:
             continue
         if n_rm < 2 or n_c < 2:
@@ -546,8 +549,7 @@ def _compare_one(
             rows.append({**row, **_NAN_FIT, "note": reason})
             continue
         lo, hi = fit.conf_int(1)
-        cov = _fit_cov(fit, des.x, k, n, test, tau2)
-        d, dlo, dhi = _pct_difference(fit, des.x, tau2, cov)
+        d, dlo, dhi = _pct_difference(fit, des.x, tau2)
         rows.append(
             {
                 **row,
@@ -612,18 +614,7 @@ def _compare_one(
                     "p_mannwhitney_unadjusted": p_mw,
                     "p_welch_t_unadjusted": p_t,
                 }
-                data.append(
-                    pd.DataFrame(
-                        {
-                            "subgroup": label,
-                            "woman_id": wide.index.to_numpy(),
-                            "group": c["group"].to_numpy(),
-                            "population": feature,
-                            "scale": SCALE_CLR,
-                            "value": v,
-                        }
-                    )
-                )
+                data.append(_values(label, wide.index.to_numpy(), c["group"], feature, SCALE_CLR, v))
                 notes = [*des.notes, *([left_out] if rare else [])]
                 reason = des.reason
                 if rm.sum() < 2 or (~rm).sum() < 2:
@@ -650,20 +641,6 @@ def _compare_one(
                     }
                 )
     return rows, data, global_p
-
-
-def _fit_cov(fit: LinearFit, x: np.ndarray, k: np.ndarray, n: np.ndarray, test: str, tau2: float) -> np.ndarray:
-    """Covariance of the coefficients, rebuilt from the fit's own weights (for the % scale margins)."""
-    if test in ("logit-normal", "ols-logit"):
-        _, v = empirical_logit(k, n)
-        w = 1.0 / (tau2 + v) if test == "logit-normal" else np.ones_like(v)
-        return fit.scale * np.linalg.pinv(x.T @ (x * w[:, None]))
-    mu = _sp.expit(x @ fit.params)
-    bread = np.linalg.pinv(x.T @ (x * (n * mu * (1 - mu))[:, None]))
-    if test == "quasi-binomial-hc":
-        u = x * (k - n * mu)[:, None]
-        return bread @ (u.T @ u) @ bread * (x.shape[0] / fit.df_resid)
-    return fit.scale * bread
 
 
 def _family_qvalues(

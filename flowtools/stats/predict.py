@@ -48,7 +48,7 @@ from scipy import stats as _st
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from flowtools.provenance import atomic_write_text, provenance_record
-from flowtools.stats._glm import delong, penalized_logistic, quasi_binomial
+from flowtools.stats._glm import delong, penalized_logistic, quasi_binomial, ridge_newton
 from flowtools.stats.errors import LeakageWarning, ModelFileError, OutOfRangeError
 from flowtools.stats.tables import join_women, validate_clinical
 
@@ -401,38 +401,6 @@ def _impute_scale(x_tr: np.ndarray, x_te: np.ndarray) -> tuple[np.ndarray, np.nd
     return a, b
 
 
-def _newton(z: np.ndarray, y: np.ndarray, lam: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """Minimise ``-loglik + 0.5 * sum(lam * beta**2)`` from ``beta`` (damped Newton, as penalized_logistic)."""
-    from scipy.special import expit
-
-    eta = z @ beta
-    f = float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(lam * beta * beta))
-    diag = np.diag_indices(lam.size)
-    for _ in range(100):
-        mu = expit(eta)
-        grad = z.T @ (mu - y) + lam * beta
-        hess = (z.T * (mu * (1.0 - mu))) @ z
-        hess[diag] += lam
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        t = 1.0
-        while True:
-            nb = beta - t * step
-            ne = z @ nb
-            f_new = float(np.sum(np.logaddexp(0.0, ne) - y * ne) + 0.5 * np.sum(lam * nb * nb))
-            if f_new <= f or t < 1e-10:
-                break
-            t /= 2
-        beta, eta = nb, ne
-        done = abs(f - f_new) <= 1e-10 * (abs(f_new) + 0.1)
-        f = f_new
-        if done:
-            break
-    return beta
-
-
 def _start(y: np.ndarray, p: int) -> np.ndarray:
     beta = np.zeros(p + 1)
     ybar = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
@@ -466,14 +434,14 @@ def _ridge_tuned_predict(
         yi = yf[ite]
         fold = np.empty(len(cs))
         for j in order:
-            beta = _newton(a, yf[itr], penalised / float(cs[j]), beta)
+            beta = ridge_newton(a, yf[itr], penalised / float(cs[j]), beta)[0]
             q = np.clip(expit(b @ beta), eps, 1 - eps)
             fold[j] = -np.mean(yi * np.log(q) + (1 - yi) * np.log1p(-q))
         loss += fold
     # GridSearchCV keeps the first of equal mean scores, in grid order
     best = int(np.argmin(loss / len(inner)))
     a, b = _impute_scale(x_tr, x_te)
-    beta = _newton(a, yf, penalised / float(cs[best]), _start(yf, p))
+    beta = ridge_newton(a, yf, penalised / float(cs[best]), _start(yf, p))[0]
     return expit(b @ beta)
 
 

@@ -140,7 +140,7 @@ def test_few_women_warn(cohort):
 def test_empty_parent_and_rare_siblings_in_compositions(cohort):
     counts, clin = cohort
     c = counts.copy()
-    # one woman without NK... and without lymphocyte parent for the T-cell partition
+    # one woman whose T cells hold no event: her T-cell composition is 0/0/0
     w0 = clin.woman_id.iloc[0]
     t_kids = c.parent == "Lymphocytes/T cells"
     c.loc[t_kids & (c.woman_id == w0), ["count", "parent_count"]] = 0
@@ -194,7 +194,7 @@ def test_unadjusted_checks_are_named_so(cohort):
     assert "p_mannwhitney" not in cols
 
 
-def test_bh_is_never_less_powerful_than_bonferroni(cohort):
+def test_bh_is_never_less_powerful_than_bonferroni():
     counts, clin, _ = make_indep_cohort(IndepCohortSpec(n_rm=40, n_control=40, nk_shift=4, nk_fraction=1), 5)
     t = compare(counts, clin).table
     for _, fam in t.groupby(["subgroup", "scale"]):
