@@ -289,6 +289,9 @@ def _compare_part(args: argparse.Namespace) -> dict:
     with ProcessPoolExecutor(args.jobs) as ex:
         nulls = list(ex.map(cv.job, jobs, chunksize=4))
         power = list(ex.map(cv.job, pjobs, chunksize=4))
+    raw = Path(args.out_json).with_name("compare_validity_raw.json")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps({"null": nulls, "power": power}))  # re-summarise without re-running
     targets = {"type1": TARGETS["type1"], "type1_population_max": 0.08, "fdp_max": TARGETS["fdp_max"]}
     s_null, l_null, ok = cv.summarise_null(nulls, targets)
     s_pow, l_pow = cv.summarise_power(power)
