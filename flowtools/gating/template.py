@@ -583,7 +583,13 @@ class ResolvedSample:
         return self.result.mask(self.ids[path])
 
     def rows(self) -> list[dict[str, Any]]:
-        """Per population path: count, % of parent, % of total."""
+        """Per population path: its gate id, parent path, count, parent count, % of parent, % of total.
+
+        ``gate_id`` is the id of the population's mask in :attr:`strategy` (and in the
+        Gating-ML a run writes), so later stages look a population up by it instead of
+        deriving an id from the path again. ``parent`` is the parent's path ("" for a
+        population of all events) and ``parent_count`` its event count (all events at the top).
+        """
         if self.result is None:
             return []
         paths = {v: k for k, v in self.ids.items()}
@@ -591,7 +597,14 @@ class ResolvedSample:
         for r in self.result.rows():
             if r["population"] in paths:
                 p = paths[r["population"]]
-                out.append({"population": p, "count": r["count"], "pct_parent": r["pct_parent"],
+                # a template child of a quadrant/window gate has the gate's parent; find its path
+                parent_id = r["parent"] or None
+                while parent_id is not None and parent_id not in paths:
+                    parent_id = self.strategy.population(parent_id).parent  # helper gates the template hides
+                parent_count = self.result.count(parent_id) if parent_id is not None else self.result.n_events
+                out.append({"population": p, "gate_id": r["population"],
+                            "parent": paths[parent_id] if parent_id is not None else "",
+                            "count": r["count"], "parent_count": parent_count, "pct_parent": r["pct_parent"],
                             "pct_total": r["pct_total"]})
         return out
 
