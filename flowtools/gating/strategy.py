@@ -187,16 +187,13 @@ class GatingStrategy:
                 raise GatingError(msg)
 
     @staticmethod
-    def _topological_order(
-        pops: Mapping[str, Population], new: Iterable[str] | None = None, done: Iterable[str] = ()
-    ) -> list[str]:
-        """Evaluation order of ``new`` (default: every population), after the already ordered ``done``.
+    def _topological_order(pops: Mapping[str, Population]) -> list[str]:
+        """Evaluation order: parents and references first, otherwise depth-first in definition order.
 
-        Depth-first in definition order, so extending an order population by population gives
-        the order of a build from scratch: earlier populations never depend on later ones.
+        So a strategy extended gate by gate keeps the order of its earlier populations.
         """
         order: list[str] = []
-        state: dict[str, int] = dict.fromkeys(done, 2)
+        state: dict[str, int] = {}
 
         def deps(p: Population) -> list[str]:
             d = [p.parent] if p.parent is not None else []
@@ -217,7 +214,7 @@ class GatingStrategy:
             state[pid] = 2
             order.append(pid)
 
-        for pid in pops if new is None else new:
+        for pid in pops:
             visit(pid, [])
         return order
 
@@ -230,12 +227,10 @@ class GatingStrategy:
     def extended(
         self, gates: Iterable[Gate] = (), transforms: Mapping[str, Any] | None = None
     ) -> GatingStrategy:
-        """A copy with more gates (after the current ones) and, optionally, more transformations.
+        """A copy with more gates (after the current ones) and, optionally, other transformations.
 
-        Equal to ``GatingStrategy((*self.gates, *gates), transforms or self.transforms, self.matrices)``,
-        with the same populations, order and errors, but only the new gates are validated:
-        template resolution adds gates one at a time. ``transforms`` must keep every current
-        transformation (same objects); otherwise the whole strategy is rebuilt and validated.
+        ``GatingStrategy((*self.gates, *gates), transforms or self.transforms, self.matrices)``:
+        template resolution adds gates one at a time (a rebuild of 40 gates costs ~40 µs).
 
         Raises
         ------
@@ -243,22 +238,6 @@ class GatingStrategy:
             As the constructor: a new gate repeats an id, names an unknown parent,
             reference, transformation or matrix, or closes a cycle.
         """
-        gates = tuple(gates)
-        new_transforms = dict(self.transforms if transforms is None else transforms)
-        if any(new_transforms.get(k, self) is not v for k, v in self.transforms.items()):
-            # A transformation changed or went away: the old gates' checks no longer hold.
-            return GatingStrategy((*self.gates, *gates), new_transforms, self.matrices)
-        out = object.__new__(GatingStrategy)
-        object.__setattr__(out, "gates", (*self.gates, *gates))
-        object.__setattr__(out, "transforms", new_transforms)
-        object.__setattr__(out, "matrices", dict(self.matrices))
-        pops = dict(self._populations)  # type: ignore[attr-defined]
-        gate_ids = set(self._gate_ids)  # type: ignore[attr-defined]
-        new = out._add_gates(pops, gate_ids, gates)  # checks dimensions against out's transforms
-        out._check_links(pops, new)
-        order = out._topological_order(pops, [p.id for p in new], self._order)  # type: ignore[attr-defined]
-        object.__setattr__(out, "_populations", pops)
-        object.__setattr__(out, "_gate_ids", frozenset(gate_ids))
-        object.__setattr__(out, "_order", (*self._order, *order))  # type: ignore[attr-defined]
-        object.__setattr__(out, "_ordered", None)
-        return out
+        return GatingStrategy(
+            (*self.gates, *gates), self.transforms if transforms is None else transforms, self.matrices
+        )

@@ -104,7 +104,7 @@ def gate_plots(
     PNG, fixed size (4 x 4 in at 80 dpi).
     """
     from flowtools.compensation import SpilloverMatrix
-    from flowtools.gating.engine import _Evaluator, sample_events
+    from flowtools.gating.engine import Plan, sample_events
     from flowtools.gating.gates import BooleanGate, QuadrantGate
 
     plt = _pyplot()
@@ -113,7 +113,7 @@ def gate_plots(
     fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
     where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
     events, columns = sample_events(strategy, sample, fcs_matrix)
-    ev = _Evaluator(strategy, events, sample.pnn, fcs_matrix, where, columns)
+    ev = Plan(strategy, events, sample.pnn, fcs_matrix, columns, where=where)  # whole columns: values for plots
     names = _display_names(strategy, labels)
     markers = {c.pnn: c.pns for c in sample.channels}
     counts = result.counts()

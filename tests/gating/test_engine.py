@@ -147,33 +147,3 @@ def test_gate_geometry_validation():
         EllipsoidGate("e", (Dimension("A"), Dimension("B")), (0.0, 0.0), ((1.0, 1.0), (1.0, 1.0)), 1.0)
     with pytest.raises(GatingError, match="exactly one reference"):
         BooleanGate("n", "not", (("a", False), ("b", False)))
-
-
-def test_transforms_on_parent_events_only_give_the_same_masks_and_full_columns():
-    """Deep gates transform only their parent's events; masks equal a whole-column reference,
-    and a later full-column request completes the column exactly."""
-    from flowtools.gating.engine import _Evaluator
-    from flowtools.transforms import LogicleTransform
-
-    rng = np.random.default_rng(5)
-    ev = rng.normal(0, 3000, size=(20_000, 3))
-    xf = {"lg": LogicleTransform(T=262144, W=0.5, M=4.5, A=0)}
-    dim_b, dim_c = Dimension("B", transform="lg"), Dimension("C", transform="lg")
-    gates = (
-        _rect("few", "A", 4000.0),  # ~9% of events: B and C are transformed on these only
-        QuadrantGate("q", (QuadrantDivider("db", dim_b, (1.0,)), QuadrantDivider("dc", dim_c, (1.5,))),
-                     (Quadrant("pp", (("db", 2.0), ("dc", 2.0))), Quadrant("nn", (("db", 0.0), ("dc", 0.0)))), "few"),
-        PolygonGate("poly", (dim_b, dim_c), ((0.5, 0.5), (3.0, 0.5), (3.0, 3.0)), "few"),
-    )
-    s = GatingStrategy(gates, transforms=xf)
-    e = _Evaluator(s, ev, CH, None, "test")
-    masks = e.evaluate()
-    full_b = xf["lg"].apply(ev[:, 1])
-    full_c = xf["lg"].apply(ev[:, 2])
-    few = ev[:, 0] >= 4000.0
-    assert np.array_equal(masks["pp"], few & (full_b >= 1.0) & (full_c >= 1.5))
-    assert np.array_equal(masks["nn"], few & (full_b < 1.0) & (full_c < 1.5))
-    assert e._partial  # the transformed columns were computed on the parent's events only
-    np.testing.assert_array_equal(e.column(dim_b), full_b)  # completed on request, bit-identical
-    np.testing.assert_array_equal(e.column(dim_c), full_c)
-    assert not e._partial

@@ -1,4 +1,5 @@
-"""Block-wise gating equals the whole-column evaluator on every real FCS file under ../shared/data.
+"""The plan's block and whole-column modes equal a plain-numpy evaluation on every real FCS file under
+../shared/data.
 
 Each readable file gets a strategy built from its own channels and values: a range
 and a polygon on the first two channels (uncompensated, scale values), a child
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _helpers import manifest_rows, read_quiet, shared_data_or_skip
+from reference.gating_ref import strategy_masks_ref
 
 from flowtools.compensation import SpilloverMatrix
 from flowtools.errors import FlowtoolsError
@@ -24,8 +26,7 @@ from flowtools.gating import (
     QuadrantGate,
     RectangleGate,
 )
-from flowtools.gating._blockwise import plan
-from flowtools.gating.engine import _Evaluator, sample_events
+from flowtools.gating.engine import Plan, sample_events
 from flowtools.transforms import LogicleTransform
 
 FCS_ROWS = manifest_rows("fcs")
@@ -58,7 +59,7 @@ def _strategy(sample, fcs: SpilloverMatrix | None) -> GatingStrategy:
 
 
 @pytest.mark.parametrize("row", FCS_ROWS, ids=[r["path"] for r in FCS_ROWS] or None)
-def test_blockwise_equals_evaluator_on_real_files(row):
+def test_plan_equals_the_plain_evaluation_on_real_files(row):
     data = shared_data_or_skip()
     try:
         sample = read_quiet(data / row["path"])
@@ -71,10 +72,8 @@ def test_blockwise_equals_evaluator_on_real_files(row):
         fcs = None
     s = _strategy(sample, fcs)
     events, columns = sample_events(s, sample, fcs)
-    ref = _Evaluator(s, events, sample.pnn, fcs, row["path"], columns).evaluate()
-    for block in (1000, 16_384):
-        bp = plan(s, events, sample.pnn, fcs, columns, block_rows=block)
-        assert bp is not None
-        got = bp.run()
+    ref = strategy_masks_ref(s, events, sample.pnn, fcs, columns)
+    for block in (1000, 16_384, None):
+        got = Plan(s, events, sample.pnn, fcs, columns, where=row["path"], block_rows=block).run()
         for pid in ref:
             assert np.array_equal(got[pid], ref[pid]), (pid, block)

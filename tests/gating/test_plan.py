@@ -1,4 +1,5 @@
-"""Block-wise evaluation: its kernels against their references, and every mask against the evaluator."""
+"""The plan (the one mask evaluator): its kernels against their references, block and whole-column modes
+against each other bit for bit, and every mask against a plain-numpy evaluation of the strategy."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from reference.compensation_ref import compensate_ref
+from reference.gating_ref import strategy_masks_ref
 
 from flowtools.compensation import SpilloverMatrix
 from flowtools.compensation._kernels import compensate_rows
-from flowtools.errors import ChannelError
+from flowtools.errors import ChannelError, GatingError
 from flowtools.gating import (
     BooleanGate,
     Dimension,
@@ -25,9 +27,8 @@ from flowtools.gating import (
     RectangleGate,
     gate_events,
 )
-from flowtools.gating import _kernels as k
-from flowtools.gating._blockwise import plan
-from flowtools.gating.engine import _Evaluator
+from flowtools.gating.engine import Plan
+from flowtools.gating.engine import _kernels as k
 from flowtools.transforms import (
     AsinhTransform,
     HyperlogTransform,
@@ -131,7 +132,7 @@ def test_exact_masked_kernel_signature_matches_exact_serial():
     assert np.array_equal(out, tk.exact_serial(x, p, *table, np.empty_like(x)))
 
 
-# ------------------------------------------------------------------ plan against the evaluator
+# ------------------------------------------------------------- plan against the plain evaluation
 
 
 def _rich_strategy() -> tuple[GatingStrategy, SpilloverMatrix]:
@@ -181,20 +182,18 @@ def _events(n: int, seed: int, dtype=np.float32) -> tuple[np.ndarray, dict[str, 
     return ev, {"Time": time}
 
 
-def _evaluator_masks(s, ev, fcs, cols):
-    return _Evaluator(s, ev, CH, fcs, "ref", cols).evaluate()
+def _whole_masks(s, ev, fcs, cols):
+    return Plan(s, ev, CH, fcs, cols, where="ref").run()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("block_rows", [1, 7, 1000, 16384, 10**9])
-def test_plan_masks_equal_the_evaluator(dtype, block_rows):
+@pytest.mark.parametrize("block_rows", [1, 7, 1000, 16384, 10**9, None])
+def test_plan_masks_equal_the_plain_evaluation_in_every_mode(dtype, block_rows):
     s, fcs = _rich_strategy()
     ev, cols = _events(6000, 3, dtype)
-    ref = _evaluator_masks(s, ev, fcs, cols)
-    bp = plan(s, ev, CH, fcs, cols, block_rows=block_rows)
-    assert bp is not None
-    got = bp.run()
-    assert list(got) == list(ref)
+    ref = strategy_masks_ref(s, ev, CH, fcs, cols)
+    got = Plan(s, ev, CH, fcs, cols, block_rows=block_rows).run()
+    assert list(got) == list(s.order)
     for pid in ref:
         assert np.array_equal(got[pid], ref[pid]), pid
     counts = {pid: int(m.sum()) for pid, m in ref.items()}
@@ -207,29 +206,83 @@ def test_plan_masks_equal_the_evaluator(dtype, block_rows):
 def test_plan_property_random_events_and_blocks(seed, n, block):
     s, fcs = _rich_strategy()
     ev, cols = _events(n, seed)
-    ref = _evaluator_masks(s, ev, fcs, cols)
-    got = plan(s, ev, CH, fcs, cols, block_rows=block).run()
-    assert all(np.array_equal(got[p], ref[p]) for p in ref)
+    whole = _whole_masks(s, ev, fcs, cols)
+    got = Plan(s, ev, CH, fcs, cols, block_rows=block).run()
+    assert all(np.array_equal(got[p], whole[p]) for p in whole)
+    ref = strategy_masks_ref(s, ev, CH, fcs, cols)
+    assert all(np.array_equal(whole[p], ref[p]) for p in ref)
 
 
-def test_gate_events_uses_the_plan_and_falls_back_with_the_evaluators_errors():
+def test_integer_and_byte_swapped_events_gate_as_float64():
     s, fcs = _rich_strategy()
-    ev, cols = _events(3000, 4)
-    r = gate_events(s, ev, CH, fcs_matrix=fcs, columns=cols)
-    ref = _evaluator_masks(s, ev, fcs, cols)
-    assert r.counts() == {p: int(m.sum()) for p, m in ref.items()}
-    # a parameter the events lack: no plan, and the evaluator's error names it
+    ev, cols = _events(2000, 8, np.float64)
+    want = _whole_masks(s, ev, fcs, cols)
+    for other in (ev.astype(">f8"), np.round(ev).astype(np.int64)):
+        exp = want if other.dtype.kind == "f" else _whole_masks(s, np.round(ev), fcs, cols)
+        got = Plan(s, other, CH, fcs, cols, block_rows=333).run()
+        assert all(np.array_equal(got[p], exp[p]) for p in exp)
+
+
+def test_gate_events_names_a_missing_parameter_in_both_modes():
+    ev, _ = _events(300, 4)
     bad = GatingStrategy((RectangleGate("g", (Dimension("CD99-A"),), (1.0,), (None,)),))
-    assert plan(bad, ev, CH, None, {}) is None
-    with pytest.raises(ChannelError, match="no parameter 'CD99-A'"):
+    with pytest.raises(ChannelError, match="S1: no parameter 'CD99-A'"):
         gate_events(bad, ev, CH, sample_id="S1")
+    with pytest.raises(ChannelError, match="no parameter 'CD99-A'"):
+        Plan(bad, ev, CH, block_rows=None)
 
 
-def test_spectral_matrix_falls_back_to_the_evaluator():
+def test_a_missing_detector_raises_the_matrix_error():
+    from flowtools.errors import CompensationError
+
+    m = SpilloverMatrix.from_array([[1.0, 0.1], [0.1, 1.0]], ["D1", "D9"])
+    s = GatingStrategy((RectangleGate("g", (Dimension("D1", "M"),), (1.0,), (None,)),), {}, {"M": m})
+    ev, _ = _events(100, 4)
+    for block in (16, None):
+        with pytest.raises(CompensationError, match="D9"):
+            Plan(s, ev, CH, block_rows=block)
+
+
+def test_spectral_matrix_runs_on_whole_columns():
     spec = SpilloverMatrix.from_array([[1.0, 0.2, 0.1], [0.1, 1.0, 0.3]], ["D1", "D2", "D3"], ["F1", "F2"])
-    s = GatingStrategy((RectangleGate("g", (Dimension("F1", "S"),), (100.0,), (None,)),), {}, {"S": spec})
+    s = GatingStrategy((RectangleGate("g", (Dimension("F1", "S"),), (100.0,), (None,)),
+                        RectangleGate("t", (Dimension("Time", "S"),), (10.0,), (None,), "g")), {}, {"S": spec})
     ev, _ = _events(500, 5, np.float64)
-    assert plan(s, ev, CH, None, {}) is None
+    p = Plan(s, ev, CH, block_rows=64)
+    assert p.whole  # unmixing is a least-squares product over whole columns
     r = gate_events(s, ev, CH)
     true = ev[:, 2:5] @ spec.unmixing
     assert r.count("g") == int(np.sum(true[:, 0] >= 100.0))
+    assert r.count("t") == int(np.sum((true[:, 0] >= 100.0) & (ev[:, 6] >= 10.0)))  # raw column outside the matrix
+
+
+def test_values_on_parent_events_only_then_completed_exactly():
+    """Deep gates transform only their parent's events; a later full-column request completes the
+    column bit for bit, and extend() evaluates only the new populations."""
+    lg = LogicleTransform(T=262144, W=0.5, M=4.5, A=0)
+    rng = np.random.default_rng(5)
+    ev = rng.normal(0, 3000, size=(20_000, len(CH)))
+    db, dc = Dimension("D1", transform="lg"), Dimension("D2", transform="lg")
+    few = RectangleGate("few", (Dimension("FSC-A"),), (4000.0,), (None,))
+    s1 = GatingStrategy((few,), {"lg": lg})
+    p = Plan(s1, ev, CH)
+    p.run()
+    col = p.column_on(db, p.masks["few"], "few")
+    sel = ev[:, 0] >= 4000.0
+    full_b = lg.apply(ev[:, 2])
+    assert np.array_equal(col[sel], full_b[sel])
+    assert not p.dims[("uncompensated", "D1", "lg", False)]["done"].all()  # only the parent's events so far
+    s2 = s1.extended([PolygonGate("poly", (db, dc), ((0.5, 0.5), (3.0, 0.5), (3.0, 3.0)), "few")])
+    masks = p.extend(s2)
+    assert list(masks) == ["few", "poly"]
+    assert np.array_equal(masks["poly"], strategy_masks_ref(s2, ev, CH)["poly"])
+    np.testing.assert_array_equal(p.column(db), full_b)  # completed on request, bit-identical
+    np.testing.assert_array_equal(p.column(dc), lg.apply(ev[:, 3]))
+
+
+def test_values_need_a_whole_column_plan():
+    s, fcs = _rich_strategy()
+    ev, cols = _events(100, 2)
+    p = Plan(s, ev, CH, fcs, cols, block_rows=10)
+    with pytest.raises(GatingError, match="whole-column"):
+        p.column(Dimension("D1"))
