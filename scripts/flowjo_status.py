@@ -24,7 +24,7 @@ STALE = {"simple_poly_and_rect_v2_poly50.wsp"}
 
 def status(root: Path) -> list[dict]:
     """One record per shared workspace."""
-    from flowtools.gating.flowjo import gate_workspace_sample, read_workspace, workspace_rows
+    from flowtools.gating.formats.flowjo import gate_workspace_sample, read_workspace, workspace_rows
     from flowtools.io import read_fcs
 
     with open(root / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flowtools.gating.template import load_template, resolve  # noqa: E402
+from flowtools.gating.templates import load_template, resolve  # noqa: E402
 from flowtools.io import read_fcs  # noqa: E402
 from flowtools.io.sample_sheet import read_sample_sheet  # noqa: E402
 from flowtools.synth import make_cohort  # noqa: E402

@@ -39,7 +39,7 @@ ROW_COLUMNS = (
 
 def _read(path: Path) -> Any:
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.flowjo import read_workspace
+    from flowtools.gating.formats.flowjo import read_workspace
 
     try:
         return read_workspace(path)
@@ -49,7 +49,7 @@ def _read(path: Path) -> Any:
 
 
 def _describe_gate(sample: Any, path: str) -> str:
-    from flowtools.gating.flowjo import INSIDE_SUFFIX
+    from flowtools.gating.formats.flowjo import INSIDE_SUFFIX
     from flowtools.gating.gates import BooleanGate, gate_dimensions
 
     g = sample.gate(path)
@@ -179,7 +179,7 @@ def apply(
 ) -> None:
     """Gate every sample with its own gates; write the population table, FlowJo count and difference."""
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.flowjo import gate_workspace_sample, workspace_rows
+    from flowtools.gating.formats.flowjo import gate_workspace_sample, workspace_rows
     from flowtools.io import read_fcs
     from flowtools.provenance import atomic_write_text
 
@@ -237,7 +237,7 @@ def to_template(
 ) -> None:
     """Write a static-gate YAML template from a group's gates (compensated gates: a matrix CSV beside it)."""
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.flowjo import workspace_to_template
+    from flowtools.gating.formats.flowjo_template import workspace_to_template
     from flowtools.provenance import atomic_write_text
 
     ws = _read(workspace)
@@ -272,8 +272,8 @@ def export(
 ) -> None:
     """Resolve the template on every sample of its tube and write a FlowJo workspace (one group per tube)."""
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.flowjo import export_sample_from_resolved, write_workspace
-    from flowtools.gating.template import load_template, resolve
+    from flowtools.gating.formats.flowjo_export import export_sample_from_resolved, write_workspace
+    from flowtools.gating.templates import load_template, resolve
     from flowtools.io import read_fcs
 
     try:

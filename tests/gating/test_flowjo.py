@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from _helpers import read_quiet, shared_data_or_skip
 
-from flowtools.gating.flowjo import (
+from flowtools.gating.formats.flowjo import (
     WorkspaceError,
-    export_sample_from_resolved,
     gate_workspace_sample,
     read_workspace,
     workspace_rows,
-    workspace_to_template,
-    write_workspace,
 )
+from flowtools.gating.formats.flowjo_export import export_sample_from_resolved, write_workspace
+from flowtools.gating.formats.flowjo_template import workspace_to_template
 from flowtools.gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
 from flowtools.transforms import AsinhTransform, FlowJoBiexTransform, FlowJoLinearTransform, LogicleTransform
 
@@ -257,7 +256,7 @@ def test_flowjo9_workspaces_are_refused_by_name(tmp_path: Path) -> None:
 
 def test_gatingml_export_of_ics_equals_the_workspace() -> None:
     """8_color_ICS.xml is a Gating-ML 2.0 export (not a FlowJo 9 workspace) of the .wsp's first six gates."""
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
 
     root = shared_data_or_skip()
     xml = root / ICS / "8_color_ICS.xml"
@@ -432,7 +431,7 @@ def test_shared_matrix_errors_are_named(tmp_path: Path) -> None:
 
 
 def test_diamond_to_template_gives_the_same_counts(tmp_path: Path) -> None:
-    from flowtools.gating.template import load_template, resolve
+    from flowtools.gating.templates import load_template, resolve
 
     root = shared_data_or_skip()
     fcs = read_quiet(root / DIAMOND / "test_data_diamond_01.fcs")
@@ -449,7 +448,7 @@ def test_diamond_to_template_gives_the_same_counts(tmp_path: Path) -> None:
 
 
 def test_ics_to_template_loads(tmp_path: Path) -> None:
-    from flowtools.gating.template import load_template
+    from flowtools.gating.templates import load_template
 
     root = shared_data_or_skip()
     ws = read_workspace(root / ICS / "8_color_ICS_boolean_gate_testing.wsp")
@@ -499,7 +498,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_export_round_trip_flowtools_and_flowkit(cohort, tmp_path: Path) -> None:
-    from flowtools.gating.template import load_template, resolve
+    from flowtools.gating.templates import load_template, resolve
 
     r, tpath = cohort
     files = [f for f in r.files if "TBNK" in f.name]

@@ -33,7 +33,7 @@ from flowtools.gating import (
     RectangleGate,
     gate_sample,
 )
-from flowtools.gating.gatingml import read_gatingml, write_gatingml
+from flowtools.gating.formats.gatingml import read_gatingml, write_gatingml
 from flowtools.io import read_fcs
 from flowtools.synth import make_cohort
 from flowtools.transforms import LinearTransform, LogicleTransform

@@ -15,7 +15,7 @@ from _helpers import SHARED_DATA, read_quiet, shared_data_or_skip
 
 from flowtools.errors import GatingMLError
 from flowtools.gating import gate_sample
-from flowtools.gating.gatingml import read_gatingml, to_gatingml_string
+from flowtools.gating.formats.gatingml import read_gatingml, to_gatingml_string
 
 pytestmark = pytest.mark.conformance
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowtools.errors import GatingMLError
-from flowtools.gating.gatingml import read_gatingml, to_gatingml_string, write_gatingml
+from flowtools.gating.formats.gatingml import read_gatingml, to_gatingml_string, write_gatingml
 
 HEAD = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<gating:Gating-ML '
@@ -35,7 +35,8 @@ def test_minimal_document():
         (RANGE.replace(b' gating:id="R"', b""), "without gating:id"),
         (RANGE.replace(b'gating:min="1"', b""), "neither min nor max"),
         (
-            b"<transforms:transformation transforms:id='t'><transforms:flog transforms:T='0' transforms:M='1'/>"
+            b"<transforms:transformation transforms:id='t'>"
+            b"<transforms:flog transforms:T='0' transforms:M='1'/>"
             b"</transforms:transformation>",
             "invalid parameters",
         ),
@@ -84,7 +85,8 @@ def test_singular_inverted_matrix_and_duplicate_ids_refused():
             b'<transforms:spectrum><transforms:coefficient transforms:value="1"/>'
             b'<transforms:coefficient transforms:value="1"/></transforms:spectrum>'
             b'<transforms:spectrum><transforms:coefficient transforms:value="1"/>'
-            b'<transforms:coefficient transforms:value="1"/></transforms:spectrum></transforms:spectrumMatrix>')
+            b'<transforms:coefficient transforms:value="1"/></transforms:spectrum>'
+            b"</transforms:spectrumMatrix>")
     with pytest.raises(GatingMLError, match="singular"):
         read_gatingml(HEAD + spec + TAIL)
     ok = spec.replace(b'transforms:matrix-inverted-already="true"', b"").replace(

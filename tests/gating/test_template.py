@@ -10,8 +10,8 @@ import pytest
 
 from flowtools.errors import ChannelError, TemplateError
 from flowtools.gating import gate_sample
-from flowtools.gating.gatingml import read_gatingml, to_gatingml_string
-from flowtools.gating.template import load_template, resolve
+from flowtools.gating.formats.gatingml import read_gatingml, to_gatingml_string
+from flowtools.gating.templates import load_template, resolve
 from flowtools.io import Spillover, read_fcs, write_fcs
 
 BASE = """\
@@ -54,7 +54,8 @@ def fcs(tmp_path_factory):
     ev = np.empty((n, 6), np.float32)
     ev[:, 0] = rng.uniform(0, 1000, n)  # FSC-A
     ev[:, 1] = rng.uniform(0, 1000, n)  # SSC-A
-    ev[:, 2:5] = np.where(rng.random((n, 3)) < 0.5, rng.normal(30, 20, (n, 3)), rng.normal(20000, 3000, (n, 3)))
+    low = rng.random((n, 3)) < 0.5  # drawn first, then the two normals: the same events as before
+    ev[:, 2:5] = np.where(low, rng.normal(30, 20, (n, 3)), rng.normal(20000, 3000, (n, 3)))
     ev[:, 5] = np.arange(n)
     path = tmp_path_factory.mktemp("t") / "s.fcs"
     write_fcs(path, ev, ["FSC-A", "SSC-A", "FITC-A", "PE-A", "APC-A", "Time"],
@@ -110,11 +111,14 @@ def test_missing_marker_names_file_markers_and_channels(fcs):
         ("gate: {range: [0.5, null]}", "method: mindensityy", r"field 'method': unknown gating method"),
         ("gate: {range: [0.5, null]}", "gate: {range: [0.5]}", r"field 'gate.range'"),
         ("gate: {range: [0.5, null]}", "gate: {circle: 1}", r"unknown gate 'circle'"),
-        ("gate: {range: [0.5, null]}", "gate: {range: [0.5, null]}\n    method: quantile", "either a static"),
+        ("gate: {range: [0.5, null]}", "gate: {range: [0.5, null]}\n    method: quantile",
+         "either a static"),
         ("args: {population: CD3+, side: negative}", "args: {population: CD3+, side: up}", "side"),
-        ('quadrants: {CD4: "+-", CD8: "-+", DP: "++", DN: "--"}', 'quadrants: {CD4: "+-", CD8: "+-"}', "distinct"),
+        ('quadrants: {CD4: "+-", CD8: "-+", DP: "++", DN: "--"}', 'quadrants: {CD4: "+-", CD8: "+-"}',
+         "distinct"),
         ("name: t\n", "name: t\nbogus: 1\n", r"unknown key\(s\) \['bogus'\]"),
-        ("compensation: FCS", "compensation: FCS\ntransforms: {fluorescence: {logicle: {T: -1, W: 0.5, M: 4.5}}}",
+        ("compensation: FCS",
+         "compensation: FCS\ntransforms: {fluorescence: {logicle: {T: -1, W: 0.5, M: 4.5}}}",
          "transforms.fluorescence"),
         ('of: ["!CD4", "CD3+"]', 'of: ["!CD44", "CD3+"]', "unknown parent 'CD44'"),
         ("  - name: cells\n", "  - name: cells\n    parent: CD3+\n", "parents must be listed before"),
@@ -159,10 +163,15 @@ def test_study_templates_load():
 
     folder = Path(__file__).resolve().parents[2] / "gating_templates"
     files = sorted(folder.glob("*.yaml"))
+    assert files, f"no study template (*.yaml) in {folder}"
     for f in files:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            load_template(f)
+            t = load_template(f)
+        # the acquisition/clean-up gates say so (role: qc), and only they
+        qc = {p for p in t.population_paths if p.rsplit("/", 1)[-1] in ("qc", "margin", "singlets")}
+        assert qc, f
+        assert t.roles == dict.fromkeys(qc, "qc"), f
 
 
 def test_non_utf8_template_is_a_template_error(tmp_path):
@@ -185,3 +194,43 @@ def test_resolved_strategy_equals_a_build_from_scratch(fcs):
     assert [row["population"] for row in r.rows()] == [p for p in r.ids if r.ids[p] in s.populations]
     full = gate_sample(scratch, read_fcs(fcs))
     assert all(np.array_equal(full.masks[k], m) for k, m in r.result.masks.items())
+
+
+def test_role_qc_is_parsed_and_defaults_to_none():
+    t = _load(BASE.replace("  - name: cells\n", "  - name: cells\n    role: qc\n", 1)
+              .replace("    gate: {quad: [0.5, 0.5]}\n", "    gate: {quad: [0.5, 0.5]}\n    role: qc\n", 1))
+    roles = {p.path: p.role for p in t.populations}
+    assert roles["cells"] == "qc" and roles["cells/CD3+/T48"] == "qc"
+    assert roles["cells/CD3+"] is None and roles["cells/CD3+/notCD4"] is None
+    # a quad entry's role holds for every quadrant it defines
+    assert t.roles == {"cells": "qc", "cells/CD3+/CD4": "qc", "cells/CD3+/CD8": "qc", "cells/CD3+/DP": "qc",
+                       "cells/CD3+/DN": "qc"}
+    assert _load(BASE).roles == {}
+    assert all(p.role is None for p in _load(BASE).populations)
+    # null is the same as leaving it out
+    assert _load(BASE.replace("  - name: cells\n", "  - name: cells\n    role: null\n", 1)).roles == {}
+
+
+@pytest.mark.parametrize("value", ["bio", "QC", "''", "[qc]", "1"])
+def test_role_other_than_qc_is_a_template_error(value):
+    old = "    parent: cells\n    dims: [CD3]\n    gate"
+    text = BASE.replace(old, f"    parent: cells\n    role: {value}\n    dims: [CD3]\n    gate", 1)
+    where = r"^t\.yaml, line 8, population 'CD3\+', field 'role': "
+    with pytest.raises(TemplateError, match=where + r"unknown role .*the only role is 'qc'"):
+        _load(text)
+
+
+def test_rows_carry_the_role(fcs):
+    t = _load(BASE.replace("  - name: cells\n", "  - name: cells\n    role: qc\n", 1))
+    (r,) = resolve(t, [read_fcs(fcs)])
+    assert r.error is None
+    rows = {row["population"]: row for row in r.rows()}
+    assert rows["cells"]["role"] == "qc"
+    assert {p for p, row in rows.items() if row["role"]} == {"cells"}
+    assert all(row["role"] == "" for p, row in rows.items() if p != "cells")
+    # the role changes nothing else: the same rows as the template without it
+    (plain,) = resolve(_load(BASE), [read_fcs(fcs)])
+    keys = ("population", "gate_id", "parent", "count", "parent_count")
+    assert [[row[k] for k in keys] for row in r.rows()] == [[row[k] for k in keys] for row in plain.rows()]
+    assert [set(row) - {"role"} for row in r.rows()] == [set(row) - {"role"} for row in plain.rows()]
+    assert all(row["role"] == "" for row in plain.rows())
