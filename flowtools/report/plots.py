@@ -54,8 +54,11 @@ def delta_heatmap(
 _BINS_2D = 256
 _BINS_1D = 128
 _GATE_COLOUR = "#d62728"
-_TEXT = {"fontsize": 7, "color": "black",
-         "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85}}
+_TEXT = {
+    "fontsize": 7,
+    "color": "black",
+    "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85},
+}
 _FIGSIZE = (4.0, 4.0)
 _DPI = 80
 
@@ -113,7 +116,9 @@ def gate_plots(
     fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
     where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
     events, columns = sample_events(strategy, sample, fcs_matrix)
-    ev = Plan(strategy, events, sample.pnn, fcs_matrix, columns, where=where)  # whole columns: values for plots
+    ev = Plan(
+        strategy, events, sample.pnn, fcs_matrix, columns, where=where
+    )  # whole columns: values for plots
     names = _display_names(strategy, labels)
     markers = {c.pnn: c.pns for c in sample.channels}
     counts = result.counts()
@@ -161,8 +166,16 @@ def gate_plots(
             _ticks(ax, two_d=len(dims) > 1)
             ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8)
             if parent_n == 0:
-                ax.text(0.5, 0.5, "no events in parent", transform=ax.transAxes, ha="center", va="center",
-                        fontsize=9, color="0.4")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no events in parent",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="0.4",
+                )
             fig.tight_layout()
             buf = io.BytesIO()
             fig.savefig(buf, format="png", metadata={"Software": None})
@@ -188,7 +201,7 @@ def _display_names(strategy: Any, labels: Mapping[str, str] | None) -> dict[str,
             names[pid] = pid
         else:
             prefix = pop.parent + "__"
-            own = pid[len(prefix):] if pid.startswith(prefix) and len(pid) > len(prefix) else pid
+            own = pid[len(prefix) :] if pid.startswith(prefix) and len(pid) > len(prefix) else pid
             names[pid] = f"{names[pop.parent]}/{own}"
     return names
 
@@ -313,8 +326,9 @@ def _draw_gate_1d(ax: Any, g: Any, quads: Sequence[Any], parent_n: int) -> None:
         for q, name, n in quads:
             (_, lo, hi), *_ = g.bounds(q)
             xpos, ha = _corner((lo, hi))
-            ax.text(xpos, 0.95, _quad_text(name, n, parent_n), transform=ax.transAxes, ha=ha, va="top",
-                    **_TEXT)
+            ax.text(
+                xpos, 0.95, _quad_text(name, n, parent_n), transform=ax.transAxes, ha=ha, va="top", **_TEXT
+            )
 
 
 def _quad_text(name: str, n: int, parent_n: int) -> str:
@@ -338,8 +352,10 @@ def _draw_gate_2d(
     kw = {"edgecolor": _GATE_COLOUR, "facecolor": "none", "linewidth": 1.3}
     if isinstance(g, RectangleGate):
         # Open sides run past the axes (clipped), so they read as open.
-        far = [(xl[0] - 10 * (xl[1] - xl[0]), xl[1] + 10 * (xl[1] - xl[0])),
-               (yl[0] - 10 * (yl[1] - yl[0]), yl[1] + 10 * (yl[1] - yl[0]))]
+        far = [
+            (xl[0] - 10 * (xl[1] - xl[0]), xl[1] + 10 * (xl[1] - xl[0])),
+            (yl[0] - 10 * (yl[1] - yl[0]), yl[1] + 10 * (yl[1] - yl[0])),
+        ]
         lo = [far[i][0] if g.mins[i] is None else g.mins[i] for i in (0, 1)]
         hi = [far[i][1] if g.maxs[i] is None else g.maxs[i] for i in (0, 1)]
         ax.add_patch(Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1], **kw))
@@ -358,8 +374,15 @@ def _draw_gate_2d(
             pos = {div.dimension: (lo, hi) for div, lo, hi in g.bounds(q)}
             x = _corner(pos.get(dims[0], (-np.inf, np.inf)))
             y = _corner(pos.get(dims[1], (-np.inf, np.inf)))
-            ax.text(x[0], y[0], _quad_text(name, n, parent_n), transform=ax.transAxes, ha=x[1],
-                    va={"left": "bottom", "right": "top", "center": "center"}[y[1]], **_TEXT)
+            ax.text(
+                x[0],
+                y[0],
+                _quad_text(name, n, parent_n),
+                transform=ax.transAxes,
+                ha=x[1],
+                va={"left": "bottom", "right": "top", "center": "center"}[y[1]],
+                **_TEXT,
+            )
 
 
 def _corner(bounds: tuple[float, float]) -> tuple[float, str]:

@@ -65,7 +65,9 @@ def test_extract_columns_equals_compensate_rows_bitwise(dtype):
 
 
 @given(
-    v=arrays(np.float64, st.integers(0, 300), elements=st.floats(allow_nan=True, allow_infinity=True, width=64)),
+    v=arrays(
+        np.float64, st.integers(0, 300), elements=st.floats(allow_nan=True, allow_infinity=True, width=64)
+    ),
     lo=st.floats(-1e6, 1e6),
     width=st.one_of(st.floats(0, 1e6), st.just(np.inf)),
     seed=st.integers(0, 2**16),
@@ -101,8 +103,14 @@ def test_polygon_serial_both_paths_match_the_reference(share):
 _SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 262144.0, -262144.0, 1e300, -1e300, 5e-324, 1e-30])
 
 
-@pytest.mark.parametrize("transform", [LogicleTransform(262144, 0.5, 4.5, 0.0), LogicleTransform(1e4, 1.0, 4.0, 1.0),
-                                       HyperlogTransform(262144, 0.5, 4.5, 0.0)])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        LogicleTransform(262144, 0.5, 4.5, 0.0),
+        LogicleTransform(1e4, 1.0, 4.0, 1.0),
+        HyperlogTransform(262144, 0.5, 4.5, 0.0),
+    ],
+)
 @pytest.mark.parametrize("share", [0.02, 0.3, 0.95, 1.0])
 def test_exact_masked_is_bitwise_exact_serial_on_the_wanted_entries(transform, share):
     rng = np.random.default_rng(7)
@@ -149,14 +157,27 @@ def _rich_strategy() -> tuple[GatingStrategy, SpilloverMatrix]:
     }
     m = SpilloverMatrix.from_array([[1.0, 0.1], [0.05, 1.0]], ["D3", "D4"])
     gates = (
-        PolygonGate("cells", (Dimension("FSC-A", transform="lin"), Dimension("SSC-A", transform="lin")),
-                    ((0.05, 0.05), (0.9, 0.1), (0.8, 0.9), (0.1, 0.7))),
+        PolygonGate(
+            "cells",
+            (Dimension("FSC-A", transform="lin"), Dimension("SSC-A", transform="lin")),
+            ((0.05, 0.05), (0.9, 0.1), (0.8, 0.9), (0.1, 0.7)),
+        ),
         RectangleGate("time", (Dimension("Time"),), (5.0,), (None,), "cells"),
         RectangleGate("pos", (lg, lg2), (0.3, None), (None, 0.8), "time"),
-        QuadrantGate("q", (QuadrantDivider("a", lg, (0.45,)), QuadrantDivider("b", hy, (0.4,))),
-                     (Quadrant("pp", (("a", 1.0), ("b", 1.0))), Quadrant("pn", (("a", 1.0), ("b", 0.0))),
-                      Quadrant("np", (("a", 0.0), ("b", 1.0))), Quadrant("nn", (("a", 0.0), ("b", 0.0)))), "pos"),
-        EllipsoidGate("ell", (Dimension("D4", "M", "as"), hy), (0.3, 0.3), ((0.02, 0.004), (0.004, 0.03)), 1.0, "cells"),
+        QuadrantGate(
+            "q",
+            (QuadrantDivider("a", lg, (0.45,)), QuadrantDivider("b", hy, (0.4,))),
+            (
+                Quadrant("pp", (("a", 1.0), ("b", 1.0))),
+                Quadrant("pn", (("a", 1.0), ("b", 0.0))),
+                Quadrant("np", (("a", 0.0), ("b", 1.0))),
+                Quadrant("nn", (("a", 0.0), ("b", 0.0))),
+            ),
+            "pos",
+        ),
+        EllipsoidGate(
+            "ell", (Dimension("D4", "M", "as"), hy), (0.3, 0.3), ((0.02, 0.004), (0.004, 0.03)), 1.0, "cells"
+        ),
         RectangleGate("ratio", (Dimension("R", "FCS", ratio=True),), (-2.0,), (2.0,), "pp"),
         RectangleGate("logd", (Dimension("D1", "uncompensated", "log"),), (0.5,), (None,), "nn"),
         PolygonGate("small", (lg, hy), ((0.5, -0.2), (0.9, 0.1), (0.6, 0.35)), "pn"),
@@ -173,11 +194,14 @@ def _rich_strategy() -> tuple[GatingStrategy, SpilloverMatrix]:
 
 def _events(n: int, seed: int, dtype=np.float32) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    ev = np.column_stack([
-        rng.uniform(0, 262144, n), rng.uniform(0, 262144, n),
-        *(rng.lognormal(6, 2.5, n) * rng.choice([-0.2, 1.0], n) for _ in range(4)),
-        rng.uniform(0, 100, n),
-    ]).astype(dtype)
+    ev = np.column_stack(
+        [
+            rng.uniform(0, 262144, n),
+            rng.uniform(0, 262144, n),
+            *(rng.lognormal(6, 2.5, n) * rng.choice([-0.2, 1.0], n) for _ in range(4)),
+            rng.uniform(0, 100, n),
+        ]
+    ).astype(dtype)
     time = np.asarray(ev[:, 6], dtype=np.float64) * 0.1  # a scaled column, as FCSSample.scaled_events gives
     return ev, {"Time": time}
 
@@ -245,15 +269,23 @@ def test_a_missing_detector_raises_the_matrix_error():
 
 def test_spectral_matrix_runs_on_whole_columns():
     spec = SpilloverMatrix.from_array([[1.0, 0.2, 0.1], [0.1, 1.0, 0.3]], ["D1", "D2", "D3"], ["F1", "F2"])
-    s = GatingStrategy((RectangleGate("g", (Dimension("F1", "S"),), (100.0,), (None,)),
-                        RectangleGate("t", (Dimension("Time", "S"),), (10.0,), (None,), "g")), {}, {"S": spec})
+    s = GatingStrategy(
+        (
+            RectangleGate("g", (Dimension("F1", "S"),), (100.0,), (None,)),
+            RectangleGate("t", (Dimension("Time", "S"),), (10.0,), (None,), "g"),
+        ),
+        {},
+        {"S": spec},
+    )
     ev, _ = _events(500, 5, np.float64)
     p = Plan(s, ev, CH, block_rows=64)
     assert p.whole  # unmixing is a least-squares product over whole columns
     r = gate_events(s, ev, CH)
     true = ev[:, 2:5] @ spec.unmixing
     assert r.count("g") == int(np.sum(true[:, 0] >= 100.0))
-    assert r.count("t") == int(np.sum((true[:, 0] >= 100.0) & (ev[:, 6] >= 10.0)))  # raw column outside the matrix
+    assert r.count("t") == int(
+        np.sum((true[:, 0] >= 100.0) & (ev[:, 6] >= 10.0))
+    )  # raw column outside the matrix
 
 
 def test_values_on_parent_events_only_then_completed_exactly():

@@ -65,7 +65,9 @@ def gate_events(
         A gate needs a parameter the events do not have.
     """
     x = np.asarray(events)
-    plan = Plan(strategy, x, channels, fcs_matrix, columns, where=sample_id or "sample", block_rows=block_rows)
+    plan = Plan(
+        strategy, x, channels, fcs_matrix, columns, where=sample_id or "sample", block_rows=block_rows
+    )
     return GatingResult(strategy, plan.n, plan.run(), sample_id)
 
 
@@ -92,14 +94,3 @@ def gate_sample(strategy: GatingStrategy, sample: FCSSample, *, sample_id: str |
     name = sample_id or (sample.path.name if sample.path is not None else None)
     events, columns = sample_events(strategy, sample, fcs_matrix)
     return gate_events(strategy, events, sample.pnn, fcs_matrix=fcs_matrix, sample_id=name, columns=columns)
-
-
-def _Evaluator(  # noqa: N802 - transition alias for callers not yet moved to Plan
-    strategy: GatingStrategy,
-    events: np.ndarray,
-    channels: Sequence[str],
-    fcs_matrix: SpilloverMatrix | None,
-    where: str,
-    columns: Mapping[str, np.ndarray] | None = None,
-) -> Plan:
-    return Plan(strategy, events, channels, fcs_matrix, columns, where=where)

@@ -189,15 +189,24 @@ _rob1 = nb.types.Array(nb.boolean, 1, "C", readonly=True)
 _POLY_SIG = [_b1(_ro1, _ro1, _ro1, _ro1, _rob1, _b1)]
 # 2-D inputs may come row-major (a single column reshaped) or column-major (stacked channels).
 _ELL_SIG = [
-    _b1(nb.types.Array(nb.float64, 2, lay, readonly=True), _ro1, nb.types.Array(nb.float64, 2, "C", readonly=True),
-        nb.float64, _rob1, _b1)
+    _b1(
+        nb.types.Array(nb.float64, 2, lay, readonly=True),
+        _ro1,
+        nb.types.Array(nb.float64, 2, "C", readonly=True),
+        nb.float64,
+        _rob1,
+        _b1,
+    )
     for lay in ("C", "F")
 ]
 
 _polygon_point = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True)(_polygon)
 _polygon_edges_k = nb.njit(
     [nb.types.Array(nb.uint8, 1, "C")(_ro1, _ro1, _ro1, _ro1, nb.types.Array(nb.uint8, 1, "C"))],
-    cache=NUMBA_CACHE, nogil=True, error_model="numpy", **_NOALIAS,
+    cache=NUMBA_CACHE,
+    nogil=True,
+    error_model="numpy",
+    **_NOALIAS,
 )(_polygon_edges)
 _polygon_s = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True)(_polygon_auto)
 _polygon_p = nb.njit(_POLY_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_polygon)
@@ -207,9 +216,15 @@ _ellipsoid_p = nb.njit(_ELL_SIG, cache=NUMBA_CACHE, nogil=True, parallel=True)(_
 # ``out`` is column-major; numba types a one-row or one-column buffer as "C" (it is both).
 _EXTRACT_SIG = [
     nb.types.Array(nb.float64, 2, lay)(
-        nb.types.Array(dt, 2, "C", readonly=True), nb.intp, nb.intp, nb.types.Array(nb.intp, 1, "C", readonly=True),
-        nb.types.Array(nb.float64, 2, "C", readonly=True), nb.types.Array(nb.intp, 1, "C", readonly=True),
-        nb.types.Array(nb.intp, 1, "C", readonly=True), nb.types.Array(nb.float64, 2, lay))
+        nb.types.Array(dt, 2, "C", readonly=True),
+        nb.intp,
+        nb.intp,
+        nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.float64, 2, "C", readonly=True),
+        nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.intp, 1, "C", readonly=True),
+        nb.types.Array(nb.float64, 2, lay),
+    )
     for dt in (nb.float32, nb.float64)
     for lay in ("F", "C")
 ]
@@ -272,8 +287,14 @@ def polygon_mask(
     n = x.shape[0]
     # Default serial: the edge-major kernel on one core beats the point-by-point prange loop.
     fn = _polygon_p if parallel else _polygon_s
-    return fn(_f64(x), _f64(y), np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]), _parent(n, parent),
-              _out(n, out))
+    return fn(
+        _f64(x),
+        _f64(y),
+        np.ascontiguousarray(v[:, 0]),
+        np.ascontiguousarray(v[:, 1]),
+        _parent(n, parent),
+        _out(n, out),
+    )
 
 
 def ellipsoid_mask(
@@ -289,4 +310,6 @@ def ellipsoid_mask(
     """``(v - mean)^T inv_cov (v - mean) <= distance_square`` per row of ``values`` (n, d)."""
     n = values.shape[0]
     fn = _ellipsoid_p if _use_threads(n, parallel=parallel) else _ellipsoid_s
-    return fn(_f64_cols(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out))
+    return fn(
+        _f64_cols(values), _f64(mean), _f64(inv_cov), float(distance_square), _parent(n, parent), _out(n, out)
+    )

@@ -163,16 +163,26 @@ class Plan:
                 ops.append(("ranges", pid, ranges))
             elif isinstance(g, QuadrantGate):
                 quadrant = next(q for q in g.quadrants if q.id == pop.quadrant)
-                ranges = [(self._dim(div.dimension), float(lo), float(hi)) for div, lo, hi in g.bounds(quadrant)]
+                ranges = [
+                    (self._dim(div.dimension), float(lo), float(hi)) for div, lo, hi in g.bounds(quadrant)
+                ]
                 ops.append(("ranges", pid, ranges))
             elif isinstance(g, PolygonGate):
                 v = np.array(g.vertices, dtype=np.float64)
-                spec = (self._dim(g.dimensions[0]), self._dim(g.dimensions[1]),
-                        np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1]))
+                spec = (
+                    self._dim(g.dimensions[0]),
+                    self._dim(g.dimensions[1]),
+                    np.ascontiguousarray(v[:, 0]),
+                    np.ascontiguousarray(v[:, 1]),
+                )
                 ops.append(("polygon", pid, spec))
             elif isinstance(g, EllipsoidGate):
-                spec = ([self._dim(d) for d in g.dimensions], np.ascontiguousarray(g.mean, dtype=np.float64),
-                        np.ascontiguousarray(g.inverse_covariance, dtype=np.float64), float(g.distance_square))
+                spec = (
+                    [self._dim(d) for d in g.dimensions],
+                    np.ascontiguousarray(g.mean, dtype=np.float64),
+                    np.ascontiguousarray(g.inverse_covariance, dtype=np.float64),
+                    float(g.distance_square),
+                )
                 ops.append(("ellipsoid", pid, spec))
             else:
                 msg = f"unsupported gate type {type(g).__name__}"
@@ -189,7 +199,10 @@ class Plan:
         return self.s.matrices[ref]
 
     def _missing(self, name: str, compensation: str, available: Sequence[str]) -> ChannelError:
-        msg = f"{self.where}: no parameter {name!r} (compensation {compensation!r}); available: {sorted(available)}"
+        msg = (
+            f"{self.where}: no parameter {name!r} (compensation {compensation!r}); "
+            f"available: {sorted(available)}"
+        )
         return ChannelError(msg, channel=name, available=tuple(available))
 
     def _base(self, compensation: str, name: str) -> tuple[str, Any, int]:
@@ -201,8 +214,11 @@ class Plan:
             src: tuple[str, Any, int] = ("column", self.columns[name], 0)
         else:
             matrix = self._matrix(compensation)
-            square = matrix is not None and not matrix.is_spectral and tuple(matrix.fluorochromes) == tuple(
-                matrix.detectors)
+            square = (
+                matrix is not None
+                and not matrix.is_spectral
+                and tuple(matrix.fluorochromes) == tuple(matrix.detectors)
+            )
             if matrix is not None and not square:
                 src = self._unmixed_base(compensation, matrix, name)
             else:
@@ -255,9 +271,14 @@ class Plan:
         transform = self.s.transforms[d.transform] if d.transform is not None else None
         if d.ratio:
             ratio = self.s.transforms[d.name]
-            spec = {"kind": "full", "ratio": ratio.transform,
-                    "inputs": (self._base(d.compensation, ratio.numerator),
-                               self._base(d.compensation, ratio.denominator))}
+            spec = {
+                "kind": "full",
+                "ratio": ratio.transform,
+                "inputs": (
+                    self._base(d.compensation, ratio.numerator),
+                    self._base(d.compensation, ratio.denominator),
+                ),
+            }
         else:
             src = self._base(d.compensation, d.name)
             if transform is None:
@@ -301,8 +322,16 @@ class Plan:
                 idx = np.ascontiguousarray(matrix.channel_indices(self.channels), dtype=np.intp)
                 m = idx.size
                 out = np.empty((self.n, m), dtype=np.float64, order="F")
-                k.extract_columns(self.events, 0, self.n, idx, np.ascontiguousarray(matrix.unmixing),
-                                  np.arange(m, dtype=np.intp), np.full(m, -1, dtype=np.intp), out)
+                k.extract_columns(
+                    self.events,
+                    0,
+                    self.n,
+                    idx,
+                    np.ascontiguousarray(matrix.unmixing),
+                    np.arange(m, dtype=np.intp),
+                    np.full(m, -1, dtype=np.intp),
+                    out,
+                )
                 self._store[key] = out
             return self._store[key][:, o]
         key = ("unmixed column", where, o)
@@ -318,7 +347,9 @@ class Plan:
             return self.groups[where]["out"][:size, o]
         return self._whole(kind, where, o)  # whole-column mode: lo == 0, size == n
 
-    def _value(self, key: tuple[Any, ...], parent: np.ndarray, parent_id: Any, lo: int, size: int) -> np.ndarray:
+    def _value(
+        self, key: tuple[Any, ...], parent: np.ndarray, parent_id: Any, lo: int, size: int
+    ) -> np.ndarray:
         """A dimension's block values, valid at least where ``parent`` (population ``parent_id``) is True."""
         spec = self.dims[key]
         kind = spec["kind"]
@@ -329,8 +360,9 @@ class Plan:
             covered = spec["covered"]
             lineage = self.lineage.get(parent_id) if parent_id is not _ANY_ROWS else None
             if lineage is None or covered.isdisjoint(lineage):  # not yet done on an ancestor's events
-                spec["transform"].apply_where(self._source(spec["src"], lo, size), parent, spec["done"][:size],
-                                              buf)
+                spec["transform"].apply_where(
+                    self._source(spec["src"], lo, size), parent, spec["done"][:size], buf
+                )
                 if lineage is not None:
                     covered.add(parent_id)
             return buf
@@ -396,8 +428,9 @@ class Plan:
         for lo in range(0, self.n, self.block):
             size = min(self.block, self.n - lo)
             for grp in self.groups.values():
-                k.extract_columns(self.events, lo, lo + size, grp["idx"], grp["unmix"], grp["dets"], grp["raws"],
-                                  grp["out"])
+                k.extract_columns(
+                    self.events, lo, lo + size, grp["idx"], grp["unmix"], grp["dets"], grp["raws"], grp["out"]
+                )
             for spec in self.dims.values():
                 if spec["kind"] == "masked":
                     spec["done"][:size] = False
@@ -424,8 +457,14 @@ class Plan:
                     out[:] = parent
             elif op == "polygon":
                 kx, ky, vx, vy = spec
-                k.polygon_serial(self._value(kx, parent, parent_id, lo, size),
-                                 self._value(ky, parent, parent_id, lo, size), vx, vy, parent, out)
+                k.polygon_serial(
+                    self._value(kx, parent, parent_id, lo, size),
+                    self._value(ky, parent, parent_id, lo, size),
+                    vx,
+                    vy,
+                    parent,
+                    out,
+                )
             elif op == "ellipsoid":
                 keys, mean, inv_cov, dist2 = spec
                 stack = np.empty((size, len(keys)), dtype=np.float64, order="F")
@@ -436,8 +475,9 @@ class Plan:
                 _boolean(spec, masks, lo, hi, parent, out)
 
 
-def _boolean(g: BooleanGate, masks: dict[str, np.ndarray], lo: int, hi: int, parent: np.ndarray,
-             out: np.ndarray) -> None:
+def _boolean(
+    g: BooleanGate, masks: dict[str, np.ndarray], lo: int, hi: int, parent: np.ndarray, out: np.ndarray
+) -> None:
     terms = [masks[ref][lo:hi] for ref, _ in g.refs]
     if g.op == "not":
         np.logical_not(terms[0], out=out) if not g.refs[0][1] else np.copyto(out, terms[0])

@@ -18,7 +18,7 @@ import numpy as np
 
 from flowtools.compensation import SpilloverMatrix
 from flowtools.errors import CompensationError, GatingError
-from flowtools.gating.engine import GatingResult, _Evaluator, sample_events
+from flowtools.gating.engine import GatingResult, Plan, sample_events
 from flowtools.gating.gates import (
     FCS_COMPENSATION,
     UNCOMPENSATED,
@@ -185,7 +185,8 @@ class _State:
             self.comp_ref = "template_matrix"
         self.strategy = GatingStrategy((), {}, self.matrices)
         events, columns = sample_events(self.strategy, sample, self.fcs_matrix)
-        self.ev = _Evaluator(self.strategy, events, sample.pnn, self.fcs_matrix, sample_id, columns)
+        # whole columns: methods read values, gates are added one at a time
+        self.ev = Plan(self.strategy, events, sample.pnn, self.fcs_matrix, columns, where=sample_id)
         self.t = t
         self.dims: dict[str, Dimension] = {}
         self._rows: dict[str, np.ndarray] = {}  # population id -> its event indices (masks never change)
