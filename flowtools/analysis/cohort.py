@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from flowtools.analysis.populations import descendants, read_populations
 from flowtools.errors import GatingError
+from flowtools.io.tables import write_table
 from flowtools.provenance import atomic_write_text, file_sha256, provenance_record
 
 __all__ = ["CohortClusters", "annotate_clusters", "cluster_cohort", "find_sample_sheet"]
@@ -159,13 +161,16 @@ def _safe(name: str) -> str:
 
 
 def _sample_events(
-    row: dict[str, Any], run: Path, population: str, markers: Sequence[str], below: Sequence[str]
+    row: dict[str, Any], run: Path, gate_id: str, markers: Sequence[str], below: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
-    """Read one file, gate it with its resolved Gating-ML, return the population's marker values."""
+    """Read one file, gate it with its resolved Gating-ML, return the population's marker values.
+
+    ``gate_id`` is the population's id in that Gating-ML, and ``below`` the (path, gate id) of
+    the populations under it, as the run's populations.csv gives them for this sample.
+    """
     from flowtools.compensation import SpilloverMatrix
     from flowtools.gating.engine import gate_sample
     from flowtools.gating.gatingml import read_gatingml
-    from flowtools.gating.template import _gate_id
     from flowtools.io.fcs import read_fcs
     from flowtools.transforms.scales import LogicleTransform
 
@@ -174,8 +179,11 @@ def _sample_events(
         sample = read_fcs(row["file"])
     strategy = read_gatingml(run / "gates" / f"{_safe(row['sample_id'])}.gating-ml.xml")
     result = gate_sample(strategy, sample, sample_id=row["sample_id"])
-    pid = _gate_id(population, set())
-    mask = result.mask(pid)
+    if gate_id not in result.masks:
+        msg = (f"{row['file']}: its gates (Gating-ML) have no population {gate_id!r}; "
+               "run `flowtools gate` again")
+        raise GatingError(msg)
+    mask = result.mask(gate_id)
     events = sample.as_array(preprocess=True)
     if sample.spillover is not None:
         events = SpilloverMatrix.from_fcs(sample).apply(events, sample.pnn)
@@ -194,8 +202,7 @@ def _sample_events(
         x[:, j] = raw[:, j] / _SCATTER_MAX if pnn.startswith(("fsc", "ssc")) else logicle.apply(
             np.ascontiguousarray(raw[:, j]))
     gates = {}
-    for path in below:
-        gid = _gate_id(path, set())
+    for path, gid in below:
         if gid in result.masks:
             gates[path] = result.mask(gid)[mask]
     return {"x": x, "raw": raw, "n_total": int(sample.n_events), "gates": gates}
@@ -338,15 +345,24 @@ def cluster_cohort(
     if not markers:
         msg = "give at least one marker"
         raise ValueError(msg)
-    pops = pd.read_csv(run / "populations.csv")
+    pops = read_populations(run / "populations.csv")
+    absent = [c for c in ("gate_id", "parent") if c not in pops.columns]
+    if absent:
+        msg = (f"{run / 'populations.csv'}: no {' or '.join(absent)} column (written by an older flowtools); "
+               "run `flowtools gate` again")
+        raise GatingError(msg)
     tube, path = _resolve_population(pops, population, tube)
     sheet_path = Path(samples_csv) if samples_csv is not None else find_sample_sheet(run)
     sheet = read_sample_sheet(sheet_path)
     files = {r.sample_id: str(r.file) for r in sheet}
-    done = pops[(pops["tube"] == tube) & (pops["population"] == path)]
-    rows = [{"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate, "well": r.well,
-             "file": files[r.sample_id]} for r in done.itertuples() if r.sample_id in files]
-    below = sorted({p for p in pops.loc[pops["tube"] == tube, "population"] if p.startswith(path + "/")})
+    in_tube = pops[pops["tube"] == tube]
+    done = in_tube[in_tube["population"] == path]
+    rows = [{"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate,
+             "well": r.well, "file": files[r.sample_id]} for r in done.itertuples() if r.sample_id in files]
+    # Each sample's own identities: the population's gate id, and the populations below it by their parents.
+    gate_ids = dict(zip(done["sample_id"], done["gate_id"], strict=True))
+    per_sample = {sid: g[["population", "gate_id", "parent"]].to_dict("records")
+                  for sid, g in in_tube.groupby("sample_id", sort=False)}
     out = Path(out_dir) if out_dir is not None else run / "clusters" / _safe(path.rsplit("/", 1)[-1])
     rng = np.random.default_rng(seed)
 
@@ -354,8 +370,9 @@ def cluster_cohort(
     errors: list[str] = []
     kept: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
+        below = sorted((b["population"], b["gate_id"]) for b in descendants(per_sample[r["sample_id"]], path))
         try:
-            per.append(_sample_events(r, run, path, markers, below))
+            per.append(_sample_events(r, run, gate_ids[r["sample_id"]], markers, below))
             kept.append(r)
         except (GatingError, OSError, ValueError) as exc:
             errors.append(f"{r['file']}: {exc}")
@@ -376,7 +393,8 @@ def cluster_cohort(
     if progress is not None:
         progress("fit", 1, 1)
     labels_per = [model.predict(p["x"]) if p["x"].shape[0] else np.zeros(0, np.int64) for p in per]
-    clusters = sorted({int(c) for c in np.unique(fit_labels)} | {int(c) for lab in labels_per for c in np.unique(lab)})
+    clusters = sorted({int(c) for c in np.unique(fit_labels)}
+                      | {int(c) for lab in labels_per for c in np.unique(lab)})
     names = {c: ("noise" if c < 0 else f"cluster_{c:02d}") for c in clusters}
     annot = annotate_clusters(fit_x, fit_labels, markers)
 
@@ -404,8 +422,8 @@ def cluster_cohort(
         index="woman_id", columns="column", values="pct_parent", aggfunc="first")
     wide = wide.reindex(sorted(wide.columns), axis=1).reset_index()
     wide.columns.name = None
-    overlap = pd.DataFrame.from_records(overlap_rows, columns=["sample_id", "cluster", "gate", "both", "cluster_n",
-                                                                "gate_n"])
+    overlap = pd.DataFrame.from_records(
+        overlap_rows, columns=["sample_id", "cluster", "gate", "both", "cluster_n", "gate_n"])
     annotation = _annotation_table(fit_x, fit_labels, clusters, names, annot, markers, table, overlap)
 
     embedding = emb_idx = None
@@ -451,7 +469,8 @@ def _annotation_table(fit_x, fit_labels, clusters, names, annot, markers, table,
                         "precision": float(best["both"] / max(best["cluster_n"], 1)),
                         "recall": float(best["both"] / max(best["gate_n"], 1))})
         else:
-            rec.update({"best_gate": "", "f1": float("nan"), "precision": float("nan"), "recall": float("nan")})
+            rec.update({"best_gate": "", "f1": float("nan"), "precision": float("nan"),
+                        "recall": float("nan")})
         rows.append(rec)
     return pd.DataFrame.from_records(rows)
 
@@ -469,28 +488,13 @@ def _embed(x: np.ndarray, how: str, seed: int) -> np.ndarray:
     raise ValueError(msg)
 
 
-def _write_table(df: Any, stem: Path, prov: dict[str, Any]) -> Path:
-    """CSV and parquet (provenance in the parquet schema metadata), both written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from flowtools.provenance import atomic_write_bytes
-
-    csv_path = stem.with_suffix(".csv")
-    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
-    t = pa.Table.from_pandas(df, preserve_index=False)
-    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"flowtools.provenance": json.dumps(prov).encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(t, sink)
-    atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
-    return csv_path
-
-
-def _write(out: Path, table: Any, wide: Any, annotation: Any, overlap: Any, prov: dict[str, Any]) -> dict[str, Path]:
+def _write(
+    out: Path, table: Any, wide: Any, annotation: Any, overlap: Any, prov: dict[str, Any]
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "clusters": _write_table(table, out / "clusters", prov),
-        "per_woman": _write_table(wide, out / "per_woman_clusters", prov),
+        "clusters": write_table(table, out / "clusters", prov)[0],
+        "per_woman": write_table(wide, out / "per_woman_clusters", prov)[0],
         "annotation": out / "cluster_annotation.csv",
         "overlap": out / "cluster_gate_overlap.csv",
         "provenance": out / "provenance.json",

@@ -11,6 +11,11 @@ file's SHA-256, the template's SHA-256, the pinned geometries, the seed and the
 flowtools version: a re-run on unchanged inputs recomputes nothing, and a run
 killed mid-way resumes where it stopped. Final tables are written only at the
 end, atomically, so no partial table ever exists.
+
+A sample's rows are the population table's (:mod:`flowtools.analysis.populations`:
+identity, counts, MFIs); ``populations.csv`` and ``per_woman.csv`` (with their Parquet twins)
+are written by :func:`flowtools.io.tables.write_table`, each documented column by column in
+``populations.columns.md`` and ``per_woman.columns.md``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from typing import Any
 import numpy as np
 
 from flowtools._version import __version__
+from flowtools.analysis import populations
 from flowtools.errors import FlowtoolsError, GatingError
 from flowtools.gating.gatingml import to_gatingml_string
 from flowtools.gating.template import Template, compute_pooled, load_template, pool_values, resolve
 from flowtools.io.fcs import read_fcs
 from flowtools.io.sample_sheet import STUDY_TUBES, SampleSheetRow, read_sample_sheet
-from flowtools.provenance import atomic_write_bytes, atomic_write_text, file_sha256, provenance_record
+from flowtools.io.tables import Table, write_table
+from flowtools.provenance import atomic_write_text, file_sha256, provenance_record
 
 __all__ = ["PlateResult", "SampleOutcome", "run_plate"]
 
@@ -106,58 +113,9 @@ class PlateResult:
 # ------------------------------------------------------------------------------------------ worker side
 
 
-def _markers(sample: Any) -> list[tuple[str, str]]:
-    """(pnn, label) of the fluorescence channels: the marker name when set."""
-    out = []
-    for c in sample.channels:
-        low = c.pnn.lower()
-        if low.startswith(("fsc", "ssc", "time")):
-            continue
-        out.append((c.pnn, c.pns or c.pnn))
-    return out
-
-
-def _sample_rows(resolved: Any, sample: Any, template: Template) -> list[dict[str, Any]]:
-    """Population rows: count, % parent, % total, and per-marker medians (MFI).
-
-    Medians are taken of the compensated, untransformed values the gates were computed from
-    (no second read or compensation), and also given on the template's transformed scale
-    (the mean of the two transformed middle values, so it is the median of the transformed
-    values: the transforms are monotone).
-    """
-    from flowtools.gating.gates import gate_dimensions
-
-    used = {d.name: d.transform for g in resolved.strategy.gates for d in gate_dimensions(g)}
-    markers = []
-    for pnn, label in _markers(sample):
-        tid = used.get(pnn)
-        if tid is not None:
-            transform = resolved.strategy.transforms[tid]
-        else:
-            spec = template.transforms.get(label) or template.transforms.get(pnn) or template.transforms["fluorescence"]
-            transform = spec.build(resolved.channel(pnn))
-        markers.append((label, resolved.channel(pnn), transform))
-    from flowtools.pipeline import _kernels
-
-    bases = resolved.rows()
-    # Exact middle order statistics of every population on every marker, work shared across
-    # the populations (bit-identical to a gather + np.partition per pair: tests/reference).
-    lo, hi = _kernels.middle_values([col for _, col, _ in markers], [resolved.mask(b["population"]) for b in bases])
-    mid = (lo + hi) / 2
-    mid_t = [None if tr is None else (tr.apply(lo[c]) + tr.apply(hi[c])) / 2 for c, (_, _, tr) in enumerate(markers)]
-    rows = []
-    for p, base in enumerate(bases):
-        row = dict(base)
-        for c, (label, _, transform) in enumerate(markers):
-            row[f"mfi_{label}"] = float(mid[c, p])
-            if transform is not None:
-                row[f"mfi_{label}_transformed"] = float(mid_t[c][p])
-        rows.append(row)
-    return rows
-
-
 def _outcome_base(row: dict[str, Any]) -> SampleOutcome:
-    return SampleOutcome(row["sample_id"], row["woman_id"], row["tube"], row["plate"], row["well"], row["file"],
+    return SampleOutcome(row["sample_id"], row["woman_id"], row["tube"], row["plate"], row["well"],
+                         row["file"],
                          ok=False)
 
 
@@ -182,14 +140,15 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
         if resolved.error is not None:
             out.error = f"{row['file']}: {resolved.error}"
         else:
-            out.rows = _sample_rows(resolved, sample, template)
+            out.rows = populations.sample_rows(resolved, sample, template)
             out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
     except (FlowtoolsError, OSError) as exc:
         out.error = f"{row['file']}: {exc}" if row["file"] not in str(exc) else str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the plate; reported in full
-        out.error = f"{row['file']}: internal error {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        out.error = (f"{row['file']}: internal error {type(exc).__name__}: {exc}\n"
+                     f"{traceback.format_exc(limit=5)}")
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -352,7 +311,7 @@ def _warm_worker() -> None:
         import threadpoolctl  # noqa: F401 - each worker's _worker_init calls it
 
         from flowtools.compensation import _kernels as _comp  # noqa: F401 - its signatures load on import
-        from flowtools.gating import _kernels, template  # noqa: F401 - imported for their cost
+        from flowtools.gating import _kernels, templates  # noqa: F401 - imported for their cost
         from flowtools.gating.methods import MethodContext, methods
         from flowtools.transforms.scales import LogicleTransform
 
@@ -373,16 +332,14 @@ def _warm_worker() -> None:
                         spec.fn(values, ctx, **spec.check_args(args, "warm-up"))
                     except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
                         continue
-        from flowtools.gating import _qc_kernels
+        from flowtools.gating.methods import _density_kernels
 
-        _qc_kernels.restrict(x[:, 1], 0.5, 4.0)  # a strided column (quad's x_range): compiled per layout
+        _density_kernels.restrict(x[:, 1], 0.5, 4.0)  # a strided column (quad's x_range): compiled per layout
         v = np.linspace(-100.0, 1e5, 64)
         lg = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
         lg.apply(v)
         lg.apply_where(v, np.ones(v.size, dtype=np.bool_), np.zeros(v.size, dtype=np.bool_), np.empty(v.size))
-        from flowtools.pipeline import _kernels as _tables
-
-        _tables.middle_values([x[:, 1].copy(), x[:, 2].copy()], [np.ones(x.shape[0], dtype=np.bool_), x[:, 1] > 2.0])
+        populations.warm_up()  # the MFI kernel
         _WARM = os.getpid()
     except Exception:  # noqa: BLE001, S110 - a warm-up only saves time; the tasks report real errors
         pass
@@ -465,7 +422,8 @@ class _Executor:
 
 
 def _row_dict(r: SampleSheetRow) -> dict[str, Any]:
-    return {"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate, "well": r.well,
+    return {"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate,
+            "well": r.well,
             "file": str(r.file)}
 
 
@@ -476,7 +434,9 @@ def _group_value(row: dict[str, Any], column: str, sheet: Any) -> str:
     return str(sheet.by_sample_id(row["sample_id"]).extra.get(column, "all"))
 
 
-def _pins_for(t: Template, pinned: dict[str, dict[str, Any]], row: dict[str, Any], sheet: Any) -> dict[str, Any]:
+def _pins_for(
+    t: Template, pinned: dict[str, dict[str, Any]], row: dict[str, Any], sheet: Any
+) -> dict[str, Any]:
     """Pooled geometries that apply to one sample: its own group's, keyed by population path."""
     pins = {}
     for spec in t.populations:
@@ -489,13 +449,20 @@ def _pins_for(t: Template, pinned: dict[str, dict[str, Any]], row: dict[str, Any
 
 
 def _with_row(o: SampleOutcome, row: dict[str, Any]) -> SampleOutcome:
-    o.woman_id, o.tube, o.plate, o.well, o.file = row["woman_id"], row["tube"], row["plate"], row["well"], row["file"]
+    o.woman_id, o.tube, o.plate, o.well = row["woman_id"], row["tube"], row["plate"], row["well"]
+    o.file = row["file"]
     return o
+
+
+#: Version of the rows a gated sample's outcome holds (the population table's columns): a
+#: cached outcome of another version is recomputed. 2: gate_id, parent, parent_count, role.
+_ROWS_FORMAT = "2"
 
 
 def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
     h = hashlib.sha256()
-    for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__):
+    for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__,
+                 _ROWS_FORMAT):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -620,13 +587,14 @@ def _run_plate_locked(
                         continue  # every member fails on its own; its gating task reports why
                     try:
                         ref = read_fcs(ok_rows[0]["file"], lazy=True)
-                        g = compute_pooled(t, spec.path, np.concatenate([got[r["sample_id"]][0] for r in ok_rows]),
-                                           ref, seed=seed)
+                        pooled = np.concatenate([got[r["sample_id"]][0] for r in ok_rows])
+                        g = compute_pooled(t, spec.path, pooled, ref, seed=seed)
                         pinned[f"{spec.path}@{gval}"] = _geometry_to_json(g)
                     except (FlowtoolsError, OSError) as exc:
                         for r in live:
                             o = _outcome_base(r)
-                            o.error = f"{r['file']}: pooled gate {spec.path!r} for {spec.group_by} {gval}: {exc}"
+                            o.error = (f"{r['file']}: pooled gate {spec.path!r} for {spec.group_by} "
+                                       f"{gval}: {exc}")
                             outcomes.setdefault(r["sample_id"], o)
                             report(o)
             pinned_by_tube[tube] = pinned
@@ -646,7 +614,8 @@ def _run_plate_locked(
                 outcomes[r["sample_id"]] = o
                 report(o)
                 continue
-            todo.append({"row": r, "template": t.source, "template_sha": t.sha256, "pinned": pins, "seed": seed,
+            todo.append({"row": r, "template": t.source, "template_sha": t.sha256, "pinned": pins,
+                         "seed": seed,
                          "cache": str(cached)})
 
         if todo and ex.remote:
@@ -664,7 +633,8 @@ def _run_plate_locked(
             report(o)
 
     ordered = [outcomes[r["sample_id"]] for r in rows]
-    result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes, seed=seed,
+    result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes,
+                            seed=seed,
                             jobs=jobs, scheduler=scheduler, skipped=skipped, gates_written=gates_written)
     return result
 
@@ -734,36 +704,37 @@ def _write_outputs(
 ) -> PlateResult:
     prov = provenance_record(
         inputs={"samples.csv": sheet_path},
-        parameters={"jobs": jobs, "scheduler": scheduler is not None, "templates": [t.name for t in templates]},
+        parameters={"jobs": jobs, "scheduler": scheduler is not None,
+                    "templates": [t.name for t in templates]},
         seed=seed,
         command="flowtools gate",
     )
     prov["fcs_sha256"] = {sid: h for sid, h in sorted(hashes.items())}
-    prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name} for t in templates}
+    prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name}
+                         for t in templates}
 
     records = []
     for o in outcomes:
         if not o.ok:
             continue
         for r in o.rows:
-            records.append({"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube, "plate": o.plate,
-                            "well": o.well, **r})
+            records.append({"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube,
+                            "plate": o.plate, "well": o.well, **r})
     empty = not records
     pop_csv = per_csv = None
     if not empty:
-        front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "count", "pct_parent", "pct_total"]
-        mfi = sorted({c for r in records for c in r if c.startswith("mfi_")})
-        pops = _Table({c: [r.get(c, _NAN) for r in records] for c in front + mfi})
-        pop_csv = _write_table(pops, out / "populations", prov)
+        pops = populations.population_table(records)
+        pop_csv = write_table(pops, out / "populations", prov)[0]
+        atomic_write_text(out / "populations.columns.md", populations.columns_doc(pops.columns))
         wide = _per_woman(records)
-        per_csv = _write_table(wide, out / "per_woman", prov)
+        per_csv = write_table(wide, out / "per_woman", prov)[0]
         atomic_write_text(out / "per_woman.columns.md", _per_woman_doc(list(wide.columns)))
 
     if empty:  # nothing gated this time: no table from an earlier run may stay beside errors.json
         for stem in ("populations", "per_woman"):
             for suffix in (".csv", ".parquet"):
                 (out / stem).with_suffix(suffix).unlink(missing_ok=True)
-        (out / "per_woman.columns.md").unlink(missing_ok=True)
+            (out / f"{stem}.columns.md").unlink(missing_ok=True)
     gates_dir = out / "gates"
     done = set(gates_written)
     current = set()
@@ -789,89 +760,7 @@ def _write_outputs(
 _NAN = float("nan")
 
 
-class _Table:
-    """Named columns of plain Python values (str, int or float), written as CSV and Parquet.
-
-    The batch tables are built without pandas, whose import alone (~0.3 s) cost more than
-    writing them. The CSV is what ``pandas.DataFrame.to_csv(index=False)`` writes for the same
-    frame (minimal quoting, floats as their shortest repr, NaN empty, ``\n`` line ends;
-    checked byte for byte in the tests); the Parquet file holds the same columns with NaN as
-    null, as ``pyarrow.Table.from_pandas`` stores them.
-    """
-
-    def __init__(self, columns: dict[str, list[Any]]) -> None:
-        self.data = columns
-        self._formatted: list[list[Any]] | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        """Column names, in order."""
-        return list(self.data)
-
-    def _kind(self, values: list[Any]) -> str:
-        if all(isinstance(v, str) for v in values):
-            return "str"
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return "int"
-        return "float"
-
-    def _cells(self) -> list[list[Any]]:
-        """Per column: strings as they are, ints and floats formatted (floats: shortest repr, NaN empty)."""
-        if self._formatted is None:
-            cols = []
-            for values in self.data.values():
-                kind = self._kind(values)
-                if kind == "float":
-                    values = ["" if v != v else repr(float(v)) for v in values]  # noqa: PLR0124 - NaN test
-                elif kind == "int":
-                    values = [str(v) for v in values]
-                cols.append(values)
-            self._formatted = cols
-        return self._formatted
-
-    def to_csv(self) -> str:
-        """The table as CSV text."""
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
-        w.writerows(zip(*self._cells(), strict=True))
-        return buf.getvalue()
-
-    def to_arrow(self) -> Any:
-        """The table as a ``pyarrow.Table`` (NaN stored as null).
-
-        Parsed by ``pyarrow.csv`` from a CSV text of its own rather than built from the Python
-        values: ``pa.array`` imports pandas (~0.3 s) on its first call. In that text every
-        string is quoted (so a carriage return or a comma in an ID stays inside its field),
-        floats are their shortest repr (read back exactly) and NaN is an empty, unquoted field.
-        """
-        import io
-
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        def quoted(v: str) -> str:
-            return '"' + v.replace('"', '""') + '"'
-
-        types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
-        kinds = {c: self._kind(v) for c, v in self.data.items()}
-        cols = [[quoted(v) for v in cells] if kind == "str" else cells
-                for kind, cells in zip(kinds.values(), self._cells(), strict=True)]
-        lines = [",".join(quoted(c) for c in self.data), *(",".join(row) for row in zip(*cols, strict=True))]
-        return pcsv.read_csv(
-            io.BytesIO(("\n".join(lines) + "\n").encode("utf-8")),
-            read_options=pcsv.ReadOptions(use_threads=False),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types={c: types[k] for c, k in kinds.items()},
-                null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-
-
-def _per_woman(records: list[dict[str, Any]]) -> _Table:
+def _per_woman(records: list[dict[str, Any]]) -> Table:
     """One row per woman, one ``tube|population`` column of % of parent each.
 
     As ``pivot_table(index="woman_id", columns=..., values="pct_parent", aggfunc="first")``
@@ -888,32 +777,14 @@ def _per_woman(records: list[dict[str, Any]]) -> _Table:
     data: dict[str, list[Any]] = {"woman_id": women}
     for c in columns:
         data[c] = [float(cells[w].get(c, _NAN)) for w in women]
-    return _Table(data)
+    return Table(data)
 
 
 def _write_gates(out: Path, o: SampleOutcome) -> str:
-    """Write a gated sample's resolved gates to ``gates/<sample>.gating-ml.xml`` (atomically); the file name."""
+    """Write a sample's resolved gates to ``gates/<sample>.gating-ml.xml`` (atomically); the file name."""
     name = f"{_safe(o.sample_id)}.gating-ml.xml"
     atomic_write_text(out / "gates" / name, o.gatingml or "")
     return name
-
-
-def _write_table(table: _Table, stem: Path, prov: dict[str, Any]) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # Both files' contents first, then the writes: a failure leaves neither file half-updated.
-    csv_path = stem.with_suffix(".csv")
-    text = table.to_csv()
-    arrow = table.to_arrow()
-    meta = dict(arrow.schema.metadata or {})
-    meta[b"flowtools.provenance"] = json.dumps(prov).encode()
-    arrow = arrow.replace_schema_metadata(meta)
-    sink = pa.BufferOutputStream()
-    pq.write_table(arrow, sink)
-    atomic_write_text(csv_path, text)
-    atomic_write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
-    return csv_path
 
 
 def _per_woman_doc(columns: Iterable[str]) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from flowtools.analysis.populations import QC_NAME_PARTS, QC_NAMES, qc_populations
 from flowtools.pipeline.plate import PlateResult, SampleOutcome, _safe
 from flowtools.provenance import atomic_write_bytes, atomic_write_text
 
@@ -38,8 +39,6 @@ __all__ = ["write_report"]
 
 _log = logging.getLogger(__name__)
 
-#: Populations whose name contains one of these are acquisition/QC clean-up gates.
-QC_NAMES = ("qc", "margin", "boundary", "singlet", "clean")
 #: A QC gate keeping less than this % of its parent is flagged.
 QC_MIN_PCT = 85.0
 #: A well with fewer events than this share of its plate's median is flagged.
@@ -137,7 +136,8 @@ def write_report(
         atomic_write_text(pages / f"{_safe(o.sample_id)}.html", page)
     index = rep / "index.html"
     extra = _sections_html(rep, sections)
-    atomic_write_text(index, _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested, extra))
+    page = _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested, extra)
+    atomic_write_text(index, page)
     _log.info("report written: %s (%d sample pages)", index, len(outcomes))
     return index
 
@@ -156,7 +156,8 @@ def _sections_html(rep: Path, sections: Sequence[ReportSection]) -> list[str]:
         for img in sec.images:
             data = Path(img).read_bytes()
             atomic_write_bytes(folder / Path(img).name, data)
-            out.append(f'<figure><img src="sections/{_e(slug)}/{_e(Path(img).name)}" alt="{_e(Path(img).stem)}">'
+            out.append(f'<figure><img src="sections/{_e(slug)}/{_e(Path(img).name)}" '
+                       f'alt="{_e(Path(img).stem)}">'
                        f"<figcaption>{_e(Path(img).stem.replace('_', ' '))}</figcaption></figure>")
     return out
 
@@ -188,17 +189,14 @@ def _plot_task_for(
         "gatingml": str(gml) if gml.is_file() else None,
         "gatingml_text": None if gml.is_file() else o.gatingml,
         "out_dir": str(pages / _safe(o.sample_id)),
-        "labels": _labels([r["population"] for r in o.rows]),
+        "labels": _labels(o.rows),
         "sha256": (prov.get("fcs_sha256") or {}).get(o.sample_id),
     }
 
 
-def _labels(paths: Sequence[str]) -> dict[str, str]:
-    """Gate id -> population path, as the template named its gates."""
-    from flowtools.gating.template import _gate_id
-
-    taken: set[str] = set()
-    return {_gate_id(p, taken): p for p in paths}
+def _labels(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Gate id -> population path, as the template named its gates (the ids the run recorded)."""
+    return {r["gate_id"]: r["population"] for r in rows}
 
 
 def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -297,19 +295,15 @@ def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
-def _is_qc(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return any(k in name for k in QC_NAMES)
-
-
 def _qc_flags(outcomes: Sequence[SampleOutcome]) -> dict[str, list[str]]:
     """Sample id -> QC flags (plain text)."""
     flags: dict[str, list[str]] = {}
     for o in outcomes:
         if not o.ok:
             continue
+        qc = qc_populations(o.rows)  # the template's roles, else the population names
         for r in o.rows:
-            if _is_qc(r["population"]) and _finite(r["pct_parent"]) and r["pct_parent"] < QC_MIN_PCT:
+            if r["population"] in qc and _finite(r["pct_parent"]) and r["pct_parent"] < QC_MIN_PCT:
                 flags.setdefault(o.sample_id, []).append(
                     f"{r['population']} kept {r['pct_parent']:.1f}% of its parent (below {QC_MIN_PCT:g}%)"
                 )
@@ -375,10 +369,12 @@ def _well(well: str) -> tuple[int, int] | None:
 
 def _key_populations(members: Sequence[SampleOutcome]) -> list[str]:
     order: dict[str, None] = {}
+    qc: set[str] = set()
     for o in members:
+        qc |= qc_populations(o.rows)
         for r in o.rows:
             order.setdefault(r["population"], None)
-    chosen = [p for p in order if not _is_qc(p)][:KEY_POPULATIONS]
+    chosen = [p for p in order if p not in qc][:KEY_POPULATIONS]
     return chosen or list(order)[:KEY_POPULATIONS]
 
 
@@ -578,9 +574,10 @@ def _index_page(
     body.extend(extra)
     body.append('<h2 id="qc">QC flags</h2>')
     body.append(
-        f'<p class="muted small">A QC clean-up gate ({_e(", ".join(QC_NAMES))}) that kept less than '
-        f"{QC_MIN_PCT:g}% of its parent, or a well with fewer than {LOW_EVENTS_SHARE:.0%} of its plate's "
-        "median events.</p>"
+        '<p class="muted small">A QC clean-up gate (<code>role: qc</code> in its template; in a template '
+        f"without roles, a name containing {_e(', '.join(QC_NAME_PARTS))} or named "
+        f"{_e(', '.join(QC_NAMES))}) that kept less than {QC_MIN_PCT:g}% of its parent, or a well with fewer "
+        f"than {LOW_EVENTS_SHARE:.0%} of its plate's median events.</p>"
     )
     by_id = {o.sample_id: o for o in outcomes}
     if flags:

@@ -42,7 +42,6 @@ they are not valid tests of the group effect.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -56,7 +55,8 @@ from scipy import special as _sp
 from scipy import stats as _st
 
 from flowtools.errors import SheetIssue
-from flowtools.provenance import atomic_write_bytes, atomic_write_text, provenance_record
+from flowtools.io.tables import write_table
+from flowtools.provenance import provenance_record
 from flowtools.stats._glm import (
     LinearFit,
     bh_qvalues,
@@ -88,7 +88,9 @@ _log = logging.getLogger(__name__)
 SCALE_PCT = "% of parent"
 SCALE_CLR = "composition (CLR)"
 TESTS = {
-    "logit-normal": "logit-normal regression (REML between-woman variance, precision weights, Knapp-Hartung t)",
+    "logit-normal": (
+        "logit-normal regression (REML between-woman variance, precision weights, Knapp-Hartung t)"
+    ),
     "quasi-binomial": "quasi-binomial GLM (logit, Pearson dispersion)",
     "quasi-binomial-hc": "quasi-binomial GLM (logit, sandwich HC1 standard errors)",
     "ols-logit": "OLS on each woman's empirical logit",
@@ -98,7 +100,8 @@ CORRECTIONS = {
     "bh": "Benjamini-Hochberg within each family; family = (subgroup, scale)",
     "two-level": (
         "two-level FDR (Benjamini-Bogomolov 2014): BH over sibling groups' global tests "
-        "(MANOVA on k-1 log-ratios for partitions, else Bonferroni), then BH at q*R/m within selected groups; "
+        "(MANOVA on k-1 log-ratios for partitions, else Bonferroni), then BH at q*R/m within selected "
+        "groups; "
         "family = (subgroup, scale)"
     ),
 }
@@ -205,26 +208,7 @@ class ComparisonResult:
             command="flowtools compare",
             libraries=STATS_LIBRARIES,
         )
-        return write_table(self.table, out / "comparison", prov)
-
-
-def write_table(df: pd.DataFrame, stem: Path, prov: dict[str, Any]) -> list[Path]:
-    """Write ``stem``.csv, ``stem``.parquet (provenance in its metadata) and ``stem``.provenance.json."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    csv_path = stem.with_suffix(".csv")
-    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"flowtools.provenance"] = json.dumps(prov).encode()
-    sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata(meta), sink)
-    pq_path = stem.with_suffix(".parquet")
-    atomic_write_bytes(pq_path, sink.getvalue().to_pybytes())
-    prov_path = stem.parent / f"{stem.name}.provenance.json"
-    atomic_write_text(prov_path, json.dumps(prov, indent=2) + "\n")
-    return [csv_path, pq_path, prov_path]
+        return write_table(self.table, out / "comparison", prov, provenance_file=True)
 
 
 # ------------------------------------------------------------------------------------------ design
@@ -308,13 +292,15 @@ def _check_design(x: np.ndarray, names: list[str], batch: str | None) -> _Design
     cols = [0, 1, *keep[1:]]
     d = _Design(x[:, cols], [names[j] for j in cols])
     if ss_tot == 0 or ss_res <= 1e-10 * max(ss_tot, 1.0):
-        what = f"{batch} (batch)" if batch and any(nm.startswith(f"{batch}=") for nm in names) else "covariates"
+        batched = batch and any(nm.startswith(f"{batch}=") for nm in names)
+        what = f"{batch} (batch)" if batched else "covariates"
         d.reason = f"group effect not estimable: RM vs control is fully confounded with {what}"
         return d
     vif = ss_tot / ss_res
     if vif > 10:
         d.notes.append(
-            f"group strongly confounded with the adjustment (variance inflation {vif:.0f}): the effect rests on few women"
+            f"group strongly confounded with the adjustment (variance inflation {vif:.0f}): "
+            "the effect rests on few women"
         )
     df = n - d.x.shape[1]
     if df < 1:
@@ -595,7 +581,8 @@ def _compare_one(
             c = clin.loc[wide.index]
             rm = (c["group"] == "RM").to_numpy()
             des = _check_design(*_design(c.reset_index(), rm, covariates, batch), batch)
-            left_out = f"left out of the composition as too rare (median count < {RARE_PART_COUNT}): {', '.join(rare)}"
+            left_out = (f"left out of the composition as too rare (median count < {RARE_PART_COUNT}): "
+                        f"{', '.join(rare)}")
             for j, feature in enumerate(kept):
                 v = v_all[:, j]
                 p_mw, p_t = _row_checks(v[rm], v[~rm])

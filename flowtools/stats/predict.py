@@ -532,7 +532,7 @@ class Evaluation:
         Tables: ``evaluation_auc``, ``evaluation_calibration``, ``evaluation_predictions``;
         ``evaluation.json`` holds the gain, warnings, parameters and provenance.
         """
-        from flowtools.stats.comparison import write_table
+        from flowtools.io.tables import write_table
 
         out = Path(out_dir)
         prov = provenance_record(
@@ -543,11 +543,12 @@ class Evaluation:
             libraries=_STATS_LIBRARIES,
         )
         paths = []
-        paths += write_table(self.auc, out / "evaluation_auc", prov)[:2]
-        paths += write_table(self.calibration_curve, out / "evaluation_calibration", prov)[:2]
-        paths += write_table(self.predictions.reset_index(drop=True), out / "evaluation_predictions", prov)[
-            :2
-        ]
+        for table, stem in (
+            (self.auc, "evaluation_auc"),
+            (self.calibration_curve, "evaluation_calibration"),
+            (self.predictions.reset_index(drop=True), "evaluation_predictions"),
+        ):
+            paths += write_table(table, out / stem, prov, provenance_file=True)[:2]
         doc = {
             "task": self.task,
             "auc": self.auc.to_dict(orient="records"),

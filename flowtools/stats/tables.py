@@ -2,8 +2,8 @@
 
 Two loaders give the same long count table (one row per woman and population):
 
-* :func:`tables_from_gate` reads a ``flowtools gate`` output (``populations.csv``;
-  the parent count of each population is joined from its parent's row);
+* :func:`tables_from_gate` reads a ``flowtools gate`` output (``populations.csv``, whose
+  ``parent`` and ``parent_count`` columns give each population's parent exactly);
 * :func:`tables_from_truth` reads a synthetic cohort's ``truth/women.csv``
   (fast: cohorts made with ``write_fcs=False`` need no gating).
 
@@ -23,7 +23,10 @@ pct_parent : float64
     ``100 * count / parent_count``; NaN when the parent has no events.
 
 Technical gates (QC, margin, debris, singlets, live/dead) are dropped: they
-describe the acquisition, not the immune system.
+describe the acquisition, not the immune system. A gate is technical when its
+template marks it ``role: qc`` (the ``role`` column of ``populations.csv``) or
+when the shared name rule says so (:func:`flowtools.analysis.populations.is_qc_name`,
+the rule the report falls back on).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flowtools.analysis.populations import ROLE_QC, is_qc_name, read_populations
 from flowtools.errors import SheetIssue
 from flowtools.stats.errors import ClinicalDataError, ImmuneTableError
 
@@ -43,7 +47,6 @@ __all__ = [
     "CLINICAL_COLUMNS",
     "COUNT_COLUMNS",
     "MISSING_POLICIES",
-    "TECHNICAL_GATES",
     "join_women",
     "read_clinical",
     "tables_from_gate",
@@ -54,10 +57,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ("woman_id", "tube", "population", "feature", "parent", "count", "parent_count", "pct_parent")
-#: Last path component of gates that are acquisition QC, not immune populations.
-TECHNICAL_GATES = frozenset(
-    {"qc", "margin", "cells", "singlets", "live", "Debris", "Doublets", "Singlets", "Dead", "Live"}
-)
 #: ``error``: stop on any missing value or unmatched woman; ``drop``: drop those women (logged and
 #: recorded); ``impute``: numeric covariates get the median, unmatched women are still an error.
 MISSING_POLICIES = ("error", "drop", "impute")
@@ -301,13 +300,17 @@ def validate_clinical(
     return out
 
 
-def _technical(population: pd.Series) -> pd.Series:
-    return population.str.rsplit("/", n=1).str[-1].isin(TECHNICAL_GATES)
+def _technical(df: pd.DataFrame) -> pd.Series:
+    """Rows of technical gates: ``role`` "qc" (where the table has the column) or named so."""
+    technical = df["population"].map(is_qc_name).astype(bool)
+    if "role" in df.columns:
+        technical |= df["role"].fillna("").astype(str).eq(ROLE_QC)
+    return technical
 
 
 def _finish(df: pd.DataFrame, *, keep_technical: bool) -> pd.DataFrame:
     if not keep_technical:
-        df = df[~_technical(df["population"])]
+        df = df[~_technical(df)]
     df = df.assign(feature=df["tube"] + "|" + df["population"])
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(df["parent_count"] > 0, 100.0 * df["count"] / df["parent_count"], np.nan)
@@ -336,6 +339,14 @@ def tables_from_gate(path: str | os.PathLike[str], *, keep_technical: bool = Fal
     Raises
     ------
     ImmuneTableError
+
+    Notes
+    -----
+    Each population's parent and parent count are the file's ``parent`` and
+    ``parent_count`` columns, as the run counted them (the top level's parent is all
+    events of the file). A file written before those columns existed gets them from the
+    paths instead, the top level's count estimated from its rounded % of parent
+    (:func:`_parents_of_old_table`).
     """
     p = Path(path)
     if p.is_dir():
@@ -349,7 +360,7 @@ def tables_from_gate(path: str | os.PathLike[str], *, keep_technical: bool = Fal
         )
         raise ImmuneTableError(msg)
     try:
-        pops = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={"woman_id": str})
+        pops = read_populations(p)
     except (OSError, ValueError) as exc:
         msg = f"{p}: cannot read: {exc}"
         raise ImmuneTableError(msg) from None
@@ -365,18 +376,37 @@ def tables_from_gate(path: str | os.PathLike[str], *, keep_technical: bool = Fal
             f"(population {first['population']!r}); keep one sample per woman and tube"
         )
         raise ImmuneTableError(msg)
+    if {"parent", "parent_count"} <= set(pops.columns):
+        out = pops[["woman_id", "tube", "population", "parent", "count", "parent_count"]].copy()
+        out["parent"] = out["parent"].fillna("").astype(str)
+    else:
+        out = _parents_of_old_table(pops)
+    if "role" in pops.columns:
+        out["role"] = pops["role"]
+    return _finish(out[out["parent_count"].notna()], keep_technical=keep_technical)
+
+
+def _parents_of_old_table(pops: pd.DataFrame) -> pd.DataFrame:
+    """Parent and parent count of a ``populations.csv`` without those columns (an older flowtools run).
+
+    The parent is the path without its last segment, and its count is joined from the
+    parent's row of the same sample. A top-level population's parent (all events) has no
+    row: its count is estimated as ``round(count * 100 / pct_parent)``, exact only as far as
+    the rounded percentage allows, and dropped (with the population) where ``pct_parent`` is
+    0 or NaN. Files with the columns use the exact counts the run recorded.
+    """
     pops = pops[["sample_id", "woman_id", "tube", "population", "count", "pct_parent"]].copy()
     pops["parent"] = pops["population"].str.rpartition("/")[0]
     par = pops[["sample_id", "population", "count"]].rename(
         columns={"population": "parent", "count": "parent_count"}
     )
     out = pops.merge(par, on=["sample_id", "parent"], how="left")
+    out.index = pops.index  # one parent row per sample and path: the merge keeps the rows, in order
     top = out["parent_count"].isna()
     with np.errstate(divide="ignore", invalid="ignore"):
         est = np.round(out["count"] * 100.0 / out["pct_parent"])
     out.loc[top, "parent_count"] = est[top]
-    out = out[out["parent_count"].notna()]
-    return _finish(out, keep_technical=keep_technical)
+    return out.replace([np.inf, -np.inf], np.nan)
 
 
 # In the truth every population exists in both tubes (it is the biology); a gate run measures

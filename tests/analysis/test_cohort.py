@@ -112,6 +112,7 @@ def test_cli_cluster(gate_run, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert len(summary["clusters"]) == 6 and (out / "per_woman_clusters.csv").is_file()
-    assert [p.rsplit("/", 1)[-1] for p in summary["figures"]] == ["cluster_heatmap.png", "cluster_abundance.png"]
+    figures = [p.rsplit("/", 1)[-1] for p in summary["figures"]]
+    assert figures == ["cluster_heatmap.png", "cluster_abundance.png"]
     bad = CliRunner().invoke(app, ["cluster", str(gate_run), "-p", "nope", "-m", "CD3"])
     assert bad.exit_code == 1

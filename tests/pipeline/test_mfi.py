@@ -1,4 +1,4 @@
-"""Population MFIs (``pipeline._kernels.middle_values``) against the references."""
+"""Population MFIs (``analysis._population_kernels.middle_values``) against the references."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference.tables_ref import middle_order_statistics_ref
 
-from flowtools.pipeline._kernels import middle_values as _middle_values
+from flowtools.analysis._population_kernels import middle_values as _middle_values
 
 
 @settings(max_examples=80, deadline=None)

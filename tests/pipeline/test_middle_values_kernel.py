@@ -1,4 +1,4 @@
-"""``pipeline._kernels.middle_values`` against the gather + partition reference: equal bit for bit."""
+"""``analysis._population_kernels.middle_values`` against the gather + partition reference: bit for bit."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from reference.tables_ref import middle_values_partition_ref
 
-from flowtools.pipeline import _kernels, plate
-from flowtools.pipeline._kernels import middle_values
+from flowtools.analysis import _population_kernels as _kernels
+from flowtools.analysis._population_kernels import middle_values
+from flowtools.pipeline import plate
 
 ROOT = plate.__file__.rsplit("/flowtools/", 1)[0]
 _NEG_NAN = np.uint64(0xFFF8000000000000).view(np.float64)  # a NaN with the sign bit set

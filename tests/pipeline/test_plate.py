@@ -1,4 +1,7 @@
-"""Batch gating of a plate: outputs, partial failures, caching, resume after kill -9, dask, no personal data."""
+"""Batch gating of a plate: outputs, partial failures, caching, resume after kill -9, dask, no personal data.
+
+The population table's identity columns are checked in tests/analysis/test_populations.py.
+"""
 
 from __future__ import annotations
 
@@ -104,8 +107,8 @@ def test_partial_plate_reports_and_completes(cohort, tmp_path):
     assert res.exit_code == 2 and res.n_ok == 4 and res.n_failed == 1
     errors = json.loads(res.errors_json.read_text())["errors"]
     assert len(errors) == 1 and victim.name in errors[0]["error"] and "truncated" in errors[0]["error"]
-    r = CliRunner().invoke(app, ["gate", str(bad / "samples.csv"), "-t", str(tpl), "--out", str(tmp_path / "o2"),
-                                 "--jobs", "1", "--no-report", "--json"])
+    r = CliRunner().invoke(app, ["gate", str(bad / "samples.csv"), "-t", str(tpl), "--out",
+                                 str(tmp_path / "o2"), "--jobs", "1", "--no-report", "--json"])
     assert r.exit_code == 2
     assert json.loads(r.stdout)["failed"] == 1
 
@@ -137,8 +140,8 @@ def test_killed_run_resumes_to_identical_tables(cohort, tmp_path):
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 60
-    while time.time() < deadline and len(list((out / ".cache").glob("*.json"))) < 2 if (out / ".cache").exists() \
-            else time.time() < deadline:
+    while time.time() < deadline and (not (out / ".cache").exists()
+                                      or len(list((out / ".cache").glob("*.json"))) < 2):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -174,8 +177,8 @@ def test_killed_pool_run_leaves_no_process_and_resumes(cohort, tmp_path):
     )
     proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 60
-    while time.time() < deadline and len(list((out / ".cache").glob("*.json"))) < 2 if (out / ".cache").exists() \
-            else time.time() < deadline:
+    while time.time() < deadline and (not (out / ".cache").exists()
+                                      or len(list((out / ".cache").glob("*.json"))) < 2):
         time.sleep(0.05)
     family = psutil.Process(proc.pid).children(recursive=True)
     assert family  # the fork server and its workers
@@ -229,8 +232,8 @@ def test_first_sample_of_a_pooled_group_broken(cohort, tmp_path):
 def test_nested_pooled_gates_use_their_parents_pooled_gate(cohort, tmp_path):
     c, tpl = cohort
     nested = tmp_path / "nested.yaml"
-    nested.write_text(TEMPLATE.replace("    args: {side: positive, range: [2000, 50000]}\n",
-                                       "    args: {side: positive, range: [2000, 50000]}\n    group_by: plate\n", 1))
+    cut = "    args: {side: positive, range: [2000, 50000]}\n"
+    nested.write_text(TEMPLATE.replace(cut, cut + "    group_by: plate\n", 1))
     res = run_plate(c.samples_csv, [nested], tmp_path / "out", jobs=1)
     assert res.exit_code == 0
     # every sample carries the same pooled 'cells' cut
@@ -260,7 +263,8 @@ def test_edited_template_is_used_in_the_same_process(cohort, tmp_path):
     second = run_plate(c.samples_csv, [t2], tmp_path / "out", jobs=1)
 
     def lymph(res):
-        return [next(r["count"] for r in o.rows if r["population"] == "cells/lymphocytes") for o in res.outcomes]
+        return [next(r["count"] for r in o.rows if r["population"] == "cells/lymphocytes")
+                for o in res.outcomes]
 
     assert not any(o.cached for o in second.outcomes)
     assert all(b < a for a, b in zip(lymph(first), lymph(second), strict=True))
@@ -342,7 +346,7 @@ def _blas_threads() -> list[int]:
 
 
 def test_workers_run_one_blas_thread():
-    """Regression: the worker cap came after numpy had loaded OpenBLAS, so each worker ran a thread per core."""
+    """Regression: the worker cap came after numpy had loaded OpenBLAS: each worker ran a thread per core."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 

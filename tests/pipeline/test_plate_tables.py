@@ -11,7 +11,9 @@ import pandas as pd
 import pyarrow as pa
 from hypothesis import given, settings
 
-from flowtools.pipeline.plate import _per_woman, _Table
+from flowtools.analysis.populations import TABLE_COLUMNS, population_table
+from flowtools.io.tables import Table
+from flowtools.pipeline.plate import _per_woman
 
 _FLOATS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
@@ -29,8 +31,10 @@ def _records(draw: st.DrawFn) -> list[dict]:
         rec = {
             "sample_id": draw(_TEXT), "woman_id": draw(st.sampled_from(women)),
             "tube": draw(st.sampled_from(["T1", "T,2"])), "plate": "P1", "well": draw(_TEXT),
-            "population": draw(st.sampled_from(["a", "a/b", 'a/"c"', "d e"])),
-            "count": draw(st.integers(0, 10**12)), "pct_parent": draw(_FLOATS), "pct_total": draw(_FLOATS),
+            "population": draw(st.sampled_from(["a", "a/b", 'a/"c"', "d e"])), "gate_id": draw(_TEXT),
+            "parent": draw(st.sampled_from(["", "a", 'a/"c"'])), "role": draw(st.sampled_from(["", "qc"])),
+            "count": draw(st.integers(0, 10**12)), "parent_count": draw(st.integers(0, 10**12)),
+            "pct_parent": draw(_FLOATS), "pct_total": draw(_FLOATS),
         }
         for m in draw(st.sets(st.sampled_from(["mfi_CD3", "mfi_CD3_transformed", "mfi_CD19"]))):
             rec[m] = draw(_FLOATS)
@@ -41,7 +45,8 @@ def _records(draw: st.DrawFn) -> list[dict]:
 def _pandas_tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the batch runner wrote with pandas (its code before the pandas-free writer)."""
     pops = pd.DataFrame.from_records(records)
-    front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "count", "pct_parent", "pct_total"]
+    front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "gate_id", "parent", "role",
+             "count", "parent_count", "pct_parent", "pct_total"]
     pops = pops[front + sorted(c for c in pops.columns if c.startswith("mfi_"))]
     wide = pops.assign(column=pops["tube"] + "|" + pops["population"]).pivot_table(
         index="woman_id", columns="column", values="pct_parent", aggfunc="first")
@@ -50,10 +55,19 @@ def _pandas_tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pops, wide
 
 
-def _table(records: list[dict]) -> _Table:
-    front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "count", "pct_parent", "pct_total"]
-    mfi = sorted({c for r in records for c in r if c.startswith("mfi_")})
-    return _Table({c: [r.get(c, math.nan) for r in records] for c in front + mfi})
+def _table(records: list[dict]) -> Table:
+    return population_table(records)
+
+
+def test_population_table_columns():
+    assert TABLE_COLUMNS == ("sample_id", "woman_id", "tube", "plate", "well", "population", "gate_id",
+                             "parent", "role", "count", "parent_count", "pct_parent", "pct_total")
+    rec = {"sample_id": "S", "woman_id": "W", "tube": "T", "plate": "P", "well": "A1", "population": "a",
+           "gate_id": "a", "parent": "", "count": 3, "parent_count": 4, "pct_parent": 75.0, "pct_total": 75.0,
+           "mfi_CD3": 1.5}
+    t = population_table([rec])  # no role (rows of a template without roles): empty
+    assert t.columns == [*TABLE_COLUMNS, "mfi_CD3"]
+    assert t.to_csv().splitlines()[1] == "S,W,T,P,A1,a,a,,,3,4,75.0,75.0,1.5"
 
 
 @settings(max_examples=150, deadline=None)
@@ -73,7 +87,8 @@ def _same_with_nulls(a: pa.Table, b: pa.Table) -> bool:
     for x, y in zip(a.columns, b.columns, strict=True):
         xs, ys = x.to_pylist(), y.to_pylist()
         for u, v in zip(xs, ys, strict=True):
-            if not (u == v or (u is None and v is None) or (isinstance(u, float) and np.isnan(u) and np.isnan(v))):
+            nan = isinstance(u, float) and np.isnan(u) and np.isnan(v)
+            if not (u == v or (u is None and v is None) or nan):
                 return False
     return True
 
@@ -93,7 +108,7 @@ def test_per_woman_drops_women_and_columns_without_any_value():
         {"woman_id": "W1", "tube": "T", "population": "a", "pct_parent": nan},
         {"woman_id": "W1", "tube": "T", "population": "a", "pct_parent": 5.5},  # first non-NaN wins
         {"woman_id": "W3", "tube": "T", "population": "b", "pct_parent": nan},  # no value: no row, no column
-        {"woman_id": "W2", "tube": "T", "population": "a", "pct_parent": 99.0},  # a later duplicate is ignored
+        {"woman_id": "W2", "tube": "T", "population": "a", "pct_parent": 99.0},  # a later duplicate: ignored
     ]
     t = _per_woman(recs)
     assert t.to_csv() == "woman_id,T|a\nW1,5.5\nW2,10.0\n"

@@ -19,15 +19,16 @@ def _fresh(code: str) -> str:
 def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
     out = _fresh(
         "import sys; from flowtools.pipeline import plate; "
-        "before = 'flowtools.gating._methods_kernels' in sys.modules; plate._warm_worker(); "
-        "print(before, 'flowtools.gating._methods_kernels' in sys.modules)"
+        "before = 'flowtools.gating.methods._mixture_kernels' in sys.modules; plate._warm_worker(); "
+        "print(before, 'flowtools.gating.methods._mixture_kernels' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
 
 
 def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
     def broken() -> None:
-        raise RuntimeError("no methods today")
+        msg = "no methods today"
+        raise RuntimeError(msg)
 
     monkeypatch.setattr(plate, "_WARM", None)
     monkeypatch.setattr("flowtools.gating.methods.methods", broken)
@@ -41,10 +42,20 @@ def test_warm_worker_loads_the_kernels_a_task_calls():
     out = _fresh(
         "from flowtools.pipeline import plate; plate._warm_worker(); "
         "from flowtools.transforms import _kernels as t; from flowtools.compensation import _kernels as c; "
-        "from flowtools.gating import _methods_kernels as m; "
+        "from flowtools.gating.methods import _mixture_kernels as m; "
         "print(*(bool(k.overloads) for k in (t.exact_masked, t.exact_serial, t.build_table, c._serial)))"
     )
     assert out.split() == ["True"] * 4
+
+
+def test_warm_worker_loads_the_population_table_kernels():
+    # The MFI kernel moved to flowtools.analysis._population_kernels: the warm-up compiles it there.
+    out = _fresh(
+        "from flowtools.pipeline import plate; plate._warm_worker(); "
+        "from flowtools.analysis import _population_kernels as k; "
+        "print(plate._WARM is not None, *(bool(f.overloads) for f in (k.pattern_ids, k.column_middles)))"
+    )
+    assert out.split() == ["True"] * 3
 
 
 def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
@@ -55,7 +66,9 @@ def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
 
 
 def _loaded(_: int) -> bool:
-    return "flowtools.gating._methods_kernels" in sys.modules and "flowtools.gating._kernels" in sys.modules
+    kernels = ("flowtools.gating.methods._mixture_kernels", "flowtools.gating.methods._density_kernels",
+               "flowtools.gating._kernels")
+    return all(m in sys.modules for m in kernels)
 
 
 def test_pool_executor_warms_up_and_runs_tasks():
@@ -115,7 +128,7 @@ def test_start_method_can_be_forced_to_spawn(monkeypatch):
 
 
 def test_a_worker_ends_itself_when_its_parent_is_gone(tmp_path):
-    """exit_with_parent in a multiprocessing child: the child ends once its parent is killed (zombie or not)."""
+    """exit_with_parent in a multiprocessing child: it ends once its parent is killed (zombie or not)."""
     script = tmp_path / "parent.py"
     script.write_text(
         "import multiprocessing as mp, time\n"
@@ -170,7 +183,8 @@ def test_the_warm_up_runs_no_user_registered_method(monkeypatch):
 
     def mine(values, ctx):  # noqa: ANN001, ANN202 - a user's method
         calls.append(1)
-        raise AssertionError("user code ran in the warm-up")
+        msg = "user code ran in the warm-up"
+        raise AssertionError(msg)
 
     m._load_builtin()
     monkeypatch.setitem(m._REGISTRY, "test-user-method", m.MethodSpec("test-user-method", mine, (1,)))

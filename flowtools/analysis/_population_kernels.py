@@ -1,15 +1,15 @@
-"""Numba kernels for the plate tables: population medians shared across populations.
+"""Numba kernels of the population table: population medians (MFIs) shared across populations.
 
-:func:`middle_values` gives the plate's population MFIs: the same results, bit for bit,
-as a gather + ``np.partition`` per population and column (the reference,
-``tests/reference/tables_ref.py::middle_values_partition_ref``, was the plate's code). The populations of a gating tree are nested, so an event's
-memberships take few distinct *patterns* (typically < 64). Per column, one pass
-histograms the events by (pattern, bucket), where the bucket is an order-preserving
-function of the value's bits; each population's histogram is the sum of its patterns'
-ones, which locates the bucket holding its middle ranks; a second pass gathers only
-the values of those buckets and the exact order statistics are selected among them.
-The work per column is ~2 passes over the events instead of one gather + partition
-per population.
+:func:`middle_values` gives the populations' MFIs (:mod:`flowtools.analysis.populations`):
+the same results, bit for bit, as a gather + ``np.partition`` per population and column
+(the reference, ``tests/reference/tables_ref.py::middle_values_partition_ref``, was the
+plate's code). The populations of a gating tree are nested, so an event's memberships take
+few distinct *patterns* (typically < 64). Per column, one pass histograms the events by
+(pattern, bucket), where the bucket is an order-preserving function of the value's bits;
+each population's histogram is the sum of its patterns' ones, which locates the bucket
+holding its middle ranks; a second pass gathers only the values of those buckets and the
+exact order statistics are selected among them. The work per column is ~2 passes over the
+events instead of one gather + partition per population.
 """
 
 from __future__ import annotations
