@@ -290,7 +290,7 @@ def test_gmm_other_dimensions(d):
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.95, 0.999])
 def test_chi2_quantile(d, p):
-    from flowtools.gating._methods import _chi2_ppf
+    from flowtools.gating.methods.mixture import _chi2_ppf
 
     assert _chi2_ppf(p, d) == pytest.approx(chi2_ppf_ref(p, d), rel=1e-9)
 
@@ -523,11 +523,11 @@ def test_cohort_artefacts(cohort):
 def test_density_of_two_events_with_a_wide_bandwidth_stays_on_its_grid():
     """Regression: np.convolve(mode="same") returned the kernel's length (2047) when the kernel was
     longer than the 1024-point grid, and a tail cut indexed past the grid (IndexError)."""
-    from flowtools.gating import _methods as M
+    from flowtools.gating.methods import density as D
 
     v = np.array([[0.66785984], [0.20839201]])
-    ctx = M.MethodContext("p", ("x",), ((0.0, 1.0),), 0)
-    d = M._Density(v[:, 0], 3.0, ctx, "mindensity")
-    assert d.density.shape == d.grid.shape == (M._GRID,)
-    cut = M.tail(v, ctx, side="positive", tolerance=0.01, range=None, bandwidth=3.0)
+    ctx = MethodContext("p", ("x",), ((0.0, 1.0),), 0)
+    d = D._Density(v[:, 0], 3.0, ctx, "mindensity")
+    assert d.density.shape == d.grid.shape == (D._GRID,)
+    cut = D.tail(v, ctx, side="positive", tolerance=0.01, range=None, bandwidth=3.0)
     assert np.isfinite([x for x in (cut.lo, cut.hi) if x is not None]).all()

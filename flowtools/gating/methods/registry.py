@@ -1,18 +1,7 @@
-"""Data-driven gating methods: compute a gate's geometry from the events of its parent.
+"""The method registry: geometry types, typed arguments, :func:`register` and :func:`get_method`.
 
-A method is a function registered under a name with :func:`register`. It
-receives the parent population's values on the gate's dimensions (already
-compensated and transformed, as the template says) and typed keyword
-arguments, and returns a :data:`Geometry`: a plain description of the gate in
-those coordinates. The template resolver turns the geometry into an engine
-gate (rectangle, polygon, ellipsoid, quadrants), so every resolved gate is an
-ordinary Gating-ML 2.0 gate that any tool can re-apply.
-
-Registering a new method::
-
-    @register("mymethod", dims=1, args={"q": ArgSpec(float, 0.5, lo=0.0, hi=1.0)})
-    def mymethod(values: np.ndarray, ctx: MethodContext, *, q: float) -> Geometry:
-        return Interval(lo=float(np.quantile(values[:, 0], q)), hi=None)
+The built-in methods register themselves here when :mod:`flowtools.gating.methods` is imported;
+this module imports none of them.
 """
 
 from __future__ import annotations
@@ -33,6 +22,7 @@ __all__ = [
     "MethodContext",
     "MethodSpec",
     "Polygon",
+    "REQUIRED",
     "Quadrants",
     "Rectangle",
     "TimeWindows",
@@ -241,8 +231,9 @@ def register(name: str, *, dims: int | tuple[int, ...], args: dict[str, ArgSpec]
         if name in _REGISTRY:
             msg = f"gating method {name!r} is already registered"
             raise GatingError(msg)
-        _REGISTRY[name] = MethodSpec(name, fn, (dims,) if isinstance(dims, int) else tuple(dims), dict(args or {}),
-                                     (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        ndims = (dims,) if isinstance(dims, int) else tuple(dims)
+        _REGISTRY[name] = MethodSpec(name, fn, ndims, dict(args or {}), doc)
         return fn
 
     return deco
@@ -250,7 +241,6 @@ def register(name: str, *, dims: int | tuple[int, ...], args: dict[str, ArgSpec]
 
 def get_method(name: str) -> MethodSpec:
     """The registered method of that name (GatingError listing the known ones otherwise)."""
-    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -260,9 +250,5 @@ def get_method(name: str) -> MethodSpec:
 
 def methods() -> dict[str, MethodSpec]:
     """All registered methods."""
-    _load_builtin()
     return dict(_REGISTRY)
 
-
-def _load_builtin() -> None:
-    from flowtools.gating import _methods  # noqa: F401 - registers the built-in methods on import
