@@ -19,7 +19,9 @@ is the first call in that process, JIT or numba disk cache included; "steady" th
 * ``cache``:   a new process with the numba cache warm must not recompile the SOM kernels.
 
 Writes ``benchmarks/results/bench_cluster.json`` and prints a table.
-Usage: ``python benchmarks/bench_cluster.py [--som-events 500000] [--umap-events 100000] [--hd-events 100000]``
+Usage::
+
+    python benchmarks/bench_cluster.py [--som-events 500000] [--umap-events 100000] [--hd-events 100000]
 """
 
 from __future__ import annotations
@@ -155,8 +157,8 @@ def cache_check() -> dict:
         "FlowSOM(n_clusters=3, xdim=4, ydim=4, algorithm='batch', random_state=0).fit(x)\n"
         "FlowSOM(n_clusters=3, xdim=4, ydim=4, algorithm='online', rlen=1, random_state=0).fit(x[:500])\n"
         "ks=[K.bmu,K.bmu_parallel,K.node_sums,K.node_sums_parallel,K.som_batch_update,K.som_online]\n"
-        "print(json.dumps({k.__name__ if hasattr(k,'__name__') else str(k): [sum(k.stats.cache_hits.values()),"
-        " sum(k.stats.cache_misses.values())] for k in ks}))\n"
+        "print(json.dumps({k.__name__ if hasattr(k,'__name__') else str(k):"
+        " [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())] for k in ks}))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # warm the cache
     t0 = time.perf_counter()
@@ -173,10 +175,12 @@ def spawn(engine: str, x: np.ndarray, work: Path, seed: int, repeats: int = 2) -
         np.save(data, x)
     out = work / f"{engine}_{x.shape[0]}.npy"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = subprocess.run([sys.executable, __file__, "--worker", engine, "--data", str(data), "--out", str(out),
-                        "--seed", str(seed), "--repeats", str(repeats)], capture_output=True, text=True, env=env)
+    cmd = [sys.executable, __file__, "--worker", engine, "--data", str(data), "--out", str(out),
+           "--seed", str(seed), "--repeats", str(repeats)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
-        raise RuntimeError(f"{engine} failed:\n{p.stderr[-3000:]}")
+        msg = f"{engine} failed:\n{p.stderr[-3000:]}"
+        raise RuntimeError(msg)
     rec = json.loads(p.stdout.strip().splitlines()[-1])
     return rec, np.load(out)
 
@@ -224,7 +228,9 @@ def main() -> None:
         x, y = x_all[: a.som_events], y_all[: a.som_events]
         for eng in ("flowtools-som-batch", "flowtools-som-online", "flowsom"):
             rec, lab = spawn(eng, x, work, a.seed)
-            rec2, lab2 = spawn(eng, x, work, a.seed + 1, repeats=1) if eng != "flowtools-som-online" else (None, None)
+            rec2, lab2 = (None, None)
+            if eng != "flowtools-som-online":
+                rec2, lab2 = spawn(eng, x, work, a.seed + 1, repeats=1)
             q = {"mean_f1": hungarian_f1(y, lab)["mean_f1"]}
             if lab2 is not None:
                 q["ari_between_seeds"] = float(adjusted_rand_score(lab, lab2))
@@ -248,7 +254,8 @@ def main() -> None:
     out = HERE / "results" / "bench_cluster.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    hdr = f"{'case':20s} {'engine':22s} {'events':>8s} {'first s':>8s} {'steady s':>8s} {'RSS MiB':>8s}  quality"
+    hdr = (f"{'case':20s} {'engine':22s} {'events':>8s} {'first s':>8s} {'steady s':>8s} {'RSS MiB':>8s}"
+           "  quality")
     print(hdr)
     for r in rows:
         qual = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k in ("mean_f1", "ari_between_seeds",

@@ -47,7 +47,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     names = ["FSC-A", "FSC-H", "SSC-A"] + [f"FL{i}-A" for i in range(1, 11)] + ["Time"]
     dets = names[3:13]
-    spill = np.eye(10) + np.triu(rng.uniform(0, 0.15, (10, 10)), 1) + np.tril(rng.uniform(0, 0.05, (10, 10)), -1)
+    upper = np.triu(rng.uniform(0, 0.15, (10, 10)), 1)
+    lower = np.tril(rng.uniform(0, 0.05, (10, 10)), -1)
+    spill = np.eye(10) + upper + lower
     events = rng.lognormal(6, 1.5, size=(args.events, 14)).astype(np.float32)
     m = SpilloverMatrix.from_array(spill, dets)
 
@@ -96,12 +98,14 @@ def main(argv=None) -> int:
         speed = args.events / t / 1e6 if t == t else float("nan")
         ratio = t / t_ft if t == t else float("nan")
         print(f"{tool:<24}{call:<50}{t * 1e3:>9.2f}{speed:>12.1f}{ratio:>13.1f}x{diff:>14.1e}")
-        out_rows.append({"tool": tool, "call": call, "seconds": t, "events_per_s": args.events / t if t == t else None,
+        out_rows.append({"tool": tool, "call": call, "seconds": t,
+                         "events_per_s": args.events / t if t == t else None,
                          "flowtools_speedup": ratio, "max_rel_diff": diff})
     result = {
         "benchmark": "compensation", "events": args.events, "channels": 14, "detectors": 10,
         "repeats": args.repeats, "rows": out_rows,
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "numpy": np.__version__,
+                    "platform": platform.platform()},
     }
     out = Path(args.out_json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,8 @@ def timeit(fn, repeats: int) -> list[float]:
 
 def first_call(cache_dir: str) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, FLOWTOOLS_NUMBA_CACHE="1", PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -153,7 +154,9 @@ def main() -> int:
     exact = lg.apply(x)
     acc = {"logicle_fast_vs_exact_max_abs": float(np.max(np.abs(lg.apply(x, exact=False) - exact)))}
     if fu is not None:
-        acc["logicle_exact_vs_flowutils_max_abs"] = float(np.max(np.abs(exact - fu.logicle(x, None, t=T, m=M, w=W, a=A))))
+        acc["logicle_exact_vs_flowutils_max_abs"] = float(
+            np.max(np.abs(exact - fu.logicle(x, None, t=T, m=M, w=W, a=A)))
+        )
         acc["hyperlog_exact_vs_flowutils_max_abs"] = float(
             np.max(np.abs(hl.apply(x) - fu.hyperlog(x, None, t=T, m=M, w=W, a=A)))
         )

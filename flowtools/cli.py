@@ -22,7 +22,10 @@ from flowtools._version import __version__
 
 app = typer.Typer(
     name="flowtools",
-    help="Flow-cytometry FCS files to trustworthy immune-cell population tables, and those tables to answers.",
+    help=(
+        "Flow-cytometry FCS files to trustworthy immune-cell population tables, "
+        "and those tables to answers."
+    ),
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -183,7 +186,9 @@ def _progress():  # noqa: ANN202 - rich type only needed at run time
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).", show_default=False)],
+    out: Annotated[
+        Path, typer.Argument(help="Output folder (must be empty unless --overwrite).", show_default=False)
+    ],
     women: Annotated[int, typer.Option("--women", min=2, help="Number of women (two FCS files each).")] = 24,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical bytes.")] = 0,
     events: Annotated[int, typer.Option(min=1, help="Events per FCS file.")] = 100_000,
@@ -191,7 +196,9 @@ def synth(
     immune_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of RM women in the immune subgroup.")
     ] = 0.4,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cohort in OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing cohort in OUT.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Write a synthetic study cohort: FCS files, sample sheet, clinical record and the truth behind them."""
@@ -200,9 +207,12 @@ def synth(
     try:
         with _progress() as bar:
             task = bar.add_task("writing FCS files", total=2 * women)
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
             res = make_cohort(
                 out, n_women=women, seed=seed, events=events, null=null, immune_fraction=immune_fraction,
-                overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                overwrite=overwrite, progress=on_progress,
             )
     except (FileExistsError, ValueError) as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -216,9 +226,10 @@ def synth(
     if json_out:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
+    null_note = ", null: no effects" if null else ""
     console.print(
-        f"[green]cohort written[/] {res.out_dir}: {res.n_women} women ({res.n_rm} RM, {res.n_controls} controls, "
-        f"{res.n_immune_subgroup} in the immune subgroup{', null: no effects' if null else ''}), "
+        f"[green]cohort written[/] {res.out_dir}: {res.n_women} women ({res.n_rm} RM, "
+        f"{res.n_controls} controls, {res.n_immune_subgroup} in the immune subgroup{null_note}), "
         f"{res.n_files} FCS files, {res.n_events:,} events",
         highlight=False, soft_wrap=True,
     )
@@ -229,9 +240,9 @@ def synth(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (the demo owns it; a re-run replaces it).")] = Path(
-        "flowtools-demo"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (the demo owns it; a re-run replaces it).")
+    ] = Path("flowtools-demo"),
     women: Annotated[int, typer.Option("--women", min=2, help="Number of women in the demo cohort.")] = 24,
     events: Annotated[int, typer.Option(min=100, help="Events per FCS file.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -257,9 +268,9 @@ def demo(
             bar.add_task("6/6 gate plots and HTML report", total=None)
             from flowtools.report.html import write_report
 
-            report_html = (
-                write_report(res.plate, jobs=jobs, sections=_demo_sections(res)) if res.plate is not None else None
-            )
+            report_html = None
+            if res.plate is not None:
+                report_html = write_report(res.plate, jobs=jobs, sections=_demo_sections(res))
     except FlowtoolsError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAIL) from None
@@ -273,8 +284,8 @@ def demo(
                  "fcs_scan_csv": res.scan_csv, "compensated_medians_csv": res.medians_csv,
                  "provenance": res.provenance_json}
         paths = {k: v for k, v in paths.items() if v is not None}
-        sys.stdout.write(json.dumps({"summary": s, "outputs": {k: str(v) for k, v in paths.items()}}, indent=2)
-                         + "\n")
+        outputs = {k: str(v) for k, v in paths.items()}
+        sys.stdout.write(json.dumps({"summary": s, "outputs": outputs}, indent=2) + "\n")
         return
     console.rule("[bold]flowtools demo")
     if report_html is not None:
@@ -422,15 +433,21 @@ def gml_counts(
 def gate(
     samples: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
     template: Annotated[
-        list[Path], typer.Option("--template", "-t", help="Template (YAML); repeat, one per tube.", show_default=False)
+        list[Path],
+        typer.Option("--template", "-t", help="Template (YAML); repeat, one per tube.", show_default=False),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)],
-    jobs: Annotated[int | None, typer.Option(min=1, help="Local worker processes (default: all cores).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Local worker processes (default: all cores).")
+    ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address (tcp://HOST:PORT) to run on instead.")
+        str | None,
+        typer.Option(help="dask.distributed scheduler address (tcp://HOST:PORT) to run on instead."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for data-driven gates.")] = 0,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Skip gate plots and the HTML report.")] = False,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Skip gate plots and the HTML report.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Gate every sample of a plate or study with the template of its tube; write tables, gates and a report.
@@ -485,7 +502,8 @@ def gate(
             f"{summary['seconds']} s; tables in {res.out_dir}", highlight=False, soft_wrap=True)
         for o in res.outcomes:
             if not o.ok:
-                err_console.print(f"[red]failed:[/] {o.sample_id}: {o.error}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]failed:[/] {o.sample_id}: {o.error}", highlight=False,
+                                  soft_wrap=True)
     raise typer.Exit(res.exit_code)
 
 
@@ -501,10 +519,25 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_FAIL)
 
 
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text, the first row's keys as the header; empty text for no rows."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
 @template_app.command("check")
 def template_check(
     template: Annotated[Path, typer.Argument(help="Template (YAML).", show_default=False)],
-    files: Annotated[list[Path] | None, typer.Argument(help="FCS files to check the template against.")] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="FCS files to check the template against.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Validate a template; with FCS files, check each has every marker and channel it needs."""
@@ -516,7 +549,8 @@ def template_check(
         t = load_template(template)
     except (FlowtoolsError, OSError) as exc:
         if json_out:
-            sys.stdout.write(json.dumps({"template": str(template), "valid": False, "error": str(exc)}) + "\n")
+            failure = {"template": str(template), "valid": False, "error": str(exc)}
+            sys.stdout.write(json.dumps(failure) + "\n")
             raise typer.Exit(EXIT_FAIL) from None
         raise _fail(exc) from None
     report: dict[str, Any] = {"template": str(template), "valid": True, "name": t.name, "tube": t.tube,
@@ -593,7 +627,6 @@ def template_diff(
         raise _fail(exc) from None
     summary = sorted(diff.summary(), key=lambda r: -r["max_abs_delta"])
     if out is not None:
-        from flowtools.pipeline.demo import _csv_text
         from flowtools.provenance import atomic_write_text
         from flowtools.report.plots import delta_heatmap
 
@@ -601,7 +634,8 @@ def template_diff(
         if diff.rows:
             delta_heatmap(diff.rows, out / "diff.png", title=f"{t_new.name} - {t_old.name}: % of parent")
     if json_out:
-        sys.stdout.write(json.dumps({"summary": summary, "rows": diff.rows, "errors": diff.errors}, indent=2) + "\n")
+        doc = {"summary": summary, "rows": diff.rows, "errors": diff.errors}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         table = Table("population", "samples", "mean |change|", "max |change|", box=None, header_style="bold",
                       title="change in % of parent (points), new - old", title_justify="left")
@@ -633,9 +667,9 @@ def _demo_sections(res: Any) -> list[Any]:
         figs = tuple(sorted((res.clusters_dir / "figures").glob("*.png")))
         sections.append(ReportSection(
             "Clusters of TBNK-NK lymphocytes",
-            "FlowSOM-class clustering fitted on a balanced subsample of every woman's lymphocytes and applied to "
-            "every event; each cluster is annotated by its marker profile and matched to the gated population "
-            "it overlaps most.", figs, rows))
+            "FlowSOM-class clustering fitted on a balanced subsample of every woman's lymphocytes and "
+            "applied to every event; each cluster is annotated by its marker profile and matched to the "
+            "gated population it overlaps most.", figs, rows))
     if res.stats_dir is not None:
         keep = ("population", "scale", "effect", "ci_low", "ci_high", "p", "q", "test")
         with open(res.stats_dir / "comparison.csv", newline="", encoding="utf-8") as fh:
@@ -654,8 +688,9 @@ def _demo_sections(res: Any) -> list[Any]:
                 auc_rows = tuple(csv.DictReader(fh))
             sections.append(ReportSection(
                 "Predicting the next loss",
-                "Repeated nested cross-validation (every learned step inside the folds): clinical record only, "
-                "immune populations only, and both. Real studies report AUC 0.57-0.72; small cohorts are noisy.",
+                "Repeated nested cross-validation (every learned step inside the folds): clinical record "
+                "only, immune populations only, and both. Real studies report AUC 0.57-0.72; small "
+                "cohorts are noisy.",
                 (), auc_rows))
     return sections
 

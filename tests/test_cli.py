@@ -28,8 +28,8 @@ def test_version():
 
 @pytest.mark.parametrize(
     "cmd",
-    [[], *[[c] for c in _commands()], ["sheet", "check"], ["gml", "apply"], ["gml", "counts"], ["wsp", "show"],
-     ["wsp", "apply"], ["wsp", "to-template"], ["wsp", "export"], ["template", "diff"]],
+    [[], *[[c] for c in _commands()], ["sheet", "check"], ["gml", "apply"], ["gml", "counts"],
+     ["wsp", "show"], ["wsp", "apply"], ["wsp", "to-template"], ["wsp", "export"], ["template", "diff"]],
 )
 def test_help_everywhere(cmd):
     r = runner.invoke(app, [*cmd, "--help"])

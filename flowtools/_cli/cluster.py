@@ -29,8 +29,8 @@ def cluster(
                                             help="Gated population path (or its last segments).")],
     markers: Annotated[str, typer.Option("--markers", "-m", help="Comma-separated markers or channels.")],
     method: Annotated[str, typer.Option(help="flowsom or hdbscan.")] = "flowsom",
-    out: Annotated[Path | None, typer.Option("--out", "-o",
-                                             help="Output folder [default: RUN_DIR/clusters/<population>].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output folder [default: RUN_DIR/clusters/<population>].")] = None,
     tube: Annotated[str | None, typer.Option(help="Tube, where the population path is ambiguous.")] = None,
     samples: Annotated[Path | None, typer.Option(
         help="The run's sample sheet [default: found beside RUN_DIR by its recorded hash].")] = None,

@@ -60,7 +60,8 @@ def _load(immune: Path, clinical: Path, missing: str, *, impute_in_folds: bool =
         try:
             raw = pd.read_csv(clinical, dtype=str, keep_default_na=False)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ClinicalDataError(clinical, [SheetIssue(None, None, f"cannot read the file: {exc}")]) from None
+            issue = SheetIssue(None, None, f"cannot read the file: {exc}")
+            raise ClinicalDataError(clinical, [issue]) from None
         raw.attrs["source"] = str(clinical)
         return counts, raw
     return counts, read_clinical(clinical, missing=missing)
@@ -161,7 +162,8 @@ def compare_command(
                 f"  {r['population']} [{r['scale']}] effect {r['effect']:+.3f} "
                 f"({r['ci_low']:+.3f}..{r['ci_high']:+.3f})"
                 + (
-                    f", {r['diff_pct']:+.2f} points ({r['diff_pct_ci_low']:+.2f}..{r['diff_pct_ci_high']:+.2f})"
+                    f", {r['diff_pct']:+.2f} points"
+                    f" ({r['diff_pct_ci_low']:+.2f}..{r['diff_pct_ci_high']:+.2f})"
                     if r["diff_pct"] == r["diff_pct"]
                     else ""
                 )

@@ -27,8 +27,8 @@ class UMAP(TransformerMixin, BaseEstimator):
         Optimisation epochs of the fit (umap's default: 200 above 10 000 events, else 500).
     max_fit_events : int or None, default 12_000
         Size of the seeded subsample the layout is learned on; None: all events.
-        On 100k x 10 synthetic-cohort events (bench_cluster.py), 12k gives trustworthiness 0.950-0.953 on events
-        it was not fitted on (umap-learn on all events: 0.952) in a quarter of the time.
+        On 100k x 10 synthetic-cohort events (bench_cluster.py), 12k gives trustworthiness 0.950-0.953
+        on events it was not fitted on (umap-learn on all events: 0.952) in a quarter of the time.
     random_state : int or None
         Seeds the subsample and umap (umap then runs single-threaded, reproducibly).
 

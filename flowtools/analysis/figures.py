@@ -1,5 +1,7 @@
-"""Figures of a cohort clustering (matplotlib, imported when called): UMAP by cluster and by marker,
-cluster x marker heatmap, per-woman abundances. PNGs are deterministic (no software or time stamp).
+"""Figures of a cohort clustering (matplotlib, imported when called).
+
+UMAP by cluster and by marker, cluster x marker heatmap, per-woman abundances. PNGs are deterministic
+(no software or time stamp).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def cluster_figures(result: Any, out_dir: str | os.PathLike[str]) -> list[Path]:
         plt.close(fig)
         written.append(p)
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(result.markers), 1.2 + 0.35 * len(names)), layout="constrained")
+    size = (1.0 + 0.6 * len(result.markers), 1.2 + 0.35 * len(names))
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     im = ax.imshow(med, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(result.markers)), result.markers, rotation=90)
     ax.set_yticks(range(len(names)), labels, fontsize=7)
@@ -87,7 +90,8 @@ def cluster_figures(result: Any, out_dir: str | os.PathLike[str]) -> list[Path]:
         n = len(result.markers)
         cols = min(4, n)
         rows = (n + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), layout="constrained", squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), layout="constrained",
+                                 squeeze=False)
         xs = result.fit_x[result.embedding_index]
         for j, ax in enumerate(axes.flat):
             if j >= n:

@@ -182,7 +182,8 @@ class SOM(TransformerMixin, BaseEstimator):
         codes = np.ascontiguousarray(x[init])
         if self.algorithm == "online":
             order = rng.integers(0, n, size=self.rlen * n, dtype=np.int64)
-            K.som_online(x, codes, grid, order, float(self.alpha[0]), float(self.alpha[1]), float(r0), float(r1))
+            alpha0, alpha1 = float(self.alpha[0]), float(self.alpha[1])
+            K.som_online(x, codes, grid, order, alpha0, alpha1, float(r0), float(r1))
         else:
             sums = np.empty_like(codes)
             counts = np.empty(k)
@@ -388,7 +389,8 @@ class FlowSOM(ClusterMixin, BaseEstimator):
         if isinstance(self.random_state, np.random.Generator):
             som_seed, meta_seed = self.random_state.spawn(2)
         else:
-            som_seed, meta_seed = (np.random.default_rng(s) for s in np.random.SeedSequence(self.random_state).spawn(2))
+            seeds = np.random.SeedSequence(self.random_state).spawn(2)
+            som_seed, meta_seed = (np.random.default_rng(s) for s in seeds)
         som = SOM(xdim=self.xdim, ydim=self.ydim, rlen=self.rlen, alpha=self.alpha, radius=self.radius,
                   algorithm=self.algorithm, grid_metric=self.grid_metric, random_state=som_seed).fit(X)
         node_meta, consensus = consensus_metacluster(

@@ -74,7 +74,10 @@ class SpilloverMatrix:
             )
             raise CompensationError(msg)
         if np.linalg.matrix_rank(m) < m.shape[0]:
-            msg = f"{where}: is singular (rank {np.linalg.matrix_rank(m)} < {m.shape[0]}); it cannot be inverted"
+            msg = (
+                f"{where}: is singular (rank {np.linalg.matrix_rank(m)} < {m.shape[0]}); "
+                "it cannot be inverted"
+            )
             raise CompensationError(msg)
         m.setflags(write=False)
         object.__setattr__(self, "matrix", m)

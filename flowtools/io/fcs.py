@@ -986,7 +986,8 @@ def _layout(
     if span < need:
         raise FCSError(
             path,
-            f"DATA segment ({d0}..{d1}, {span} bytes) is shorter than $TOT={n_tot} x {per_event} bytes = {need}",
+            f"DATA segment ({d0}..{d1}, {span} bytes) is shorter than "
+            f"$TOT={n_tot} x {per_event} bytes = {need}",
         )
     if span == need + 1:
         notes.append("DATA end offset is one byte past the data (a common writer bug); read $TOT events")

@@ -307,7 +307,13 @@ def penalized_logistic(
 
 
 def ridge_newton(
-    z: np.ndarray, y: np.ndarray, lam: np.ndarray, beta: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10
+    z: np.ndarray,
+    y: np.ndarray,
+    lam: np.ndarray,
+    beta: np.ndarray,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-10,
 ) -> tuple[np.ndarray, bool]:
     """Minimise ``-loglik(beta) + 0.5 * sum(lam * beta**2)`` by damped Newton steps from ``beta``.
 

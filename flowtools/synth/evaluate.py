@@ -65,7 +65,9 @@ STUDY_PARENTS: dict[str, dict[str, str]] = {
 }
 
 
-def read_labels(truth_dir: str | os.PathLike[str], sample_id: str) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+def read_labels(
+    truth_dir: str | os.PathLike[str], sample_id: str
+) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
     """The per-event truth labels of a file, the code -> population path table, and a validity mask.
 
     Events the generator marked as acquisition artefacts (margin piles, clog signal shifts; the
@@ -82,8 +84,10 @@ def read_labels(truth_dir: str | os.PathLike[str], sample_id: str) -> tuple[np.n
 
 def label_sets(codes: Mapping[int, str], truth_paths: Sequence[str]) -> np.ndarray:
     """Codes whose population lies at or below any of ``truth_paths``."""
-    return np.array([c for c, p in codes.items() if any(p == t or p.startswith(t + "/") for t in truth_paths)],
-                    dtype=np.int64)
+    def below(path: str) -> bool:
+        return any(path == t or path.startswith(t + "/") for t in truth_paths)
+
+    return np.array([c for c, p in codes.items() if below(p)], dtype=np.int64)
 
 
 def _find(masks: Mapping[str, np.ndarray], suffix: str) -> np.ndarray | None:
@@ -153,7 +157,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for pop, rs in by.items():
         f1 = np.array([r["f1"] for r in rs], dtype=float)
         err = np.array([r["abs_error_points"] for r in rs], dtype=float)
+        median_err = float(np.nanmedian(err)) if np.isfinite(err).any() else float("nan")
         out.append({"population": pop, "samples": len(rs), "median_f1": float(np.nanmedian(f1)),
-                    "min_f1": float(np.nanmin(f1)),
-                    "median_abs_error_points": float(np.nanmedian(err)) if np.isfinite(err).any() else float("nan")})
+                    "min_f1": float(np.nanmin(f1)), "median_abs_error_points": median_err})
     return out

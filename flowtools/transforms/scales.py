@@ -77,7 +77,7 @@ def _prepare(x, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[i
     return arr.reshape(-1), out.reshape(-1), shape
 
 
-def _use_parallel(parallel: bool | None, n: int) -> bool:
+def _use_parallel(n: int, *, parallel: bool | None) -> bool:
     if parallel is None:
         # The prange kernel only pays with more than one thread (one thread: the serial loop is faster).
         return n >= PARALLEL_MIN_SIZE and _threads() > 1
@@ -90,7 +90,7 @@ def _threads() -> int:
     return int(numba.get_num_threads())
 
 
-def _run(serial, par, parallel: bool, *args):
+def _run(serial, par, *args, parallel: bool):
     if not parallel:
         return serial(*args)
     if NUM_THREADS is None:
@@ -254,7 +254,7 @@ class AsinhTransform:
             return res.reshape(shape)
         from flowtools.transforms import _kernels
 
-        _run(_kernels.asinh_serial, _kernels.asinh_parallel, True, flat, scale, shift, divisor, res)
+        _run(_kernels.asinh_serial, _kernels.asinh_parallel, flat, scale, shift, divisor, res, parallel=True)
         return res.reshape(shape)
 
     def inverse(self, y) -> np.ndarray:
@@ -305,11 +305,11 @@ class _Biexponential:
 
         flat, res, shape = _prepare(x, out)
         p, table = self._state()
-        use = _use_parallel(parallel, flat.size)
+        use = _use_parallel(flat.size, parallel=parallel)
         if exact:
-            _run(_kernels.exact_serial, _kernels.exact_parallel, use, flat, p, *table, res)
+            _run(_kernels.exact_serial, _kernels.exact_parallel, flat, p, *table, res, parallel=use)
         else:
-            _run(_kernels.fast_serial, _kernels.fast_parallel, use, flat, p, *table, res)
+            _run(_kernels.fast_serial, _kernels.fast_parallel, flat, p, *table, res, parallel=use)
         return res.reshape(shape)
 
     def apply_where(self, x: np.ndarray, need: np.ndarray, done: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -480,7 +480,8 @@ def _flowjo_biex_table(
     n = channels + 1
     i = np.arange(n, dtype=np.float64)
     positive = np.exp(i / n * positive_range)
-    negative = np.exp(i / n * -negative_range) * math.exp((positive_range + negative_range) * (w + extra / decades))
+    shift = math.exp((positive_range + negative_range) * (w + extra / decades))
+    negative = np.exp(i / n * -negative_range) * shift
     values = np.empty(n)
     s = positive[zero] - negative[zero]
     values[zero:] = minimum * ((positive[zero:] - negative[zero:]) - s)
@@ -533,7 +534,10 @@ class FlowJoBiexTransform:
             msg = f"FlowJo biex needs width <= -1 (a negative width basis), got width={self.width}"
             raise ValueError(msg)
         if self.pos <= 0 or self.max_value <= 0:
-            msg = f"FlowJo biex needs pos > 0 and max_value > 0, got pos={self.pos}, max_value={self.max_value}"
+            msg = (
+                f"FlowJo biex needs pos > 0 and max_value > 0, got pos={self.pos}, "
+                f"max_value={self.max_value}"
+            )
             raise ValueError(msg)
         if math.log10(-self.width) / 2 >= self.pos:
             msg = f"FlowJo biex width {self.width} is too wide for pos={self.pos} decades"
@@ -578,7 +582,10 @@ class FlowJoLogTransform:
     def __post_init__(self) -> None:
         _check_finite(offset=self.offset, decades=self.decades)
         if self.offset <= 0 or self.decades <= 0:
-            msg = f"FlowJo log needs offset > 0 and decades > 0, got offset={self.offset}, decades={self.decades}"
+            msg = (
+                f"FlowJo log needs offset > 0 and decades > 0, got offset={self.offset}, "
+                f"decades={self.decades}"
+            )
             raise ValueError(msg)
 
     def apply(self, x) -> np.ndarray:

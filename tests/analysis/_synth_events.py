@@ -21,7 +21,9 @@ MAJOR = {
 MARKERS = ("CD3", "CD4", "CD8", "CD19", "CD56", "CD16", "CD45", "CD14", "HLA-DR")
 
 
-def lymphocyte_events(cohort_dir: str | Path, sample_id: str, markers=MARKERS) -> tuple[np.ndarray, np.ndarray]:
+def lymphocyte_events(
+    cohort_dir: str | Path, sample_id: str, markers=MARKERS
+) -> tuple[np.ndarray, np.ndarray]:
     """Compensated, logicle-transformed marker values of the true lymphocytes of one file.
 
     Returns ``(x, y)``: x float64 (n, len(markers)); y int64 (n,), the index into MAJOR's keys, -1 for others.

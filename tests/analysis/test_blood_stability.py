@@ -1,4 +1,7 @@
-"""Stability between seeds on the real blood files (CyTOF, ../shared/data/blood/cytonorm); skipped when absent."""
+"""Stability between seeds on the real blood files (CyTOF, ../shared/data/blood/cytonorm).
+
+Skipped when the files are absent.
+"""
 
 from __future__ import annotations
 

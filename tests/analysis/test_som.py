@@ -22,7 +22,10 @@ def _blobs(n=3000, seed=0):
 
 
 def test_import_is_light():
-    code = "import sys, flowtools.analysis; print(sorted(m for m in ('numba','umap','hdbscan','matplotlib') if m in sys.modules))"
+    code = (
+        "import sys, flowtools.analysis; "
+        "print(sorted(m for m in ('numba','umap','hdbscan','matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -60,8 +63,10 @@ def test_function_twin_and_som_alone():
     assert s.predict(x).max() < 6 and s.transform(x).shape == (800,)
 
 
-@pytest.mark.parametrize("bad", [{"xdim": 0}, {"algorithm": "gpu"}, {"alpha": (0.0, 0.1)}, {"radius": (-1, 0)},
-                                 {"n_clusters": 200}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"xdim": 0}, {"algorithm": "gpu"}, {"alpha": (0.0, 0.1)}, {"radius": (-1, 0)}, {"n_clusters": 200}],
+)
 def test_invalid_parameters_raise_value_error_at_fit(bad):
     x, _ = _blobs(200)
     m = FlowSOM(**{"xdim": 4, "ydim": 4, **bad})  # __init__ stores only
@@ -74,7 +79,8 @@ def test_invalid_data():
         FlowSOM().fit(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="2-D"):
         FlowSOM().fit(np.zeros(5))
-    m = FlowSOM(n_clusters=2, xdim=2, ydim=2, random_state=0).fit(np.random.default_rng(0).normal(size=(50, 2)))
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    m = FlowSOM(n_clusters=2, xdim=2, ydim=2, random_state=0).fit(x)
     with pytest.raises(ValueError, match="markers"):
         m.predict(np.zeros((3, 5)))
     assert m.predict(np.zeros((0, 2))).shape == (0,)

@@ -42,7 +42,8 @@ def _strategy(sample, fcs: SpilloverMatrix | None) -> GatingStrategy:
     gates = [
         RectangleGate("range", (Dimension(a),), (float(qa[0]),), (None,)),
         PolygonGate("poly", (Dimension(a), Dimension(b)),
-                    ((float(qa[0]), float(qb[0])), (float(qa[1]), float(qb[0])), (float(qa[1]), float(qb[1]))),
+                    ((float(qa[0]), float(qb[0])), (float(qa[1]), float(qb[0])),
+                     (float(qa[1]), float(qb[1]))),
                     "range"),
     ]
     if fcs is not None:
@@ -73,6 +74,7 @@ def test_plan_equals_the_plain_evaluation_on_real_files(row):
     s = _strategy(sample, fcs)
     events, columns = sample_events(s, sample, fcs)
     ref = strategy_masks_ref(s, events, sample.pnn, fcs, columns)
+    assert ref, "the reference evaluated no population"
     for block in (1000, 16_384, None):
         got = Plan(s, events, sample.pnn, fcs, columns, where=row["path"], block_rows=block).run()
         for pid in ref:

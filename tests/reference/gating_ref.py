@@ -110,10 +110,12 @@ def strategy_masks_ref(strategy, events, channels, fcs_matrix=None, columns=None
             vals = np.column_stack([values(d) for d in dims]) if dims else np.empty((n, 0))
             m = rectangle_ref(vals, np.array(lo), np.array(hi))
         elif isinstance(g, PolygonGate):
-            m = polygon_ref(values(g.dimensions[0]), values(g.dimensions[1]), np.array(g.vertices, dtype=float))
+            vertices = np.array(g.vertices, dtype=float)
+            m = polygon_ref(values(g.dimensions[0]), values(g.dimensions[1]), vertices)
         elif isinstance(g, EllipsoidGate):
             vals = np.column_stack([values(d) for d in g.dimensions])
-            m = ellipsoid_ref(vals, np.array(g.mean, dtype=float), np.asarray(g.inverse_covariance), g.distance_square)
+            m = ellipsoid_ref(vals, np.array(g.mean, dtype=float), np.asarray(g.inverse_covariance),
+                              g.distance_square)
         else:
             raise TypeError(type(g).__name__)
         masks[pid] = m & parent

@@ -7,14 +7,19 @@ import numpy as np
 
 def bmu_ref(x: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest code (lowest index on ties) and squared distance; NaN rows give (0, inf)."""
-    d2 = ((x[:, None, :] - codes[None, :, :]) ** 2).sum(axis=2) if x.size else np.zeros((x.shape[0], codes.shape[0]))
+    if x.size:
+        d2 = ((x[:, None, :] - codes[None, :, :]) ** 2).sum(axis=2)
+    else:
+        d2 = np.zeros((x.shape[0], codes.shape[0]))
     d2 = np.where(np.isnan(d2), np.inf, d2)
     idx = np.argmin(d2, axis=1).astype(np.int64) if x.shape[0] else np.zeros(0, np.int64)
     dist = d2[np.arange(x.shape[0]), idx] if x.shape[0] else np.zeros(0)
     return idx, dist
 
 
-def som_online_ref(x, codes, grid_dist, order, alpha_start, alpha_end, radius_start, radius_end) -> np.ndarray:
+def som_online_ref(
+    x, codes, grid_dist, order, alpha_start, alpha_end, radius_start, radius_end
+) -> np.ndarray:
     """Kohonen online training, one step at a time (returns new codes)."""
     codes = np.array(codes, dtype=np.float64, copy=True)
     n_steps = order.shape[0]

@@ -20,7 +20,9 @@ def middle_order_statistics_ref(values: np.ndarray, masks: list[np.ndarray]) -> 
     return lo, hi
 
 
-def middle_values_partition_ref(columns: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def middle_values_partition_ref(
+    columns: list[np.ndarray], masks: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """The two middle member values of every population on every column, shape (columns, populations).
 
     ``(n-1)//2``-th and ``n//2``-th smallest (0-based; equal for odd n; NaN sorts last, as in

@@ -59,7 +59,8 @@ def test_compare_summary_keeps_bracketed_scale_and_hashes_the_immune_table(tmp_p
     prov = json.loads((out / "comparison.provenance.json").read_text())
     assert set(prov["inputs"]) == {"clinical", "immune"}
     # plate fully confounded with group: nothing estimable, exit 1 with the reason
-    clin.assign(plate=clin.group.map({"RM": "P1", "control": "P2"})).to_csv(tmp_path / "clinical.csv", index=False)
+    confounded = clin.assign(plate=clin.group.map({"RM": "P1", "control": "P2"}))
+    confounded.to_csv(tmp_path / "clinical.csv", index=False)
     r = CliRunner().invoke(app, [*args, "--no-figures", "--subgroup", ""])
     assert r.exit_code == 1 and "not estimable" in r.output
 

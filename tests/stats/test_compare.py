@@ -80,7 +80,8 @@ def test_compare_row_equals_statsmodels_and_scipy(small_cohort):
         row.p_mannwhitney_unadjusted, stats.mannwhitneyu(g.pct_parent[rm], g.pct_parent[~rm]).pvalue
     )
     logit = np.log((g["count"] + 0.5) / (g.parent_count - g["count"] + 0.5))
-    np.testing.assert_allclose(row.p_welch_t_unadjusted, stats.ttest_ind(logit[rm], logit[~rm], equal_var=False).pvalue)
+    welch = stats.ttest_ind(logit[rm], logit[~rm], equal_var=False)
+    np.testing.assert_allclose(row.p_welch_t_unadjusted, welch.pvalue)
     # q-values: two-level FDR within (subgroup, scale), rebuilt from statsmodels' BH
     from statsmodels.stats.multitest import multipletests
 

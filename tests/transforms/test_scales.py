@@ -53,7 +53,8 @@ def test_logicle_matches_flowutils(params):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-13)  # in fact to round-off
     y = np.linspace(-0.3, 1.2, 1501)
     back = LogicleTransform(T, W, M, A).inverse(y)
-    np.testing.assert_allclose(back, ft.logicle_inverse(y, None, t=T, m=M, w=W, a=A), rtol=1e-12, atol=1e-9 * T)
+    ref = ft.logicle_inverse(y, None, t=T, m=M, w=W, a=A)
+    np.testing.assert_allclose(back, ref, rtol=1e-12, atol=1e-9 * T)
 
 
 @pytest.mark.parametrize("params", HYPERLOG_PARAMS)
@@ -65,7 +66,8 @@ def test_hyperlog_matches_flowutils(params):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
     y = np.linspace(-0.3, 1.2, 1501)
     back = HyperlogTransform(T, W, M, A).inverse(y)
-    np.testing.assert_allclose(back, ft.hyperlog_inverse(y, None, t=T, m=M, w=W, a=A), rtol=1e-12, atol=1e-9 * T)
+    ref = ft.hyperlog_inverse(y, None, t=T, m=M, w=W, a=A)
+    np.testing.assert_allclose(back, ref, rtol=1e-12, atol=1e-9 * T)
 
 
 @pytest.mark.parametrize(("T", "M", "A"), [(10000, 4, 1), (262144, 4.5, 0), (262144, 1, 0), (100, 2, 0.5)])
@@ -135,7 +137,8 @@ def test_shapes_columns_dtypes_out_and_parallel(exact):
     with pytest.raises(ValueError, match="out must be"):
         xf.apply(column, exact=exact, out=np.empty(10))
     a = AsinhTransform(262144.0, 4.5, 0.0)
-    np.testing.assert_allclose(a.apply(column, parallel=True), a.apply(column, parallel=False), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(a.apply(column, parallel=True), a.apply(column, parallel=False), rtol=0,
+                               atol=1e-15)
 
 
 def test_linear_log_ratio_and_flowjo_simple_transforms():
@@ -252,13 +255,16 @@ def test_against_flowkit_classes(fk):
             x,
         ),
         (FlowJoLogTransform(offset=0.5, decades=4.5), fk.WSPLogTransform(offset=0.5, decades=4.5), x),
-        (FlowJoLinearTransform(min_range=0, max_range=262144), fk.LinearTransform(param_t=262144, param_a=0), x),
+        (FlowJoLinearTransform(min_range=0, max_range=262144),
+         fk.LinearTransform(param_t=262144, param_a=0), x),
     ]
     for ours, theirs, data in cases:
-        np.testing.assert_allclose(ours.apply(data), theirs.apply(data), rtol=0, atol=1e-9, err_msg=repr(ours))
+        np.testing.assert_allclose(ours.apply(data), theirs.apply(data), rtol=0, atol=1e-9,
+                                   err_msg=repr(ours))
         y = ours.apply(data)
         if hasattr(theirs, "inverse") and not isinstance(ours, FlowJoLogTransform):
-            np.testing.assert_allclose(ours.inverse(y), theirs.inverse(y), rtol=1e-9, atol=1e-9, err_msg=repr(ours))
+            np.testing.assert_allclose(ours.inverse(y), theirs.inverse(y), rtol=1e-9, atol=1e-9,
+                                       err_msg=repr(ours))
 
 
 def test_flowjo_biex_against_flowkit(fk):

@@ -7,7 +7,8 @@ import sys
 
 
 def _loaded(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         check=True)
     return {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
 
 
