@@ -86,7 +86,11 @@ def job(args: tuple) -> dict:
             fam[key].setdefault("bonferroni", bool((g["p"] * g["p"].notna().sum() < 0.05).any()))
             if corr == "bh" and sg == "all RM" and sc == SCALE_PCT and NK in set(g["population"]):
                 r = g[g["population"] == NK].iloc[0]
-                out["nk"] = {"p": float(r["p"]), "q_bh": float(r["q"]), "bonf": float(r["p"]) * g["p"].notna().sum()}
+                out["nk"] = {
+                    "p": float(r["p"]),
+                    "q_bh": float(r["q"]),
+                    "bonf": float(r["p"]) * g["p"].notna().sum(),
+                }
             if corr == "two-level" and sg == "all RM" and sc == SCALE_PCT and NK in set(g["population"]):
                 out.setdefault("nk", {})["q_two_level"] = float(g[g["population"] == NK].iloc[0]["q"])
     out["families"] = fam
@@ -112,7 +116,10 @@ def _holm_over(per_pop: dict[str, list[float]], alpha: float) -> list[str]:
     names = list(per_pop)
     if not names:
         return []
-    pv = [float(binom.sf(int((np.asarray(per_pop[k]) < alpha).sum()) - 1, len(per_pop[k]), alpha)) for k in names]
+    pv = [
+        float(binom.sf(int((np.asarray(per_pop[k]) < alpha).sum()) - 1, len(per_pop[k]), alpha))
+        for k in names
+    ]
     reject = multipletests(pv, alpha=0.05, method="holm")[0]
     return sorted(k for k, r in zip(names, reject, strict=True) if r)
 
@@ -195,7 +202,9 @@ def summarise_null(results: list[dict], targets: dict) -> tuple[dict, list[str],
             )
         lines.append(
             "| any of the report's families | "
-            + " | ".join(f"{entry['families'][f'report-wide | {c}']:.3f}" for c in ("bh", "two-level", "bonferroni"))
+            + " | ".join(
+                f"{entry['families'][f'report-wide | {c}']:.3f}" for c in ("bh", "two-level", "bonferroni")
+            )
             + " |"
         )
         summary[cond] = entry

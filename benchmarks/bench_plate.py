@@ -83,8 +83,12 @@ def worker_flowtools(args: argparse.Namespace, *, memory: bool = False) -> dict:
 
     with _TreeRss() if memory else contextlib.nullcontext() as mem:
         t0 = time.perf_counter()
-        res = run_plate(args.samples, [REPO / "gating_templates" / "rm_tbnk_nk.yaml",
-                                       REPO / "gating_templates" / "rm_treg_th.yaml"], args.out, jobs=args.jobs)
+        res = run_plate(
+            args.samples,
+            [REPO / "gating_templates" / "rm_tbnk_nk.yaml", REPO / "gating_templates" / "rm_treg_th.yaml"],
+            args.out,
+            jobs=args.jobs,
+        )
         wall = time.perf_counter() - t0
     peak = max(mem.peak_mb, _rss_mb(resource.RUSAGE_SELF)) if memory else None
     return {"wall_s": wall, "ok": res.n_ok, "failed": res.n_failed, "peak_rss_mb": peak}
@@ -117,7 +121,7 @@ def flowtools_counts(out: Path, fcs_dir: Path) -> dict[str, dict[str, int]]:
     import warnings
 
     from flowtools.gating import gate_sample
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io import read_fcs
 
     out_counts = {}
@@ -132,11 +136,26 @@ def flowtools_counts(out: Path, fcs_dir: Path) -> dict[str, dict[str, int]]:
 
 def run(tool: str, args: argparse.Namespace, samples: Path, out: Path, fcs_dir: Path) -> dict:
     result = out.parent / f"result_{tool}.json"
-    cmd = [sys.executable, __file__, "--worker", tool, "--samples", str(samples), "--out", str(out),
-           "--fcs-dir", str(fcs_dir), "--jobs", str(args.jobs), "--result", str(result)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        tool,
+        "--samples",
+        str(samples),
+        "--out",
+        str(out),
+        "--fcs-dir",
+        str(fcs_dir),
+        "--jobs",
+        str(args.jobs),
+        "--result",
+        str(result),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{tool} failed:\n{proc.stderr[-3000:]}")
+        msg = f"{tool} failed:\n{proc.stderr[-3000:]}"
+        raise SystemExit(msg)
     return json.loads(result.read_text())
 
 
@@ -169,7 +188,9 @@ def main() -> int:
         synth_s = time.perf_counter() - t
         out = Path(tmp) / "run"
         ft = run("flowtools", args, cohort.samples_csv, out, cohort.fcs_dir)
-        ft_mem_run = run("flowtools-memory", args, cohort.samples_csv, Path(tmp) / "run-memory", cohort.fcs_dir)
+        ft_mem_run = run(
+            "flowtools-memory", args, cohort.samples_csv, Path(tmp) / "run-memory", cohort.fcs_dir
+        )
         fk = run("flowkit", args, cohort.samples_csv, out, cohort.fcs_dir)
         ours = flowtools_counts(out, cohort.fcs_dir)
         mismatches = []
@@ -178,8 +199,14 @@ def main() -> int:
             for gid, n in theirs.items():
                 n_compared += 1
                 if ours.get(sid, {}).get(gid) != n:
-                    mismatches.append({"sample": sid, "population": gid, "flowtools": ours.get(sid, {}).get(gid),
-                                       "flowkit": n})
+                    mismatches.append(
+                        {
+                            "sample": sid,
+                            "population": gid,
+                            "flowtools": ours.get(sid, {}).get(gid),
+                            "flowkit": n,
+                        }
+                    )
         files = cohort.n_files
         ft_mem = ft_mem_run["peak_rss_mb"]
         ft["peak_rss_mb"] = ft_mem
@@ -188,21 +215,39 @@ def main() -> int:
             ("flowtools", ft["wall_s"], files / ft["wall_s"], ft_mem, f"{args.jobs} worker(s), full outputs"),
             ("flowkit", fk["wall_s"], files / fk["wall_s"], fk["peak_rss_mb"], "serial, gating only"),
         ]
-        print(f"plate: {files} files x {args.events:,} events ({cohort.n_events:,} events; synth {synth_s:.1f} s), "
-              f"study templates, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        print(
+            f"plate: {files} files x {args.events:,} events "
+            f"({cohort.n_events:,} events; synth {synth_s:.1f} s), "
+            f"study templates, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        )
         print(f"{'tool':<11}{'wall s':>9}{'files/s':>9}{'peak RSS MB':>13}  notes")
         for name, wall, fps, mem, note in rows:
             print(f"{name:<11}{wall:>9.1f}{fps:>9.2f}{mem:>13.0f}  {note}")
         speedup = fk["wall_s"] / ft["wall_s"]
-        print(f"\nflowtools speed-up over FlowKit: {speedup:.1f}x  (target 10x): {'PASS' if speedup >= 10 else 'FAIL'}")
-        print(f"counts compared: {n_compared}, mismatches: {len(mismatches)}: {'PASS' if not mismatches else 'FAIL'}")
+        print(
+            f"\nflowtools speed-up over FlowKit: {speedup:.1f}x  (target 10x): "
+            f"{'PASS' if speedup >= 10 else 'FAIL'}"
+        )
+        print(
+            f"counts compared: {n_compared}, mismatches: {len(mismatches)}: "
+            f"{'PASS' if not mismatches else 'FAIL'}"
+        )
         for m in mismatches[:10]:
             print("  ", m)
-        result = {"benchmark": "plate", "women": args.women, "events": args.events, "files": files,
-                  "jobs": args.jobs, "flowtools": {k: v for k, v in ft.items()},
-                  "flowkit": {k: v for k, v in fk.items() if k != "counts"}, "speedup": speedup,
-                  "counts_compared": n_compared, "mismatches": mismatches,
-                  "gated_ok": ft["ok"], "gated_failed": ft["failed"]}
+        result = {
+            "benchmark": "plate",
+            "women": args.women,
+            "events": args.events,
+            "files": files,
+            "jobs": args.jobs,
+            "flowtools": {k: v for k, v in ft.items()},
+            "flowkit": {k: v for k, v in fk.items() if k != "counts"},
+            "speedup": speedup,
+            "counts_compared": n_compared,
+            "mismatches": mismatches,
+            "gated_ok": ft["ok"],
+            "gated_failed": ft["failed"],
+        }
         p = Path(args.out_json)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(result, indent=2) + "\n")

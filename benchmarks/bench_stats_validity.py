@@ -50,13 +50,12 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import sys
 
 import numpy as np
 import pandas as pd
@@ -115,7 +114,10 @@ def null_job(args: tuple) -> dict:
     res = compare(counts, clin).table
     out: dict = {"seed": seed}
     for scale, g in res.groupby("scale"):
-        out[scale] = {t: g[t].to_numpy(float).tolist() for t in ("p", "p_mannwhitney_unadjusted", "p_welch_t_unadjusted")}
+        out[scale] = {
+            t: g[t].to_numpy(float).tolist()
+            for t in ("p", "p_mannwhitney_unadjusted", "p_welch_t_unadjusted")
+        }
         out[scale]["any_discovery"] = bool((g["q"] < 0.05).any())
     imm = build_features(counts)
     y = (clin.set_index("woman_id").loc[imm.index, "group"] == "RM").to_numpy(int)
@@ -309,7 +311,13 @@ def _compare_part(args: argparse.Namespace) -> dict:
         ]
     )
     print(text)  # noqa: T201
-    return {"null": s_null, "power": s_pow, "targets_met": ok, "wall_s": round(wall, 1), "table_markdown": text}
+    return {
+        "null": s_null,
+        "power": s_pow,
+        "targets_met": ok,
+        "wall_s": round(wall, 1),
+        "table_markdown": text,
+    }
 
 
 def main() -> None:  # noqa: D103

@@ -345,7 +345,7 @@ app.add_typer(gml_app, name="gml")
 
 
 def _load_gml(path: Path):  # noqa: ANN202
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
 
     return read_gatingml(path)
 
@@ -542,7 +542,7 @@ def template_check(
 ) -> None:
     """Validate a template; with FCS files, check each has every marker and channel it needs."""
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.template import load_template
+    from flowtools.gating.templates import load_template
     from flowtools.io.fcs import read_fcs
 
     try:
@@ -588,7 +588,7 @@ def template_show(
     from rich.tree import Tree
 
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.template import load_template
+    from flowtools.gating.templates import load_template
 
     try:
         t = load_template(template)
@@ -612,7 +612,7 @@ def template_diff(
 ) -> None:
     """Per sample and population, the change in % of parent between two templates (table + plot)."""
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.template import load_template
+    from flowtools.gating.templates import load_template
     from flowtools.io.sample_sheet import read_sample_sheet
     from flowtools.pipeline.template_diff import diff_templates
 

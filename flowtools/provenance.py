@@ -22,7 +22,14 @@ from typing import IO, Any
 
 from flowtools._version import __version__
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "file_sha256", "provenance_record"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_sha256",
+    "provenance_record",
+    "safe_name",
+]
 
 
 
@@ -100,6 +107,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, "wb") as fh:
         fh.write(data)
+
+
+def safe_name(name: str) -> str:
+    """A sample ID as a file name: letters, digits and ``._-`` kept, anything else ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -23,6 +23,7 @@ ROOT = PKG.parent
 RANK = {
     "_version": 0,
     "_config": 0,
+    "_numba": 0,
     "_resources": 0,
     "_workers": 0,
     "errors": 0,
@@ -46,8 +47,10 @@ GROUP = {"_cli": "cli", "__main__": "cli"}
 ALLOWED_EXTRA = {"synth": {"io", "errors", "provenance", "_version", "_config"}}
 # ... and only the application layers may use it.
 SYNTH_USERS = {"pipeline", "report", "cli"}
-# Private modules every layer may import.
-SHARED_PRIVATE = {"flowtools._config", "flowtools._version"}
+# The root package's own private modules, shared by every layer: environment switches, version,
+# numba compiler options, worker-process helpers, packaged resources.
+SHARED_PRIVATE = {"flowtools._config", "flowtools._version", "flowtools._numba", "flowtools._workers",
+                  "flowtools._resources"}
 HEAVY = ("numba", "umap", "hdbscan", "matplotlib", "pandas", "sklearn", "dask")
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from flowtools.analysis.populations import descendants, read_populations
 from flowtools.errors import GatingError
 from flowtools.io.tables import write_table
-from flowtools.provenance import atomic_write_text, file_sha256, provenance_record
+from flowtools.provenance import atomic_write_text, file_sha256, provenance_record, safe_name
 
 __all__ = ["CohortClusters", "annotate_clusters", "cluster_cohort", "find_sample_sheet"]
 
@@ -156,10 +156,6 @@ def _resolve_population(pops: Any, population: str, tube: str | None) -> tuple[s
     return str(uniq.iloc[0]["tube"]), str(uniq.iloc[0]["population"])
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
-
-
 def _sample_events(
     row: dict[str, Any], run: Path, gate_id: str, markers: Sequence[str], below: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
@@ -170,14 +166,14 @@ def _sample_events(
     """
     from flowtools.compensation import SpilloverMatrix
     from flowtools.gating.engine import gate_sample
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io.fcs import read_fcs
     from flowtools.transforms.scales import LogicleTransform
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sample = read_fcs(row["file"])
-    strategy = read_gatingml(run / "gates" / f"{_safe(row['sample_id'])}.gating-ml.xml")
+    strategy = read_gatingml(run / "gates" / f"{safe_name(row['sample_id'])}.gating-ml.xml")
     result = gate_sample(strategy, sample, sample_id=row["sample_id"])
     if gate_id not in result.masks:
         msg = (f"{row['file']}: its gates (Gating-ML) have no population {gate_id!r}; "
@@ -363,7 +359,7 @@ def cluster_cohort(
     gate_ids = dict(zip(done["sample_id"], done["gate_id"], strict=True))
     per_sample = {sid: g[["population", "gate_id", "parent"]].to_dict("records")
                   for sid, g in in_tube.groupby("sample_id", sort=False)}
-    out = Path(out_dir) if out_dir is not None else run / "clusters" / _safe(path.rsplit("/", 1)[-1])
+    out = Path(out_dir) if out_dir is not None else run / "clusters" / safe_name(path.rsplit("/", 1)[-1])
     rng = np.random.default_rng(seed)
 
     per: list[dict[str, Any]] = []

@@ -64,7 +64,7 @@ __all__ = [
 
 #: The sample's columns (from the sample sheet), first in the table.
 SAMPLE_COLUMNS = ("sample_id", "woman_id", "tube", "plate", "well")
-#: A population's columns, from :meth:`flowtools.gating.template.ResolvedSample.rows`.
+#: A population's columns, from :meth:`flowtools.gating.templates.ResolvedSample.rows`.
 POPULATION_COLUMNS = ("population", "gate_id", "parent", "role", "count", "parent_count", "pct_parent",
                       "pct_total")
 #: Columns of ``populations.csv`` before the MFI columns.
@@ -123,10 +123,10 @@ def sample_rows(resolved: Any, sample: Any, template: Any) -> list[dict[str, Any
 
     Parameters
     ----------
-    resolved : flowtools.gating.template.ResolvedSample
+    resolved : flowtools.gating.templates.ResolvedSample
         The sample, resolved (no error).
     sample : flowtools.io.FCSSample
-    template : flowtools.gating.template.Template
+    template : flowtools.gating.templates.Template
 
     Returns
     -------

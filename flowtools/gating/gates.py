@@ -192,7 +192,7 @@ class QuadrantDivider:
 
 @dataclass(frozen=True)
 class Quadrant:
-    """One named region of a quadrant gate: for each divider it uses, a location inside the wanted interval."""
+    """One named region of a quadrant gate: per divider it uses, a location inside the wanted interval."""
 
     id: str
     positions: tuple[tuple[str, float], ...]  # (divider id, location)

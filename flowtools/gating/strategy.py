@@ -1,6 +1,6 @@
 """A gating strategy: gates, the transformations and spillover matrices they refer to, as a DAG.
 
-No file formats and no caches here: :mod:`flowtools.gating.gatingml` reads and
+No file formats and no caches here: :mod:`flowtools.gating.formats.gatingml` reads and
 writes Gating-ML, :mod:`flowtools.gating.engine` evaluates a strategy on a
 sample. A strategy is validated when built: unique ids, known parents,
 references, transformations and matrices, and no cycle.

@@ -4,8 +4,9 @@ Stages so far: synthetic cohort -> sample-sheet validation -> FCS reading (one
 summary row per file) -> compensation with each file's own spillover matrix ->
 batch gating of the whole cohort with the study templates (tables, per-woman
 table, resolved Gating-ML per sample) -> cohort-consistent clustering of the
-lymphocytes (FlowSOM-class). The command line adds the HTML report. Each later stage (compensation, gating, tables, statistics)
-is added here as it lands, so the demo always runs the whole study end to end.
+lymphocytes (FlowSOM-class) -> case/control comparison and nested-CV prediction. The
+command line adds the HTML report. Each later stage is added here as it lands, so the
+demo always runs the whole study end to end.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Work unit: one sample (one FCS file) per task; a worker holds one file at a
 time, so memory stays bounded whatever the plate size. Populations with
 ``group_by`` are computed on pooled events first: each member contributes a
-seeded subsample of its parent events (:func:`~flowtools.gating.template.pool_values`),
+seeded subsample of its parent events (:func:`~flowtools.gating.templates.pool_values`),
 the pooled gate is computed once per group, then pinned for every member.
 
 Every finished sample is cached under ``OUT/.cache`` by a key made of the FCS
@@ -39,12 +39,12 @@ import numpy as np
 from flowtools._version import __version__
 from flowtools.analysis import populations
 from flowtools.errors import FlowtoolsError, GatingError
-from flowtools.gating.gatingml import to_gatingml_string
-from flowtools.gating.template import Template, compute_pooled, load_template, pool_values, resolve
+from flowtools.gating.formats.gatingml import to_gatingml_string
+from flowtools.gating.templates import Template, compute_pooled, load_template, pool_values, resolve
 from flowtools.io.fcs import read_fcs
 from flowtools.io.sample_sheet import STUDY_TUBES, SampleSheetRow, read_sample_sheet
 from flowtools.io.tables import Table, write_table
-from flowtools.provenance import atomic_write_text, file_sha256, provenance_record
+from flowtools.provenance import atomic_write_text, file_sha256, provenance_record, safe_name
 
 __all__ = ["PlateResult", "SampleOutcome", "run_plate"]
 
@@ -182,10 +182,6 @@ def _template(path: str, sha256: str) -> Template:
     return _TEMPLATE_CACHE[key]
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
-
-
 def _geometry_to_json(g: Any) -> dict[str, Any]:
     return {"type": type(g).__name__, **{k: _plain(v) for k, v in g.__dict__.items()}}
 
@@ -310,31 +306,13 @@ def _warm_worker() -> None:
     try:
         import threadpoolctl  # noqa: F401 - each worker's _worker_init calls it
 
-        from flowtools.compensation import _kernels as _comp  # noqa: F401 - its signatures load on import
-        from flowtools.gating import _kernels, templates  # noqa: F401 - imported for their cost
-        from flowtools.gating.methods import MethodContext, methods
+        from flowtools import compensation
+        from flowtools.gating import engine, methods, templates  # noqa: F401 - templates: imported for its cost
         from flowtools.transforms.scales import LogicleTransform
 
-        rng = np.random.default_rng(0)
-        x = np.concatenate([rng.normal(1.0, 0.2, (300, 3)), rng.normal(3.0, 0.3, (300, 3))])
-        x[:, 0] = np.abs(x[:, 0]) + 1.0
-        for spec in methods().values():
-            d = max((k for k in spec.dims if k <= 3), default=0)
-            if not d or not spec.fn.__module__.startswith("flowtools."):  # user-registered: not run here
-                continue
-            ctx = MethodContext("warm-up", tuple("abc"[:d]), ((0.0, 5.0),) * d, 0)
-            # Defaults, and a search range where the method takes one (its own kernel), on both
-            # memory layouts (kernels are compiled per layout).
-            arg_sets = [{}, {"range": [0.5, 4.0]}] if "range" in spec.args else [{}]
-            for args in arg_sets:
-                for values in (np.ascontiguousarray(x[:, :d]), x[:, :d]):
-                    try:
-                        spec.fn(values, ctx, **spec.check_args(args, "warm-up"))
-                    except Exception:  # noqa: BLE001, S112 - a method that needs arguments, or rejects this sample
-                        continue
-        from flowtools.gating.methods import _density_kernels
-
-        _density_kernels.restrict(x[:, 1], 0.5, 4.0)  # a strided column (quad's x_range): compiled per layout
+        compensation.warm_up()
+        engine.warm_up()
+        methods.warm_up()
         v = np.linspace(-100.0, 1e5, 64)
         lg = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
         lg.apply(v)
@@ -606,7 +584,7 @@ def _run_plate_locked(
             assert t is not None  # noqa: S101 - the sheet was validated against the templates' tubes
             pins = _pins_for(t, pinned_by_tube.get(t.tube, {}), r, sheet)
             key = _cache_key(hashes[r["sample_id"]], t, pins, seed)
-            cached = cache_dir / f"{_safe(r['sample_id'])}.{key}.json"
+            cached = cache_dir / f"{safe_name(r['sample_id'])}.{key}.json"
             if cached.is_file():
                 # The cache holds what was computed; the IDs come from today's sample sheet.
                 o = _with_row(SampleOutcome.from_json(cached.read_text(encoding="utf-8")), r)
@@ -740,7 +718,7 @@ def _write_outputs(
     current = set()
     for o in outcomes:
         if o.ok and o.gatingml:
-            name = f"{_safe(o.sample_id)}.gating-ml.xml"
+            name = f"{safe_name(o.sample_id)}.gating-ml.xml"
             current.add(name)
             if name not in done:  # samples from the cache (the others were written as they came)
                 _write_gates(out, o)
@@ -782,7 +760,7 @@ def _per_woman(records: list[dict[str, Any]]) -> Table:
 
 def _write_gates(out: Path, o: SampleOutcome) -> str:
     """Write a sample's resolved gates to ``gates/<sample>.gating-ml.xml`` (atomically); the file name."""
-    name = f"{_safe(o.sample_id)}.gating-ml.xml"
+    name = f"{safe_name(o.sample_id)}.gating-ml.xml"
     atomic_write_text(out / "gates" / name, o.gatingml or "")
     return name
 

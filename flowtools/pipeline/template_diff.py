@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowtools.gating.template import Template, resolve
+from flowtools.gating.templates import Template, resolve
 from flowtools.io.fcs import read_fcs
 from flowtools.io.sample_sheet import SampleSheet
 
@@ -37,7 +37,8 @@ class TemplateDiff:
             d = r["delta"]
             if d == d:  # not NaN
                 by.setdefault(r["population"], []).append(abs(d))
-        return [{"population": p, "samples": len(v), "mean_abs_delta": sum(v) / len(v), "max_abs_delta": max(v)}
+        return [{"population": p, "samples": len(v), "mean_abs_delta": sum(v) / len(v),
+                 "max_abs_delta": max(v)}
                 for p, v in by.items()]
 
 

@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import quote
 
 from flowtools.analysis.populations import QC_NAME_PARTS, QC_NAMES, qc_populations
-from flowtools.pipeline.plate import PlateResult, SampleOutcome, _safe
-from flowtools.provenance import atomic_write_bytes, atomic_write_text
+from flowtools.pipeline.plate import PlateResult, SampleOutcome
+from flowtools.provenance import atomic_write_bytes, atomic_write_text, safe_name
 
 __all__ = ["write_report"]
 
@@ -133,7 +133,7 @@ def write_report(
             prev_id,
             next_id,
         )
-        atomic_write_text(pages / f"{_safe(o.sample_id)}.html", page)
+        atomic_write_text(pages / f"{safe_name(o.sample_id)}.html", page)
     index = rep / "index.html"
     extra = _sections_html(rep, sections)
     page = _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested, extra)
@@ -182,13 +182,13 @@ def _fmt_cell(v: Any) -> str:
 def _plot_task_for(
     o: SampleOutcome, out: Path, pages: Path, prov: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    gml = out / "gates" / f"{_safe(o.sample_id)}.gating-ml.xml"
+    gml = out / "gates" / f"{safe_name(o.sample_id)}.gating-ml.xml"
     return {
         "sample_id": o.sample_id,
         "file": o.file,
         "gatingml": str(gml) if gml.is_file() else None,
         "gatingml_text": None if gml.is_file() else o.gatingml,
-        "out_dir": str(pages / _safe(o.sample_id)),
+        "out_dir": str(pages / safe_name(o.sample_id)),
         "labels": _labels(o.rows),
         "sha256": (prov.get("fcs_sha256") or {}).get(o.sample_id),
     }
@@ -202,8 +202,8 @@ def _labels(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
     """Redraw one sample's gate plots (runs in a worker). Never raises: a failure is returned."""
     from flowtools.gating.engine import gate_sample
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.gating.gates import BooleanGate, QuadrantGate
-    from flowtools.gating.gatingml import read_gatingml
     from flowtools.io.fcs import read_fcs
     from flowtools.provenance import file_sha256
     from flowtools.report.plots import _display_names, _last, _safe_name, gate_plots
@@ -268,8 +268,8 @@ def _remove_stale(
     pages: Path, outcomes: Sequence[SampleOutcome], plots: Mapping[str, dict[str, Any]]
 ) -> None:
     """Remove pages and PNGs an earlier report wrote for samples or gates this run no longer has."""
-    keep_pages = {f"{_safe(o.sample_id)}.html" for o in outcomes}
-    keep_dirs = {_safe(sid): {name for name, _ in r["plots"]} for sid, r in plots.items()}
+    keep_pages = {f"{safe_name(o.sample_id)}.html" for o in outcomes}
+    keep_dirs = {safe_name(sid): {name for name, _ in r["plots"]} for sid, r in plots.items()}
     for p in sorted(pages.glob("*.html")):
         if p.name not in keep_pages:
             p.unlink()
@@ -469,7 +469,7 @@ def _pct(x: Any) -> str:
 
 
 def _sample_link(sid: str, *, prefix: str = "samples/") -> str:
-    return f'<a href="{_href(prefix + _safe(sid) + ".html")}">{_e(sid)}</a>'
+    return f'<a href="{_href(prefix + safe_name(sid) + ".html")}">{_e(sid)}</a>'
 
 
 def _reason(error: str | None, file: str) -> tuple[str, str]:
@@ -714,7 +714,8 @@ def _plate_grid(on_plate: Sequence[SampleOutcome], tube: str, population: str) -
             inner = _e(text)
             if o is not None and cls != "other":
                 inner = (
-                    f'<a href="{_href("samples/" + _safe(o.sample_id) + ".html")}">{inner or "&nbsp;"}</a>'
+                    f'<a href="{_href("samples/" + safe_name(o.sample_id) + ".html")}">'
+                    f'{inner or "&nbsp;"}</a>'
                 )
             tds.append(f"<td{attrs}>{inner}</td>")
         rows.append(f'<tr><th scope="row">{letter}</th>' + "".join(tds) + "</tr>")
@@ -806,7 +807,7 @@ def _sample_page(
         if plots.get("error"):
             body.append(f'<div class="box warn"><b>Gate plots unavailable:</b> {_e(plots["error"])}</div>')
         figs = []
-        folder = _safe(o.sample_id)
+        folder = safe_name(o.sample_id)
         for name, caption in plots.get("plots", []):
             figs.append(
                 f'<figure><img src="{_href(folder + "/" + name)}" width="320" height="320" '

@@ -67,7 +67,7 @@ def colliding_run(tmp_path_factory):
 
 def test_table_carries_distinct_gate_ids_and_parents(colliding_run):
     from flowtools.gating.engine import gate_sample
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io.fcs import read_fcs
 
     cohort, run = colliding_run

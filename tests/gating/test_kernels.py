@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from reference.gating_ref import ellipsoid_ref, polygon_ref, rectangle_ref
 
-from flowtools.gating._kernels import ellipsoid_mask, polygon_mask, range_and
+from flowtools.gating.engine._kernels import ellipsoid_mask, polygon_mask, range_and
 
 SQUARE = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
 BOWTIE = np.array([[0.0, 0.0], [10.0, 10.0], [10.0, 0.0], [0.0, 10.0]])  # self-intersecting

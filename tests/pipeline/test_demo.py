@@ -22,8 +22,14 @@ def test_demo_runs_every_stage(demo):
     assert s["files"] == 8
     assert s["tubes"] == ["TBNK-NK", "Treg-Th"]
     assert s["events"] > 0
-    for p in (demo.scan_csv, demo.scan_json, demo.provenance_json, demo.cohort.samples_csv, demo.cohort.clinical_csv,
-              demo.medians_csv):
+    for p in (
+        demo.scan_csv,
+        demo.scan_json,
+        demo.provenance_json,
+        demo.cohort.samples_csv,
+        demo.cohort.clinical_csv,
+        demo.medians_csv,
+    ):
         assert p.is_file()
     assert s["compensated_files"] == 8
     # Gating with the study templates ran on every sample (a tiny low-event well may fail, reported).
@@ -57,7 +63,8 @@ def test_demo_rerun_is_idempotent(demo):
 
 def test_demo_cli_json(tmp_path):
     r = CliRunner().invoke(
-        app, ["demo", "--out", str(tmp_path / "d"), "--women", "2", "--events", "3000", "--jobs", "1", "--json"]
+        app,
+        ["demo", "--out", str(tmp_path / "d"), "--women", "2", "--events", "3000", "--jobs", "1", "--json"],
     )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)

@@ -137,7 +137,7 @@ def test_no_columns_or_no_populations():
 @pytest.fixture(scope="module")
 def plate_inputs(tmp_path_factory) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
     """The (columns, masks) the plate workers pass to ``middle_values`` on synthetic files, one per tube."""
-    from flowtools.gating.template import load_template
+    from flowtools.gating.templates import load_template
     from flowtools.io.sample_sheet import read_sample_sheet
     from flowtools.synth import make_cohort
 

@@ -309,7 +309,7 @@ def test_mfis_are_medians_of_the_gated_compensated_events(cohort, tmp_path):
 
     from flowtools.compensation import SpilloverMatrix
     from flowtools.gating import gate_sample
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io import read_fcs
 
     c, tpl = cohort

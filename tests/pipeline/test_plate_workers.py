@@ -67,7 +67,7 @@ def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
 
 def _loaded(_: int) -> bool:
     kernels = ("flowtools.gating.methods._mixture_kernels", "flowtools.gating.methods._density_kernels",
-               "flowtools.gating._kernels")
+               "flowtools.gating.engine._kernels")
     return all(m in sys.modules for m in kernels)
 
 
@@ -186,7 +186,6 @@ def test_the_warm_up_runs_no_user_registered_method(monkeypatch):
         msg = "user code ran in the warm-up"
         raise AssertionError(msg)
 
-    m._load_builtin()
     monkeypatch.setitem(m._REGISTRY, "test-user-method", m.MethodSpec("test-user-method", mine, (1,)))
     monkeypatch.setattr(plate, "_WARM", None)
     plate._warm_worker()

@@ -186,7 +186,7 @@ def test_report_is_deterministic_serial_or_parallel(plate):
 
 def test_gate_plots_one_png_per_geometric_gate(plate, tmp_path):
     from flowtools.gating.engine import gate_sample
-    from flowtools.gating.gatingml import read_gatingml
+    from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io.fcs import read_fcs
     from flowtools.report.plots import gate_plots
 

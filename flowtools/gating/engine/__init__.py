@@ -21,7 +21,7 @@ from flowtools.gating.strategy import GatingStrategy
 if TYPE_CHECKING:
     from flowtools.io.fcs import FCSSample
 
-__all__ = ["BLOCK_ROWS", "GatingResult", "Plan", "gate_events", "gate_sample", "sample_events"]
+__all__ = ["BLOCK_ROWS", "GatingResult", "Plan", "gate_events", "gate_sample", "sample_events", "warm_up"]
 
 
 def gate_events(
@@ -94,3 +94,8 @@ def gate_sample(strategy: GatingStrategy, sample: FCSSample, *, sample_id: str |
     name = sample_id or (sample.path.name if sample.path is not None else None)
     events, columns = sample_events(strategy, sample, fcs_matrix)
     return gate_events(strategy, events, sample.pnn, fcs_matrix=fcs_matrix, sample_id=name, columns=columns)
+
+
+def warm_up() -> None:
+    """Load the gate kernels (compiled, or read from numba's cache) now rather than in a first sample."""
+    from flowtools.gating.engine import _kernels  # noqa: F401 - its signatures load on import

@@ -23,7 +23,7 @@ import numba as nb
 import numpy as np
 
 from flowtools._config import NUMBA_CACHE
-from flowtools.transforms._kernels import _NOALIAS
+from flowtools._numba import NOALIAS as _NOALIAS
 
 __all__ = [
     "ellipsoid_mask",
