@@ -281,6 +281,7 @@ def _compare_part(args: argparse.Namespace) -> dict:
     jobs = [
         (name, g, spec, 40_000 + 1000 * i + k, n)
         for i, (name, (g, spec)) in enumerate(cv.CONDITIONS.items())
+        if args.compare_only_generator in ("", g)
         for k in range(args.compare_cohorts)
     ]
     pjobs = [
@@ -346,6 +347,12 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--compare-cohorts", type=int, default=200, help="null cohorts per generator condition")
     ap.add_argument("--compare-power-cohorts", type=int, default=100, help="cohorts per power condition")
     ap.add_argument("--compare-women", type=int, default=120)
+    ap.add_argument(
+        "--compare-only-generator",
+        default="",
+        choices=["", "synth", "indep"],
+        help="run the null conditions of one generator only (seeds unchanged)",
+    )
     ap.add_argument("--only-compare", action="store_true", help="run the two-generator comparison part alone")
     args = ap.parse_args()
     compare_part = _compare_part(args)

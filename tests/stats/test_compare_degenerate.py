@@ -219,3 +219,20 @@ def test_provenance_records_library_versions(cohort, tmp_path):
     assert prov["libraries"]["numpy"] == np.__version__
     assert set(prov["inputs"]) == {"clinical", "immune"}
     assert prov["parameters"]["test"] == "logit-normal"
+
+
+def test_rare_population_is_fitted_without_precision_weights(cohort):
+    """Counts of a few events: the logit-normal test falls back to equal weights (noted), which equals the
+    ols-logit test on that row; a common population keeps its precision weights."""
+    counts, clin = cohort
+    rare = "PBMC|Lymphocytes/T cells/CD4/Rare"
+    assert counts[counts.feature == rare]["count"].median() < 10
+    default = compare(counts, clin, scales=(SCALE_PCT,))
+    ols = compare(counts, clin, test="ols-logit", scales=(SCALE_PCT,))
+    r, o = _row(default, rare), _row(ols, rare)
+    assert "equal weights" in r["note"]
+    assert r["p"] == pytest.approx(o["p"], rel=1e-12)
+    assert r["effect"] == pytest.approx(o["effect"], rel=1e-12)
+    common, common_ols = _row(default, NK), _row(ols, NK)
+    assert "equal weights" not in common["note"]
+    assert common["p"] != pytest.approx(common_ols["p"], rel=1e-6)
