@@ -172,6 +172,48 @@ def _bucket(key, base, shift):
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
+def _select_u64(a, k):
+    """Reorder ``a`` in place so that ``a[k]`` is its k-th smallest, smaller ones before, larger after."""
+    lo = 0
+    hi = a.size - 1
+    while hi - lo > 16:
+        mid = (lo + hi) >> 1  # median of three as the pivot, moved to a[hi]
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[mid] < a[hi]:
+            a[mid], a[hi] = a[hi], a[mid]
+        pivot = a[hi]
+        i = lo - 1
+        j = hi
+        while True:  # Hoare partition
+            i += 1
+            while a[i] < pivot:
+                i += 1
+            j -= 1
+            while j > lo and a[j] > pivot:
+                j -= 1
+            if i >= j:
+                break
+            a[i], a[j] = a[j], a[i]
+        a[i], a[hi] = a[hi], a[i]
+        if i == k:
+            return
+        if k < i:
+            hi = i - 1
+        else:
+            lo = i + 1
+    for i in range(lo + 1, hi + 1):  # insertion sort of the last few
+        v = a[i]
+        j = i - 1
+        while j >= lo and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+
+
+@njit(cache=NUMBA_CACHE, nogil=True)
 def column_middles(bits: np.ndarray, pid: np.ndarray, n_pat: int, member: np.ndarray, target: int,
                    bkt: np.ndarray, lo_out: np.ndarray, hi_out: np.ndarray) -> bool:
     """Middle order statistics of every population on one column, as float64 bits.
@@ -342,10 +384,7 @@ def column_middles(bits: np.ndarray, pid: np.ndarray, n_pat: int, member: np.nda
             hi_key = b_min[t_bucket[t_hi]]
         else:
             vals = cand[offset[t_hi]:offset[t_hi + 1]]
-            if vals.size > 32:  # linear select (ties, dense buckets); a small sort otherwise
-                vals = np.partition(vals, r_hi)
-            else:
-                vals = np.sort(vals)
+            _select_u64(vals, r_hi)  # in place: vals[:r_hi] <= vals[r_hi] <= vals[r_hi + 1:]
             hi_key = vals[r_hi]
         if t_lo != t_hi:  # the largest member value of the bucket below
             lo_key = b_min[t_bucket[t_lo]] if single[t_lo] else cand[offset[t_lo]:offset[t_lo + 1]].max()

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from flowtools._config import COMPILE_JOBS
 from flowtools._version import __version__
 from flowtools.analysis import populations
 from flowtools.errors import FlowtoolsError, GatingError
@@ -44,6 +45,7 @@ from flowtools.gating.templates import Template, compute_pooled, load_template, 
 from flowtools.io.fcs import read_fcs
 from flowtools.io.sample_sheet import STUDY_TUBES, SampleSheetRow, read_sample_sheet
 from flowtools.io.tables import Table, write_table
+from flowtools.pipeline import _kernel_cache
 from flowtools.provenance import atomic_write_text, file_sha256, provenance_record, safe_name
 
 __all__ = ["PlateResult", "SampleOutcome", "run_plate"]
@@ -211,7 +213,10 @@ def _tupled(v: Any) -> Any:
 
 # Thread-count variables that a worker's libraries read as they load (numba, OpenMP, OpenBLAS,
 # MKL): one thread each, as the worker processes already use every core.
-_ONE_THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_ONE_THREAD_ENV = _kernel_cache.ONE_THREAD_ENV
+# Set in the fork server's environment only: how many processes may compile the kernels there
+# on a cold numba cache (see _warm_worker).
+_PRIME_ENV = "FLOWTOOLS_PRIME_PROCS"
 
 
 def _worker_init() -> None:
@@ -233,10 +238,26 @@ def _worker_init() -> None:
 
 
 _START_METHODS = ("forkserver", "spawn")
+
+
+def _mp_context_method() -> str:
+    """FLOWTOOLS_START_METHOD, checked, or the platform's default (see :func:`_mp_context`)."""
+    import multiprocessing as mp
+
+    default = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or default
+    offered = [m for m in _START_METHODS if m in mp.get_all_start_methods()]
+    if method not in offered:
+        msg = (f"FLOWTOOLS_START_METHOD={method!r}: flowtools starts its workers by {' or '.join(offered)} "
+               f"on this platform")
+        raise GatingError(msg)
+    return method
+
+
 _SERVER_START = threading.Lock()  # the fork server's environment is set and restored under it
 
 
-def _mp_context() -> Any:
+def _mp_context(compile_procs: int = 1) -> Any:
     """The start method of local workers: a fork server on Linux, spawn elsewhere.
 
     The fork server is one fresh process that imports and warms the gating code once
@@ -248,25 +269,21 @@ def _mp_context() -> Any:
     starts with the fork-server method gets its workers from it too (flowtools preloaded,
     one thread per library); one started by other code first is used as it is (slower
     workers, same results). ``FLOWTOOLS_START_METHOD=spawn`` (or ``forkserver``) overrides
-    the default.
+    the default. ``compile_procs``: processes the fork server may use to compile the kernels
+    when numba's cache is cold (:mod:`flowtools.pipeline._kernel_cache`).
     """
     import multiprocessing as mp
 
-    default = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    method = os.environ.get("FLOWTOOLS_START_METHOD", "").strip() or default
-    offered = [m for m in _START_METHODS if m in mp.get_all_start_methods()]
-    if method not in offered:
-        msg = (f"FLOWTOOLS_START_METHOD={method!r}: flowtools starts its workers by {' or '.join(offered)} "
-               f"on this platform")
-        raise GatingError(msg)
+    method = _mp_context_method()
     ctx = mp.get_context(method)
     if method == "forkserver":
         from multiprocessing import forkserver
 
         with _SERVER_START:
             ctx.set_forkserver_preload(["__main__", "flowtools.pipeline._preload"])
-            saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
+            saved = {k: os.environ.get(k) for k in (*_ONE_THREAD_ENV, _PRIME_ENV)}
             os.environ.update(dict.fromkeys(_ONE_THREAD_ENV, "1"))  # the server inherits this environment
+            os.environ[_PRIME_ENV] = str(compile_procs)
             try:
                 forkserver.ensure_running()
             finally:
@@ -298,29 +315,40 @@ def _warm_worker() -> None:
 
     Every built-in method runs once on a small two-cluster sample, and a logicle transform
     on a few values, so that the numba kernels a sample's gating calls are loaded here (in
-    the fork server: once for all workers) rather than in each worker's first task.
+    the fork server: once for all workers) rather than in each worker's first task
+    (:func:`flowtools.pipeline._kernel_cache.warm_all`). In the fork server, on a cold numba
+    cache, helper processes first compile the kernels in parallel into the cache
+    (:func:`~flowtools.pipeline._kernel_cache.prime`): the warm-up then loads them.
     """
     global _WARM  # noqa: PLW0603 - once per process
     if _WARM:
         return
+    raw = os.environ.pop(_PRIME_ENV, "").strip()  # the fork server's (its workers must not see it)
+    procs = int(raw) if raw.isdigit() else 0
     try:
-        import threadpoolctl  # noqa: F401 - each worker's _worker_init calls it
+        warm = _kernel_cache.is_warm() if raw else True
+        if not warm and procs > 1 and _kernel_cache.can_prime():
+            import multiprocessing as mp
 
-        from flowtools import compensation
-        from flowtools.gating import engine, methods, templates  # noqa: F401 - templates: imported for its cost
-        from flowtools.transforms.scales import LogicleTransform
-
-        compensation.warm_up()
-        engine.warm_up()
-        methods.warm_up()
-        v = np.linspace(-100.0, 1e5, 64)
-        lg = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
-        lg.apply(v)
-        lg.apply_where(v, np.ones(v.size, dtype=np.bool_), np.zeros(v.size, dtype=np.bool_), np.empty(v.size))
-        populations.warm_up()  # the MFI kernel
+            # No thread has started in this process yet: forking helpers is safe.
+            warm = _kernel_cache.prime(mp.get_context("fork"), procs)
+        _kernel_cache.warm_all()
         _WARM = os.getpid()
+        if not warm:
+            _kernel_cache.mark_warm()  # compiled here, serially: the next run need not prime
     except Exception:  # noqa: BLE001, S110 - a warm-up only saves time; the tasks report real errors
         pass
+
+
+def _compile_procs(jobs: int) -> int:
+    """Processes that may compile the kernels on a cold cache: FLOWTOOLS_COMPILE_JOBS, else jobs (<= CPUs)."""
+    if COMPILE_JOBS is not None:
+        return COMPILE_JOBS
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(jobs, cpus))
 
 
 class _Executor:
@@ -332,6 +360,8 @@ class _Executor:
         self._client: Any = None
         self._local = False  # local worker processes, started on first need (a fully cached run needs none)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._starting: threading.Thread | None = None  # spawned workers being started (warm_up)
         self.start_method: str | None = None  # of the local workers
 
     def __enter__(self) -> _Executor:
@@ -344,11 +374,24 @@ class _Executor:
         return self
 
     def _local_pool(self) -> ProcessPoolExecutor | None:
-        if self._local and self._pool is None:
-            ctx = _mp_context()
-            self.start_method = ctx.get_start_method()
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init)
+        with self._pool_lock:
+            if self._local and self._pool is None:
+                procs = _compile_procs(self.jobs)
+                ctx = _mp_context(procs)
+                self.start_method = ctx.get_start_method()
+                if (self.start_method == "spawn" and procs > 1 and _kernel_cache.can_prime()
+                        and not _kernel_cache.is_warm()):
+                    # Spawned workers would each compile every kernel (the fork server's priming,
+                    # here): compile them once, in parallel, into the cache the workers then load.
+                    _kernel_cache.prime(ctx, procs)
+                self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init)
         return self._pool
+
+    def _start_spawned(self) -> None:
+        pool = self._local_pool()
+        if pool is not None:
+            for _ in range(self.jobs):
+                pool.submit(_started)
 
     @property
     def remote(self) -> bool:
@@ -359,18 +402,24 @@ class _Executor:
         """Start the local workers now (imports, numba caches) so that they load while the caller works.
 
         Spawned workers otherwise start at the first task and spend their first ~0.5 s
-        importing (``_worker_init``); started here, that overlaps the coordinator's input hashing.
-        Forked workers need nothing: the fork server is warming up already, and starting a
-        worker now would only wait for it.
+        importing (``_worker_init``); started here, in a thread, that overlaps the coordinator's
+        input hashing (as does compiling the kernels first on a cold cache). Forked workers need
+        nothing: the fork server is warming up already, and starting a worker now would only
+        wait for it.
         """
-        pool = self._local_pool()
-        if pool is not None and self.start_method != "forkserver":
-            for _ in range(self.jobs):
-                pool.submit(_started)
+        if not self._local or self._pool is not None or self._starting is not None:
+            return
+        if _mp_context_method() == "forkserver":
+            self._local_pool()  # starts the fork server, which warms up meanwhile
+            return
+        self._starting = threading.Thread(target=self._start_spawned, name="flowtools-workers", daemon=True)
+        self._starting.start()
 
     def __exit__(self, *exc: object) -> None:
         if self._client is not None:
             self._client.close()
+        if self._starting is not None:
+            self._starting.join()
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 

@@ -37,15 +37,18 @@ def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
 
 
 def test_warm_worker_loads_the_kernels_a_task_calls():
-    # In a fresh interpreter: after the warm-up, the kernels of logicle, compensation and the
-    # methods are loaded (a forked worker's first task loads none of its own).
+    # In a fresh interpreter: after the warm-up, the kernels of logicle, the gate engine and the
+    # methods are loaded (a forked worker's first task loads none of its own). Not the
+    # compensation kernel: tasks compensate in the engine's column extraction, never with it
+    # (its 8 signatures cost ~2 s to compile, ~0.7 s to load).
     out = _fresh(
-        "from flowtools.pipeline import plate; plate._warm_worker(); "
-        "from flowtools.transforms import _kernels as t; from flowtools.compensation import _kernels as c; "
+        "import sys; from flowtools.pipeline import plate; plate._warm_worker(); "
+        "from flowtools.transforms import _kernels as t; from flowtools.gating.engine import _kernels as e; "
         "from flowtools.gating.methods import _mixture_kernels as m; "
-        "print(*(bool(k.overloads) for k in (t.exact_masked, t.exact_serial, t.build_table, c._serial)))"
+        "ks = (t.exact_masked, t.exact_serial, t.build_table, e.extract_columns, m._m_step); "
+        "print(*(bool(k.overloads) for k in ks), 'flowtools.compensation._kernels' in sys.modules)"
     )
-    assert out.split() == ["True"] * 4
+    assert out.split() == ["True"] * 5 + ["False"]
 
 
 def test_warm_worker_loads_the_population_table_kernels():
@@ -116,12 +119,20 @@ def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkey
 
 
 def test_start_method_can_be_forced_to_spawn(monkeypatch):
+    from flowtools.pipeline import _kernel_cache as k
+
     monkeypatch.setenv("FLOWTOOLS_START_METHOD", "spawn")
     assert plate._mp_context().get_start_method() == "spawn"
+    primed = []
+    monkeypatch.setattr(plate, "COMPILE_JOBS", 2)
+    monkeypatch.setattr(k, "is_warm", lambda: False)  # as on a new install
+    monkeypatch.setattr(k, "can_prime", lambda: True)
+    monkeypatch.setattr(k, "prime", lambda ctx, procs: primed.append((ctx.get_start_method(), procs)) or True)
     with plate._Executor(2, None) as ex:
         ex.warm_up()
         caps = list(ex.map(_thread_caps, [0, 1]))
         assert all(ex.map(_loaded, [0, 1]))
+    assert primed == [("spawn", 2)]  # once, by this process, before the workers (which then load the cache)
     assert {c[0] for c in caps} == {1}
     assert {t for c in caps for t in c[1]} == {1}
     assert not any(c[3] for c in caps)  # each spawned worker warmed itself
@@ -190,3 +201,173 @@ def test_the_warm_up_runs_no_user_registered_method(monkeypatch):
     monkeypatch.setattr(plate, "_WARM", None)
     plate._warm_worker()
     assert not calls and plate._WARM == os.getpid()
+
+
+# ------------------------------------------------------------------------------------------ cold start
+
+
+def _compiles_in_a_task(task: dict) -> tuple[bool, int, bool]:
+    """Gate one sample in this worker, counting the numba compilations (and cache loads) it makes."""
+    from numba.core import event
+
+    class Count(event.Listener):
+        n = 0
+
+        def on_start(self, e: object) -> None:
+            Count.n += 1
+
+        def on_end(self, e: object) -> None:
+            pass
+
+    listener = Count()
+    event.register("numba:compile", listener)
+    try:
+        out = plate._gate_task(task)
+    finally:
+        event.unregister("numba:compile", listener)
+    return out.ok, Count.n, plate._WARM not in (None, os.getpid())
+
+
+def _kernels_ready(_: int) -> tuple[bool, bool]:
+    """Whether the task kernels' dispatchers hold overloads here, and whether the fork server warmed them."""
+    from flowtools.analysis import _population_kernels as pk
+    from flowtools.gating.engine import _kernels as ek
+    from flowtools.gating.methods import _mixture_kernels as mk
+    from flowtools.transforms import _kernels as tk
+
+    kernels = (pk.column_middles, pk.pattern_ids, ek.extract_columns, mk._m_step, tk.exact_serial)
+    return all(k.overloads for k in kernels), plate._WARM not in (None, os.getpid())
+
+
+def test_forked_workers_inherit_the_compiled_kernels_and_compile_nothing(gated_cohort, monkeypatch):
+    """A worker forked from the fork server has every kernel before a first task; a task compiles nothing."""
+    import multiprocessing as mp
+
+    from flowtools._resources import study_template
+    from flowtools.gating.templates import load_template
+    from flowtools.io.sample_sheet import read_sample_sheet
+
+    monkeypatch.delenv("FLOWTOOLS_START_METHOD", raising=False)
+    if not sys.platform.startswith("linux") or "forkserver" not in mp.get_all_start_methods():
+        pytest.skip("workers are spawned on this platform")
+    gc = gated_cohort(n_women=1, events=3000, seed=3, templates=())
+    t = load_template(study_template("TBNK-NK"))
+    row = next(plate._row_dict(r) for r in read_sample_sheet(gc.cohort.samples_csv) if r.tube == t.tube)
+    task = {"row": row, "template": t.source, "template_sha": t.sha256, "pinned": {}, "seed": 0}
+    with plate._Executor(2, None) as ex:
+        ready = list(ex.map(_kernels_ready, [0, 1]))
+        (ok, compiles, forked), = ex.map(_compiles_in_a_task, [task])
+    assert ready == [(True, True)] * 2  # before any task: the fork server's overloads
+    assert ok and forked
+    assert compiles == 0  # nothing compiled, nothing even loaded from numba's cache, in the worker
+
+
+def test_the_helper_steps_warm_what_the_warm_up_does():
+    # Priming runs the steps in helper processes and the fork server then loads what warm_all
+    # loads: the two must cover the same kernels and signatures.
+    code = (
+        "import gc, sys; from numba.core.registry import CPUDispatcher; "
+        "from flowtools.pipeline import _kernel_cache as k; "
+        "[fn(*a) for _, fn, a in k.STEPS] if sys.argv[1] == 'steps' else k.warm_all(); "
+        "print(sorted(f'{d.py_func.__module__}.{d.py_func.__qualname__}:{len(d.overloads)}' "
+        "for d in gc.get_objects() "
+        "if isinstance(d, CPUDispatcher) and d.overloads and d.py_func.__module__.startswith('flowtools')))"
+    )
+    run = [
+        subprocess.run([sys.executable, "-c", code, which], capture_output=True, text=True, check=True).stdout
+        for which in ("steps", "all")
+    ]
+    assert run[0] == run[1]
+    assert "column_middles" in run[0] and "_m_step" in run[0]
+
+
+def test_the_kernel_cache_stamp(tmp_path, monkeypatch):
+    from flowtools.pipeline import _kernel_cache as k
+
+    monkeypatch.setattr(k, "_cache_dir", lambda: tmp_path)
+    assert not k.is_warm()
+    k.mark_warm()
+    assert k.is_warm()
+    (tmp_path / k._STAMP_NAME).write_text(k._stamp_text().replace("numba", "numba-other"), encoding="utf-8")
+    assert not k.is_warm()  # another numba (or flowtools, Python, CPU): cold
+    monkeypatch.setattr(k, "_cache_dir", lambda: None)  # no shared cache (FLOWTOOLS_NUMBA_CACHE=0)
+    assert not k.is_warm() and not k.can_prime()
+    k.mark_warm()  # a no-op
+
+
+_TOY = """
+from numba import njit
+
+
+@njit(cache=True)
+def double(x):
+    return x * 2
+"""
+
+
+def test_prime_compiles_the_steps_in_helpers_into_one_intact_cache(tmp_path, monkeypatch):
+    """Helpers adding overloads of one function at once leave numba's index whole: a new process loads all."""
+    import multiprocessing as mp
+
+    from flowtools.pipeline import _kernel_cache as k
+
+    if "fork" not in mp.get_all_start_methods() or not k.can_prime():
+        pytest.skip("no fork, or no shared numba cache / file lock here")
+    (tmp_path / "flowtools_toy_kernel.py").write_text(_TOY, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    values = ("3", "2.5", "np.arange(3, dtype=np.int32)", "np.ones(2, dtype=np.float32)", "np.ones((2, 2))",
+              "np.int16(4)")
+
+    def step(expr: str) -> None:
+        import flowtools_toy_kernel
+        import numpy as np
+
+        flowtools_toy_kernel.double(eval(expr, {"np": np}))  # noqa: S307 - the test's own literals
+
+    monkeypatch.setattr(k, "STEPS", tuple((f"toy{i}", step, (v,)) for i, v in enumerate(values)))
+    monkeypatch.setattr(k, "_other_method_modules", list)
+    monkeypatch.setattr(k, "_cache_dir", lambda: tmp_path / "stamp")
+    (tmp_path / "stamp").mkdir()
+    assert k.prime(mp.get_context("fork"), 3)
+    assert k.is_warm()
+    out = subprocess.run(
+        [sys.executable, "-c",
+         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import numpy as np, flowtools_toy_kernel as t; "
+         f"r = [t.double(v) for v in ({', '.join(values)},)]; "
+         "s = t.double.stats; print(s.cache_hits.total(), s.cache_misses.total(), r[0], r[1], r[4].sum())"],
+        capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(len(values)), "0", "6", "5.0", "8.0"]
+
+
+def test_the_fork_server_primes_a_cold_cache_before_its_warm_up(monkeypatch):
+    from flowtools.pipeline import _kernel_cache as k
+
+    calls, marks = [], []
+    monkeypatch.setattr(k, "is_warm", lambda: False)
+    monkeypatch.setattr(k, "can_prime", lambda: True)
+    monkeypatch.setattr(k, "prime", lambda ctx, procs: calls.append((ctx.get_start_method(), procs)) or True)
+    monkeypatch.setattr(k, "mark_warm", lambda: marks.append(1))
+    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setenv(plate._PRIME_ENV, "3")
+    plate._warm_worker()  # as the fork server: the variable is set in its environment
+    assert calls == [("fork", 3)] and not marks  # prime() marks the cache itself
+    assert plate._PRIME_ENV not in os.environ  # its workers must not prime
+    assert plate._WARM == os.getpid()
+
+    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setenv(plate._PRIME_ENV, "1")  # one process allowed: the server compiles alone, then marks
+    plate._warm_worker()
+    assert calls == [("fork", 3)] and marks == [1]
+
+    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setattr(k, "is_warm", lambda: pytest.fail("a worker looked at the cache"))
+    plate._warm_worker()  # not the fork server (no variable): just the warm-up
+    assert calls == [("fork", 3)] and marks == [1] and plate._WARM == os.getpid()
+
+
+def test_compile_procs(monkeypatch):
+    monkeypatch.setattr(plate, "COMPILE_JOBS", None)
+    assert 1 <= plate._compile_procs(64) <= (os.cpu_count() or 1)
+    assert plate._compile_procs(1) == 1
+    monkeypatch.setattr(plate, "COMPILE_JOBS", 5)  # FLOWTOOLS_COMPILE_JOBS=5
+    assert plate._compile_procs(2) == 5
