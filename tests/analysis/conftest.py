@@ -1,4 +1,4 @@
-"""A small synthetic cohort (and its gate run) shared by the analysis tests."""
+"""The synthetic cohort (and its gate run) shared by the analysis tests: the session's gated cohort."""
 
 from __future__ import annotations
 
@@ -11,20 +11,18 @@ sys.path.insert(0, str(Path(__file__).parent))  # _synth_events
 
 
 @pytest.fixture(scope="session")
-def synth_cohort(tmp_path_factory) -> Path:
-    from flowtools.synth import make_cohort
-
-    out = tmp_path_factory.mktemp("cohort")
-    make_cohort(out, n_women=4, events=20_000, seed=11, artefacts=False)
-    return out
+def study_run(gated_cohort):
+    """4 women x 20,000 events (seed 11, no artefacts), gated with the TBNK-NK study template."""
+    gc = gated_cohort(n_women=4, events=20_000, seed=11, artefacts=False, templates=("TBNK-NK",))
+    assert gc.plate.n_ok == 4
+    return gc
 
 
 @pytest.fixture(scope="session")
-def gate_run(synth_cohort, tmp_path_factory) -> Path:
-    from flowtools._resources import study_template
-    from flowtools.pipeline.plate import run_plate
+def synth_cohort(study_run) -> Path:
+    return study_run.cohort_dir
 
-    out = synth_cohort / "gated"
-    res = run_plate(synth_cohort / "samples.csv", [study_template("TBNK-NK")], out, jobs=1)
-    assert res.n_ok == 4
-    return out
+
+@pytest.fixture(scope="session")
+def gate_run(study_run) -> Path:
+    return study_run.run_dir

@@ -52,17 +52,10 @@ populations:
 
 
 @pytest.fixture(scope="module")
-def colliding_run(tmp_path_factory):
-    from flowtools.pipeline.plate import run_plate
-    from flowtools.synth import make_cohort
-
-    tmp = tmp_path_factory.mktemp("colliding")
-    cohort = make_cohort(tmp / "cohort", n_women=2, events=20_000, seed=5, artefacts=False)
-    template = tmp / "colliding.yaml"
-    template.write_text(COLLIDING, encoding="utf-8")
-    res = run_plate(cohort.samples_csv, [template], tmp / "run", jobs=1)
-    assert res.n_ok == 2
-    return cohort, res.out_dir
+def colliding_run(gated_cohort):
+    gc = gated_cohort(n_women=2, events=20_000, seed=5, artefacts=False, templates=(COLLIDING,))
+    assert gc.plate.n_ok == 2
+    return gc.cohort, gc.run_dir
 
 
 def test_table_carries_distinct_gate_ids_and_parents(colliding_run):
@@ -101,21 +94,21 @@ def test_table_carries_distinct_gate_ids_and_parents(colliding_run):
         assert f"| {c} |" in doc
 
 
-def test_cluster_reads_each_population_by_its_own_gate_id(colliding_run):
+def test_cluster_reads_each_population_by_its_own_gate_id(colliding_run, tmp_path):
     from flowtools.analysis import cluster_cohort
 
     cohort, run = colliding_run
     pops = read_populations(run / "populations.csv")
     common = {"markers": ["CD3", "CD4"], "n_clusters": 2, "embed": None, "events_per_sample": 300, "seed": 0,
               "samples_csv": cohort.samples_csv, "method_params": {"xdim": 3, "ydim": 3}}
-    low = cluster_cohort(run, population="cells/T/CD4pos", out_dir=run / "cl_pos", **common)
+    low = cluster_cohort(run, population="cells/T/CD4pos", out_dir=tmp_path / "cl_pos", **common)
     want = pops[pops["population"] == "cells/T/CD4pos"].set_index("sample_id")["count"].to_dict()
     assert low.table.groupby("sample_id")["count"].sum().to_dict() == want
     # its events are the CD4-low ones (the T/CD4+ mask would give CD4-high events)
     assert low.fit_x[:, 1].max() < 0.5 + 1e-6
 
     # the populations below the clustered one are found by their parents, each with its own mask
-    t = cluster_cohort(run, population="cells/T", out_dir=run / "cl_t", **common)
+    t = cluster_cohort(run, population="cells/T", out_dir=tmp_path / "cl_t", **common)
     gate_n = t.overlap.drop_duplicates(["sample_id", "gate"]).set_index(["sample_id", "gate"])["gate_n"]
     below = pops[pops["parent"] == "cells/T"].set_index(["sample_id", "population"])["count"]
     assert gate_n.sort_index().to_dict() == below.sort_index().to_dict()

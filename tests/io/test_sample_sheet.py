@@ -594,13 +594,18 @@ _CELLS = st.sampled_from(
 _SEPARATORS = st.sampled_from([",", ";", "\t", "\n", "\r\n", "\r", '"', " "])
 
 
+_HEADER = st.lists(st.sampled_from([*REQUIRED_COLUMNS, "FILE", " well ", "note", ""]), max_size=8)
+_N_ROWS = st.integers(0, 6)
+_ROW_REST = st.lists(st.one_of(_CELLS, _SEPARATORS, st.text(max_size=4)), max_size=10)
+
+
 @st.composite
 def _sheet_like(draw: st.DrawFn) -> str:
-    header = draw(st.lists(st.sampled_from([*REQUIRED_COLUMNS, "FILE", " well ", "note", ""]), max_size=8))
+    header = draw(_HEADER)
     parts = [",".join(header), "\n"]
-    for _ in range(draw(st.integers(0, 6))):
+    for _ in range(draw(_N_ROWS)):
         parts.append(draw(_CELLS))
-        parts.extend(draw(st.lists(st.one_of(_CELLS, _SEPARATORS, st.text(max_size=4)), max_size=10)))
+        parts.extend(draw(_ROW_REST))
         parts.append("\n")
     return "".join(parts)
 

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from flowtools.cli import app
 from flowtools.pipeline.plate import run_plate
-from flowtools.synth import make_cohort
 
 TEMPLATE = """\
 name: small
@@ -50,49 +49,55 @@ populations:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plate")
-    res = make_cohort(root / "c", n_women=5, events=3000, seed=9)
-    tpl = root / "small.yaml"
-    tpl.write_text(TEMPLATE)
-    return res, tpl
+def gated(gated_cohort):
+    """The cohort (5 women x 3,000 events, seed 9) and one serial run of the template over it (read-only)."""
+    return gated_cohort(n_women=5, events=3000, seed=9, templates=(TEMPLATE,))
+
+
+@pytest.fixture(scope="module")
+def cohort(gated):
+    return gated.cohort, gated.templates[0]
+
+
+@pytest.fixture(scope="module")
+def serial(gated):
+    """``run_plate(samples.csv, [template], out, jobs=1)`` on the cohort: the reference tables."""
+    return gated.plate
 
 
 def _tables(out: Path) -> tuple[str, str]:
     return (out / "populations.csv").read_text(), (out / "per_woman.csv").read_text()
 
 
-def test_outputs_and_tables(cohort, tmp_path):
-    c, tpl = cohort
-    res = run_plate(c.samples_csv, [tpl], tmp_path / "out", jobs=1)
+def test_outputs_and_tables(serial):
+    res = serial
+    out = res.out_dir
     assert res.exit_code == 0 and res.n_ok == 5
     assert len(res.skipped) == 5  # the Treg-Th samples: no template for that tube
-    pops = pd.read_parquet(tmp_path / "out" / "populations.parquet")
+    pops = pd.read_parquet(out / "populations.parquet")
     assert set(pops["population"]) == {"cells", "cells/lymphocytes", "cells/lymphocytes/CD3+",
                                        "cells/lymphocytes/CD3+/CD4", "cells/lymphocytes/CD3+/CD8"}
     assert {"sample_id", "woman_id", "tube", "plate", "well", "count", "pct_parent", "pct_total",
             "mfi_CD3", "mfi_CD3_transformed"} <= set(pops.columns)
-    assert pd.read_csv(tmp_path / "out" / "populations.csv").shape == pops.shape
-    wide = pd.read_csv(tmp_path / "out" / "per_woman.csv")
+    assert pd.read_csv(out / "populations.csv").shape == pops.shape
+    wide = pd.read_csv(out / "per_woman.csv")
     assert wide.shape[0] == 5 and "TBNK-NK|cells/lymphocytes/CD3+" in wide.columns
-    assert (tmp_path / "out" / "per_woman.columns.md").is_file()
-    gates = sorted(p.name for p in (tmp_path / "out" / "gates").iterdir())
+    assert (out / "per_woman.columns.md").is_file()
+    gates = sorted(p.name for p in (out / "gates").iterdir())
     assert len(gates) == 5 and gates[0].endswith(".gating-ml.xml")
-    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    prov = json.loads((out / "provenance.json").read_text())
     assert prov["templates"]["small"]["sha256"] and len(prov["fcs_sha256"]) == 5
     # group_by: plate -> one CD3 threshold per plate, shared by its samples
     cuts = set()
-    for p in (tmp_path / "out" / "gates").iterdir():
+    for p in (out / "gates").iterdir():
         text = p.read_text()
         i = text.index('gating:id="cells__lymphocytes__CD3pos"')
         cuts.add(text[i:i + 400].split('gating:min="')[1].split('"')[0])
     assert len(cuts) == 1
 
 
-def test_no_personal_keyword_in_any_output(cohort, tmp_path):
-    c, tpl = cohort
-    run_plate(c.samples_csv, [tpl], tmp_path / "out", jobs=1)
-    for p in (tmp_path / "out").rglob("*"):
+def test_no_personal_keyword_in_any_output(serial):
+    for p in serial.out_dir.rglob("*"):
         if p.is_file():
             assert b"CANARY" not in p.read_bytes(), p
 
@@ -123,10 +128,9 @@ def test_rerun_recomputes_nothing_and_gives_identical_tables(cohort, tmp_path):
     assert _tables(out) == before
 
 
-def test_killed_run_resumes_to_identical_tables(cohort, tmp_path):
+def test_killed_run_resumes_to_identical_tables(cohort, serial, tmp_path):
     c, tpl = cohort
-    ref = tmp_path / "ref"
-    run_plate(c.samples_csv, [tpl], ref, jobs=1)
+    ref = serial.out_dir
     out = tmp_path / "out"
     code = (
         "import sys, time\n"
@@ -154,12 +158,11 @@ def test_killed_run_resumes_to_identical_tables(cohort, tmp_path):
     assert not list(out.rglob(".*.tmp"))
 
 
-def test_killed_pool_run_leaves_no_process_and_resumes(cohort, tmp_path):
+def test_killed_pool_run_leaves_no_process_and_resumes(cohort, serial, tmp_path):
     """kill -9 of a run with local workers (fork server): its server and workers exit too, and it resumes."""
     psutil = pytest.importorskip("psutil")
     c, tpl = cohort
-    ref = tmp_path / "ref"
-    run_plate(c.samples_csv, [tpl], ref, jobs=1)
+    ref = serial.out_dir
     out = tmp_path / "out"
     script = tmp_path / "slow_run.py"
     # Module level (outside the main guard): the fork server imports this script as its __main__,
@@ -196,11 +199,10 @@ def test_killed_pool_run_leaves_no_process_and_resumes(cohort, tmp_path):
     assert not list(out.rglob(".*.tmp"))
 
 
-def test_process_pool_and_dask_give_identical_tables(cohort, tmp_path):
+def test_process_pool_and_dask_give_identical_tables(cohort, serial, tmp_path):
     c, tpl = cohort
-    run_plate(c.samples_csv, [tpl], tmp_path / "serial", jobs=1)
     run_plate(c.samples_csv, [tpl], tmp_path / "pool", jobs=2)
-    assert _tables(tmp_path / "pool") == _tables(tmp_path / "serial")
+    assert _tables(tmp_path / "pool") == _tables(serial.out_dir)
     distributed = pytest.importorskip("distributed")
     import warnings
 
@@ -209,7 +211,7 @@ def test_process_pool_and_dask_give_identical_tables(cohort, tmp_path):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                       dashboard_address=None) as cluster:
             run_plate(c.samples_csv, [tpl], tmp_path / "dask", scheduler=cluster.scheduler_address)
-    assert _tables(tmp_path / "dask") == _tables(tmp_path / "serial")
+    assert _tables(tmp_path / "dask") == _tables(serial.out_dir)
 
 
 def _copy(c, tmp_path):
@@ -297,7 +299,7 @@ def test_one_run_per_output_folder(cohort, tmp_path):
     assert run_plate(c.samples_csv, [tpl], out, jobs=1).exit_code == 0
 
 
-def test_mfis_are_medians_of_the_gated_compensated_events(cohort, tmp_path):
+def test_mfis_are_medians_of_the_gated_compensated_events(cohort, serial):
     """MFIs equal np.median of each population's compensated events.
 
     Masks come from re-gating each sample with its exported Gating-ML (the resolved gates,
@@ -312,9 +314,8 @@ def test_mfis_are_medians_of_the_gated_compensated_events(cohort, tmp_path):
     from flowtools.gating.formats.gatingml import read_gatingml
     from flowtools.io import read_fcs
 
-    c, tpl = cohort
-    out = tmp_path / "out"
-    run_plate(c.samples_csv, [tpl], out, jobs=1)
+    c, _ = cohort
+    out = serial.out_dir
     pops = pd.read_parquet(out / "populations.parquet")
     checked = empty = 0
     for sid, rows in pops.groupby("sample_id"):

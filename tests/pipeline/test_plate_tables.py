@@ -22,21 +22,34 @@ _FLOATS = st.one_of(
 _TEXT = st.text(alphabet=st.sampled_from(list('ab ,"\'|/+-x1\n\r')), max_size=6)
 
 
+# The constant strategies are built once (not at each draw): the same draws, without re-validating a
+# fresh strategy object per field per record.
+_N_RECORDS = st.integers(1, 25)
+_WOMEN = st.lists(_TEXT, min_size=1, max_size=5)
+_TUBE = st.sampled_from(["T1", "T,2"])
+_POPULATION = st.sampled_from(["a", "a/b", 'a/"c"', "d e"])
+_PARENT = st.sampled_from(["", "a", 'a/"c"'])
+_ROLE = st.sampled_from(["", "qc"])
+_COUNT = st.integers(0, 10**12)
+_MFIS = st.sets(st.sampled_from(["mfi_CD3", "mfi_CD3_transformed", "mfi_CD19"]))
+
+
 @st.composite
 def _records(draw: st.DrawFn) -> list[dict]:
-    n = draw(st.integers(1, 25))
-    women = draw(st.lists(_TEXT, min_size=1, max_size=5))
+    n = draw(_N_RECORDS)
+    women = draw(_WOMEN)
+    woman = st.sampled_from(women)
     out = []
     for _ in range(n):
         rec = {
-            "sample_id": draw(_TEXT), "woman_id": draw(st.sampled_from(women)),
-            "tube": draw(st.sampled_from(["T1", "T,2"])), "plate": "P1", "well": draw(_TEXT),
-            "population": draw(st.sampled_from(["a", "a/b", 'a/"c"', "d e"])), "gate_id": draw(_TEXT),
-            "parent": draw(st.sampled_from(["", "a", 'a/"c"'])), "role": draw(st.sampled_from(["", "qc"])),
-            "count": draw(st.integers(0, 10**12)), "parent_count": draw(st.integers(0, 10**12)),
+            "sample_id": draw(_TEXT), "woman_id": draw(woman),
+            "tube": draw(_TUBE), "plate": "P1", "well": draw(_TEXT),
+            "population": draw(_POPULATION), "gate_id": draw(_TEXT),
+            "parent": draw(_PARENT), "role": draw(_ROLE),
+            "count": draw(_COUNT), "parent_count": draw(_COUNT),
             "pct_parent": draw(_FLOATS), "pct_total": draw(_FLOATS),
         }
-        for m in draw(st.sets(st.sampled_from(["mfi_CD3", "mfi_CD3_transformed", "mfi_CD19"]))):
+        for m in draw(_MFIS):
             rec[m] = draw(_FLOATS)
         out.append(rec)
     return out

@@ -305,8 +305,33 @@ def double(x):
 """
 
 
-def test_prime_compiles_the_steps_in_helpers_into_one_intact_cache(tmp_path, monkeypatch):
-    """Helpers adding overloads of one function at once leave numba's index whole: a new process loads all."""
+_PRIME = """
+import multiprocessing as mp, sys
+from pathlib import Path
+tmp = Path(sys.argv[1])
+sys.path.insert(0, str(tmp))
+from flowtools.pipeline import _kernel_cache as k
+values = {values!r}
+
+def step(expr):
+    import flowtools_toy_kernel
+    import numpy as np
+    flowtools_toy_kernel.double(eval(expr, {{"np": np}}))
+
+k.STEPS = tuple((f"toy{{i}}", step, (v,)) for i, v in enumerate(values))
+k._other_method_modules = list
+k._cache_dir = lambda: tmp / "stamp"
+ok = k.prime(mp.get_context("fork"), 3)
+print(ok, k.is_warm())
+"""
+
+
+def test_prime_compiles_the_steps_in_helpers_into_one_intact_cache(tmp_path):
+    """Helpers adding overloads of one function at once leave numba's index whole: a new process loads all.
+
+    Run in a fresh interpreter: prime() forks, which is only safe from a single-threaded process (the
+    fork server), not from a test process where earlier tests left threads running.
+    """
     import multiprocessing as mp
 
     from flowtools.pipeline import _kernel_cache as k
@@ -314,22 +339,12 @@ def test_prime_compiles_the_steps_in_helpers_into_one_intact_cache(tmp_path, mon
     if "fork" not in mp.get_all_start_methods() or not k.can_prime():
         pytest.skip("no fork, or no shared numba cache / file lock here")
     (tmp_path / "flowtools_toy_kernel.py").write_text(_TOY, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
     values = ("3", "2.5", "np.arange(3, dtype=np.int32)", "np.ones(2, dtype=np.float32)", "np.ones((2, 2))",
               "np.int16(4)")
-
-    def step(expr: str) -> None:
-        import flowtools_toy_kernel
-        import numpy as np
-
-        flowtools_toy_kernel.double(eval(expr, {"np": np}))  # noqa: S307 - the test's own literals
-
-    monkeypatch.setattr(k, "STEPS", tuple((f"toy{i}", step, (v,)) for i, v in enumerate(values)))
-    monkeypatch.setattr(k, "_other_method_modules", list)
-    monkeypatch.setattr(k, "_cache_dir", lambda: tmp_path / "stamp")
     (tmp_path / "stamp").mkdir()
-    assert k.prime(mp.get_context("fork"), 3)
-    assert k.is_warm()
+    primed = subprocess.run([sys.executable, "-c", _PRIME.format(values=values), str(tmp_path)],
+                            capture_output=True, text=True, check=True).stdout
+    assert primed.split() == ["True", "True"]
     out = subprocess.run(
         [sys.executable, "-c",
          f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import numpy as np, flowtools_toy_kernel as t; "

@@ -411,9 +411,10 @@ def browser():
     return _browser()
 
 
-@pytest.fixture
-def cdp(browser, tmp_path):
-    c = _DevTools(browser, tmp_path / "profile")
+@pytest.fixture(scope="module")
+def cdp(browser, tmp_path_factory):
+    """One headless Chromium for the module; each page is visited in a fresh tab (``_visit``)."""
+    c = _DevTools(browser, tmp_path_factory.mktemp("chromium") / "profile")
     yield c
     c.close()
 
