@@ -534,8 +534,9 @@ def _compare_one(
         des = _check_design(x, names, batch)
         reason = des.reason or _separation(k, n, rm)
         notes = list(des.notes)
+        rare = test == "logit-normal" and float(np.median(k)) < RARE_PART_COUNT
         if reason is None:
-            if test == "logit-normal" and float(np.median(k)) < RARE_PART_COUNT:
+            if rare:
                 fit, tau2 = _fit_pct("ols-logit", des.x, k, n)
                 notes.append(f"rare (median count < {RARE_PART_COUNT}): equal weights, no precision weights")
             else:
@@ -558,7 +559,7 @@ def _compare_one(
                 "diff_pct_ci_low": dlo,
                 "diff_pct_ci_high": dhi,
                 "dispersion": fit.scale,
-                "between_woman_sd": float(np.sqrt(tau2)) if test == "logit-normal" else np.nan,
+                "between_woman_sd": float(np.sqrt(tau2)) if test == "logit-normal" and not rare else np.nan,
                 "converged": fit.converged,
                 "note": "; ".join(notes),
             }

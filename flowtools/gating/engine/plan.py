@@ -140,7 +140,6 @@ class Plan:
         self.groups: dict[str, dict[str, Any]] = {}  # blocks: compensation ref -> extraction group
         self.bases: dict[tuple[str, str], tuple[str, Any, int]] = {}
         self.dims: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self.ops: list[tuple[str, str, Any]] = []
         self.lineage: dict[str | None, frozenset[str | None]] = {None: frozenset({None})}
         self.masks: dict[str, np.ndarray] = {}
         self._store: dict[tuple[Any, ...], Any] = {}  # whole columns: raw, compensated, unmixed values
@@ -188,7 +187,6 @@ class Plan:
                 msg = f"unsupported gate type {type(g).__name__}"
                 raise GatingError(msg)
             self.lineage[pid] = self.lineage[pop.parent] | {pid}
-        self.ops += ops
         return ops
 
     def _matrix(self, ref: str) -> SpilloverMatrix | None:
