@@ -107,15 +107,14 @@ def qc_populations(rows: Iterable[Mapping[str, Any]]) -> set[str]:
 # ------------------------------------------------------------------------------------ building the rows
 
 
-def markers(sample: Any) -> list[tuple[str, str]]:
-    """(pnn, label) of the fluorescence channels: the marker name when set."""
-    out = []
-    for c in sample.channels:
-        low = c.pnn.lower()
-        if low.startswith(("fsc", "ssc", "time")):
-            continue
-        out.append((c.pnn, c.pns or c.pnn))
-    return out
+def markers(sample: Any, time: str | None = None) -> list[tuple[str, str]]:
+    """(pnn, label) of the fluorescence (or mass) channels: the marker name when set.
+
+    Time, scatter and instrument bookkeeping parameters are left out, whatever the
+    instrument calls them (:func:`flowtools.io.channels.classify_channels`).
+    """
+    kinds = sample.channel_kinds(time)
+    return [(c.pnn, c.pns or c.pnn) for c in sample.channels if kinds.of(c.pnn) == "fluorescence"]
 
 
 def sample_rows(resolved: Any, sample: Any, template: Any) -> list[dict[str, Any]]:
@@ -145,7 +144,7 @@ def sample_rows(resolved: Any, sample: Any, template: Any) -> list[dict[str, Any
 
     used = {d.name: d.transform for g in resolved.strategy.gates for d in gate_dimensions(g)}
     chans = []
-    for pnn, label in markers(sample):
+    for pnn, label in markers(sample, getattr(template, "time", None)):
         tid = used.get(pnn)
         if tid is not None:
             transform = resolved.strategy.transforms[tid]

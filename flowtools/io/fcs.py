@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from flowtools.errors import FCSError, FCSWarning
+from flowtools.io.channels import ChannelKinds, classify_channels, kind_of_name
 from flowtools.io.keywords import safe_keywords
 
 __all__ = ["Channel", "FCSSample", "Spillover", "count_datasets", "read_fcs"]
@@ -267,8 +268,27 @@ class FCSSample:
             self._preprocess(out)
         return out.astype(dtype, copy=False)
 
+    def channel_kinds(self, time: str | None = None) -> ChannelKinds:
+        """Each parameter's kind (time, scatter, fluorescence, other) and why: see :mod:`flowtools.io.channels`.
+
+        Parameters
+        ----------
+        time : str, optional
+            The time parameter as a template names it (``$PnN`` or ``$PnS``); overrides the rules.
+        """
+        key = time or ""
+        cache = self.__dict__.setdefault("_kinds", {})
+        if key not in cache:
+            events = self._events if "$TIMESTEP" in self.keywords else None
+            if events is None and "$TIMESTEP" in self.keywords and not any(
+                    kind_of_name(c.pnn) == "time" or kind_of_name(c.pns) == "time" for c in self.channels):
+                events = self.events  # only then are the values needed to find the time parameter
+            cache[key] = classify_channels(self.pnn, self.pns, self.keywords, time=time, events=events)
+        return cache[key]
+
     def _time_step(self) -> tuple[int | None, float]:
-        time_idx = next((c.index for c in self.channels if c.pnn.lower() == "time"), None)
+        t = self.channel_kinds().time
+        time_idx = next((c.index for c in self.channels if c.pnn == t), None)
         step = 1.0
         if time_idx is not None and "$TIMESTEP" in self.keywords:
             raw = self.keywords["$TIMESTEP"].strip()

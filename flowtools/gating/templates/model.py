@@ -65,6 +65,11 @@ class PopulationSpec:
     group_by: str | None
     line: int
     role: str | None = None
+    #: What a sane sample looks like: ``pct`` (% of parent), ``pct_total`` or ``count`` -> (lo, hi),
+    #: either end None (open). A population outside it is flagged, or failed when
+    #: ``on_violation == "fail"`` (its subtree then has no numbers).
+    expect: Mapping[str, tuple[float | None, float | None]] | None = None
+    on_violation: str = "flag"
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -87,6 +92,8 @@ class Template:
     source: str
     sha256: str
     description: str = ""
+    #: The time parameter (``$PnN`` or ``$PnS``) when the file's own naming does not say it.
+    time: str | None = None
 
     @property
     def population_paths(self) -> list[str]:
@@ -101,6 +108,8 @@ class Template:
     def dimensions(self) -> set[str]:
         """Every marker or channel the template reads."""
         out = {d for p in self.populations for d in p.dims}
+        if self.time is not None:
+            out.add(self.time)
         out |= {k for k in self.transforms if k not in ("fluorescence", "scatter", "time")}
         return out
 
@@ -124,6 +133,12 @@ class Template:
 def _channel_map(t: Template, sample: FCSSample) -> dict[str, str]:
     """Template dimension (marker ``$PnS`` or channel ``$PnN``) -> the sample's ``$PnN``."""
     by_pnn = {c.pnn: c.pnn for c in sample.channels}
+    try:
+        time_pnn = sample.channel_kinds(t.time).time
+    except KeyError as exc:
+        where = sample.path.name if sample.path is not None else "sample"
+        msg = f"{where}: template {t.name!r}: {exc.args[0]}"
+        raise ChannelError(msg, channel=str(t.time), available=tuple(c.pnn for c in sample.channels)) from None
     by_pns: dict[str, list[str]] = {}
     for c in sample.channels:
         if c.pns:
@@ -138,6 +153,8 @@ def _channel_map(t: Template, sample: FCSSample) -> dict[str, str]:
             folded = [c.pnn for c in sample.channels if d.lower() in (c.pnn.lower(), c.pns.lower())]
             if len(folded) == 1:
                 out[d] = folded[0]
+            elif d.lower() == "time" and time_pnn is not None:
+                out[d] = time_pnn  # "Time" in a template is the file's time parameter, however named
             else:
                 missing.append(d)
     if missing:

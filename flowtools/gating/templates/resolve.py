@@ -44,21 +44,19 @@ from flowtools.gating.methods import (
     get_method,
 )
 from flowtools.gating.strategy import GatingStrategy
-from flowtools.gating.templates.model import _RESOLVER_METHODS, PopulationSpec, Template, _channel_map
+from flowtools.gating.templates.model import (
+    _RESOLVER_METHODS,
+    PopulationSpec,
+    Template,
+    TransformSpec,
+    _channel_map,
+)
 from flowtools.io.fcs import FCSSample
 
 __all__ = ["ResolvedSample", "compute_pooled", "pool_values", "resolve"]
 
+_NO_TRANSFORM = TransformSpec("none", {})
 _POOL_PER_SAMPLE = 20_000  # events per sample when a gate is computed on a pooled group
-
-
-def _kind_of(pnn: str) -> str:
-    low = pnn.lower()
-    if low.startswith(("fsc", "ssc")):
-        return "scatter"
-    if low == "time" or low.startswith("time"):
-        return "time"
-    return "fluorescence"
 
 
 _ID_BAD = re.compile(r"[^A-Za-z0-9_.-]")
@@ -112,6 +110,8 @@ class ResolvedSample:
     geometry: dict[str, Geometry] = field(default_factory=dict)
     _channel: Any = field(default=None, repr=False, compare=False)
     roles: dict[str, str] = field(default_factory=dict)
+    _scaled: Any = field(default=None, repr=False, compare=False)
+    _kind: Any = field(default=None, repr=False, compare=False)
 
     def channel(self, pnn: str) -> np.ndarray:
         """A parameter's values for all events, compensated as the template says and not transformed.
@@ -121,6 +121,23 @@ class ResolvedSample:
         if self._channel is None:
             raise GatingError(self.error or "sample not resolved")
         return self._channel(pnn)
+
+    def values(self, name: str) -> np.ndarray:
+        """A parameter's values for all events on the gates' scale: compensated and transformed as the template says.
+
+        ``name`` is a marker (``$PnS``) or channel (``$PnN``), in the template or not; a
+        parameter the template does not read gets the transform of its kind (time, scatter,
+        fluorescence). Clustering and embedding read these, so they see what the gates saw.
+        """
+        if self._scaled is None:
+            raise GatingError(self.error or "sample not resolved")
+        return self._scaled(name)
+
+    def kind(self, name: str) -> str:
+        """The kind of a parameter (``time``, ``scatter``, ``fluorescence``, ``other``) as the run decided it."""
+        if self._kind is None:
+            raise GatingError(self.error or "sample not resolved")
+        return self._kind(name)
 
     def mask(self, path: str) -> np.ndarray:
         """Membership of a population given by its template path."""
@@ -170,6 +187,7 @@ class _State:
         self.taken: set[str] = set()
         self.geometry: dict[str, Geometry] = {}
         self.chmap = _channel_map(t, sample)
+        self.kinds = sample.channel_kinds(t.time)
         self.fcs_matrix: SpilloverMatrix | None = None
         if t.compensation == FCS_COMPENSATION:
             if sample.spillover is None:
@@ -197,15 +215,40 @@ class _State:
         comp = self.comp_ref if matrix is not None and pnn in matrix.detectors else UNCOMPENSATED
         return self.ev.column(Dimension(pnn, comp))
 
+    def pnn_of(self, name: str) -> str:
+        """The ``$PnN`` of a template dimension, or of any marker/channel of the file."""
+        if name in self.chmap:
+            return self.chmap[name]
+        try:
+            return self.sample.channels[self.sample.channel_index(name)].pnn
+        except KeyError as exc:
+            raise GatingError(str(exc.args[0])) from None
+
+    def scaled(self, name: str) -> np.ndarray:
+        """Compensated and transformed values of any parameter, without adding it to the strategy."""
+        if name in self.dims:
+            return np.asarray(self.ev.column(self.dims[name]))
+        pnn = self.pnn_of(name)
+        col = self.base_channel(pnn)
+        spec = (self.t.transforms.get(name) or self.t.transforms.get(pnn)
+                or self.t.transforms.get(self.kinds.of(pnn)) or _NO_TRANSFORM)
+        tid = f"{spec.kind}_{_ID_BAD.sub('_', pnn)}"
+        tr = self.transforms.get(tid)
+        if tr is None and spec.kind != "none":
+            tr = spec.build(col if spec.params == "estimate" else None)
+        return np.array(col, dtype=np.float64) if tr is None else np.asarray(tr.apply(col), dtype=np.float64)
+
     def dimension(self, name: str) -> Dimension:
         """The engine dimension (compensation + transform) for a template dimension name."""
         if name in self.dims:
             return self.dims[name]
         pnn = self.chmap[name]
-        kind = _kind_of(pnn)
+        kind = self.kinds.of(pnn)
         matrix = self.fcs_matrix if self.comp_ref == FCS_COMPENSATION else self.matrices.get(self.comp_ref)
         comp = self.comp_ref if matrix is not None and pnn in matrix.detectors else UNCOMPENSATED
-        spec = self.t.transforms.get(name) or self.t.transforms.get(pnn) or self.t.transforms[kind]
+        # instrument bookkeeping ("other": CyTOF pulse shape, event counters) stays linear
+        spec = (self.t.transforms.get(name) or self.t.transforms.get(pnn)
+                or self.t.transforms.get(kind) or _NO_TRANSFORM)
         tid = None
         if spec.kind != "none":
             tid = f"{spec.kind}_{_ID_BAD.sub('_', pnn)}"
@@ -385,7 +428,7 @@ def resolve(
             continue
         result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
         out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry),
-                                  st.base_channel, dict(roles)))
+                                  st.base_channel, dict(roles), st.scaled, lambda n, st=st: st.kinds.of(st.pnn_of(n))))
     return out
 
 

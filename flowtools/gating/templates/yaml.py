@@ -108,7 +108,7 @@ def load_template(source: str | os.PathLike[str], *, text: str | None = None) ->
     if not isinstance(doc, dict):
         raise ck.err(None, None, None, "a template is a mapping with 'name' and 'populations'")
     top = getattr(doc, "line", None)
-    known = {"name", "version", "tube", "description", "compensation", "transforms", "populations"}
+    known = {"name", "version", "tube", "description", "compensation", "transforms", "populations", "time"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ck.err(top, None, None, f"unknown key(s) {unknown}; allowed: {sorted(known)}")
@@ -128,8 +128,11 @@ def load_template(source: str | os.PathLike[str], *, text: str | None = None) ->
     tube = doc.get("tube")
     if tube is not None and not isinstance(tube, str):
         raise ck.err(top, None, "tube", "must be text (the sample sheet's tube name)")
+    time = doc.get("time")
+    if time is not None and (not isinstance(time, str) or not time):
+        raise ck.err(top, None, "time", "the time parameter's $PnN or $PnS (e.g. time: HDR-T)")
     sha = hashlib.sha256(raw.encode("utf-8")).hexdigest()
-    return Template(name, tube, comp, transforms, pops, where, sha, str(doc.get("description") or ""))
+    return Template(name, tube, comp, transforms, pops, where, sha, str(doc.get("description") or ""), time)
 
 
 def _parse_transform(value: Any, ck: _Checker, line: int | None, key: str) -> TransformSpec:
@@ -198,7 +201,7 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
         raw.append((item, line or 0))
 
     allowed = {"name", "parent", "dims", "gate", "method", "args", "quadrants", "group_by", "role",
-               "description"}
+               "description", "expect", "on_violation"}
     specs: list[PopulationSpec] = []
     paths: dict[str, int] = {}  # path -> line
     names: dict[str, list[str]] = {}  # last segment -> paths
@@ -300,8 +303,14 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
                     raise ck.err(line, name, "dims", msg)
         else:
             _check_static(gate, dims, ck, line, name)
+        expect = _parse_expect(item.get("expect"), ck, line, name)
+        on_violation = item.get("on_violation", "flag")
+        if on_violation not in ("flag", "fail"):
+            raise ck.err(line, name, "on_violation", "flag (keep the numbers, mark them) or fail (no numbers)")
+        if "on_violation" in item and expect is None:
+            raise ck.err(line, name, "on_violation", "only with expect")
         out = PopulationSpec(name, path, parent, tuple(dims), gate, method, dict(args),
-                             dict(quadrants) if quadrants else None, group_by, line, role)
+                             dict(quadrants) if quadrants else None, group_by, line, role, expect, on_violation)
         for p in out.outputs:
             if p in paths:
                 msg = f"population path {p!r} is defined twice (line {paths[p]})"
@@ -310,6 +319,33 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
             names.setdefault(p.split("/")[-1], []).append(p)
         specs.append(out)
     return tuple(specs)
+
+
+_EXPECT_KEYS = ("pct", "pct_total", "count")
+
+
+def _parse_expect(value: Any, ck: _Checker, line: int, name: str) -> dict[str, tuple[float | None, float | None]] | None:
+    """``expect: {pct: [lo, hi], pct_total: [lo, hi], count: [lo, hi]}``; null = an open end."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ck.err(line, name, "expect", f"a mapping of {list(_EXPECT_KEYS)} to [lo, hi]")
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for key, rng in value.items():
+        if key not in _EXPECT_KEYS:
+            raise ck.err(line, name, f"expect.{key}", f"unknown; use {list(_EXPECT_KEYS)} "
+                         "(pct: % of parent, pct_total: % of all events, count: events)")
+        ok = isinstance(rng, list) and len(rng) == 2 and all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)) for v in rng)
+        if not ok or rng == [None, None]:
+            raise ck.err(line, name, f"expect.{key}", "[lo, hi] with numbers (null = open), e.g. [40, 80]")
+        lo, hi = (None if v is None else float(v) for v in rng)
+        if lo is not None and hi is not None and lo > hi:
+            raise ck.err(line, name, f"expect.{key}", f"lo {lo:g} is above hi {hi:g}")
+        if key != "count" and any(v is not None and not 0.0 <= v <= 100.0 for v in (lo, hi)):
+            raise ck.err(line, name, f"expect.{key}", "percentages lie in [0, 100]")
+        out[key] = (lo, hi)
+    return out
 
 
 def _check_static(gate: Any, dims: list[str], ck: _Checker, line: int, name: str) -> None:
