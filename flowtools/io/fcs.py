@@ -269,7 +269,7 @@ class FCSSample:
         return out.astype(dtype, copy=False)
 
     def channel_kinds(self, time: str | None = None) -> ChannelKinds:
-        """Each parameter's kind (time, scatter, fluorescence, other) and why: see :mod:`flowtools.io.channels`.
+        """Each parameter's kind (time, scatter, fluorescence, other) and why (:mod:`flowtools.io.channels`).
 
         Parameters
         ----------

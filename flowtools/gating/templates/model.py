@@ -138,7 +138,8 @@ def _channel_map(t: Template, sample: FCSSample) -> dict[str, str]:
     except KeyError as exc:
         where = sample.path.name if sample.path is not None else "sample"
         msg = f"{where}: template {t.name!r}: {exc.args[0]}"
-        raise ChannelError(msg, channel=str(t.time), available=tuple(c.pnn for c in sample.channels)) from None
+        avail = tuple(c.pnn for c in sample.channels)
+        raise ChannelError(msg, channel=str(t.time), available=avail) from None
     by_pns: dict[str, list[str]] = {}
     for c in sample.channels:
         if c.pns:

@@ -123,7 +123,7 @@ class ResolvedSample:
         return self._channel(pnn)
 
     def values(self, name: str) -> np.ndarray:
-        """A parameter's values for all events on the gates' scale: compensated and transformed as the template says.
+        """A parameter's values for all events on the gates' scale (compensated, transformed as the template says).
 
         ``name`` is a marker (``$PnS``) or channel (``$PnN``), in the template or not; a
         parameter the template does not read gets the transform of its kind (time, scatter,
@@ -134,7 +134,7 @@ class ResolvedSample:
         return self._scaled(name)
 
     def kind(self, name: str) -> str:
-        """The kind of a parameter (``time``, ``scatter``, ``fluorescence``, ``other``) as the run decided it."""
+        """A parameter's kind (``time``, ``scatter``, ``fluorescence``, ``other``) as the run decided it."""
         if self._kind is None:
             raise GatingError(self.error or "sample not resolved")
         return self._kind(name)
@@ -223,6 +223,9 @@ class _State:
             return self.sample.channels[self.sample.channel_index(name)].pnn
         except KeyError as exc:
             raise GatingError(str(exc.args[0])) from None
+
+    def kind(self, name: str) -> str:
+        return self.kinds.of(self.pnn_of(name))
 
     def scaled(self, name: str) -> np.ndarray:
         """Compensated and transformed values of any parameter, without adding it to the strategy."""
@@ -428,7 +431,7 @@ def resolve(
             continue
         result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
         out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry),
-                                  st.base_channel, dict(roles), st.scaled, lambda n, st=st: st.kinds.of(st.pnn_of(n))))
+                                  st.base_channel, dict(roles), st.scaled, st.kind))
     return out
 
 

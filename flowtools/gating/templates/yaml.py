@@ -306,11 +306,13 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
         expect = _parse_expect(item.get("expect"), ck, line, name)
         on_violation = item.get("on_violation", "flag")
         if on_violation not in ("flag", "fail"):
-            raise ck.err(line, name, "on_violation", "flag (keep the numbers, mark them) or fail (no numbers)")
+            msg = "flag (keep the numbers, mark them) or fail (no numbers)"
+            raise ck.err(line, name, "on_violation", msg)
         if "on_violation" in item and expect is None:
             raise ck.err(line, name, "on_violation", "only with expect")
         out = PopulationSpec(name, path, parent, tuple(dims), gate, method, dict(args),
-                             dict(quadrants) if quadrants else None, group_by, line, role, expect, on_violation)
+                             dict(quadrants) if quadrants else None, group_by, line, role, expect,
+                             on_violation)
         for p in out.outputs:
             if p in paths:
                 msg = f"population path {p!r} is defined twice (line {paths[p]})"
@@ -324,19 +326,23 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
 _EXPECT_KEYS = ("pct", "pct_total", "count")
 
 
-def _parse_expect(value: Any, ck: _Checker, line: int, name: str) -> dict[str, tuple[float | None, float | None]] | None:
+_Bounds = tuple[float | None, float | None]
+
+
+def _parse_expect(value: Any, ck: _Checker, line: int, name: str) -> dict[str, _Bounds] | None:
     """``expect: {pct: [lo, hi], pct_total: [lo, hi], count: [lo, hi]}``; null = an open end."""
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
         raise ck.err(line, name, "expect", f"a mapping of {list(_EXPECT_KEYS)} to [lo, hi]")
-    out: dict[str, tuple[float | None, float | None]] = {}
+    out: dict[str, _Bounds] = {}
     for key, rng in value.items():
         if key not in _EXPECT_KEYS:
             raise ck.err(line, name, f"expect.{key}", f"unknown; use {list(_EXPECT_KEYS)} "
                          "(pct: % of parent, pct_total: % of all events, count: events)")
         ok = isinstance(rng, list) and len(rng) == 2 and all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)) for v in rng)
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
+            for v in rng)
         if not ok or rng == [None, None]:
             raise ck.err(line, name, f"expect.{key}", "[lo, hi] with numbers (null = open), e.g. [40, 80]")
         lo, hi = (None if v is None else float(v) for v in rng)
