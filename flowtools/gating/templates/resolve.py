@@ -123,7 +123,9 @@ class ResolvedSample:
         return self._channel(pnn)
 
     def values(self, name: str) -> np.ndarray:
-        """A parameter's values for all events on the gates' scale (compensated, transformed as the template says).
+        """A parameter's values for all events on the gates' scale (compensated and transformed).
+
+        Compensated and transformed as the template says.
 
         ``name`` is a marker (``$PnS``) or channel (``$PnN``), in the template or not; a
         parameter the template does not read gets the transform of its kind (time, scatter,
