@@ -181,11 +181,13 @@ def test_mindensity_two_most_prominent_of_three_and_range():
 def test_mindensity_single_peak_fallbacks():
     x = np.random.default_rng(6).normal(0.3, 0.1, 100_000)
     upper = 0.3 + 0.1 * math.sqrt(-2 * math.log(0.01))
+    assert run("mindensity", x, single_peak="upper").lo == pytest.approx(upper, abs=0.01)
+    # 3 SDs from zero: the negative population (auto), cut at its upper tail
     assert run("mindensity", x).lo == pytest.approx(upper, abs=0.01)
     # the cut does not depend on side: sibling gates stay complementary
     assert run("mindensity", x, side="negative").hi == run("mindensity", x).lo
     assert run("mindensity", x, single_peak="lower").lo == pytest.approx(0.6 - upper, abs=0.01)
-    assert run("mindensity", x, tolerance=0.1).lo == pytest.approx(
+    assert run("mindensity", x, single_peak="upper", tolerance=0.1).lo == pytest.approx(
         0.3 + 0.1 * math.sqrt(2 * math.log(10)), abs=0.01
     )
     with pytest.raises(GatingError, match="Root/Parent/Test.*single peak"):

@@ -288,15 +288,15 @@ def test_a_search_range_is_a_prefilter(data, n, seed):
     a, b = data.draw(st.sampled_from([(0.1, 0.9), (0.0, 1.0), (-1.0, 2e3), (2, 3), (-0.0, 0.0)]))
     inside = v[(v >= a) & (v <= b)][:, None]
     side = data.draw(st.sampled_from(["positive", "negative"]))
-    md = {**_MD, "single_peak": data.draw(st.sampled_from(["upper", "lower", "error"]))}
+    md = {**_MD, "single_peak": data.draw(st.sampled_from(["auto", "upper", "lower", "error"]))}
     if inside.shape[0]:  # (an empty pre-filter fails earlier, with another message)
         _same_outcome(_run(D.mindensity, v[:, None], _ctx(1), side=side, range=(a, b), **md),
                       _run(D.mindensity, inside, _ctx(1), side=side, range=(a, b), **md))
         tl = {"side": side, "tolerance": 0.01, "range": (a, b), "bandwidth": 1.0}
         _same_outcome(_run(D.tail, v[:, None], _ctx(1), **tl), _run(D.tail, inside, _ctx(1), **tl))
     q = _run(D.quad, np.column_stack([v, v[::-1]]), _ctx(2), x_cut=None, y_cut=None, x_range=(a, b),
-             y_range=None, bandwidth=1.0, min_peak_height=0.05, tolerance=0.01)
-    want = _run(D.mindensity, v[:, None], _ctx(1), side="positive", range=(a, b), **_MD)
+             y_range=None, bandwidth=1.0, min_peak_height=0.05, tolerance=0.01, single_peak="auto")
+    want = _run(D.mindensity, v[:, None], _ctx(1), side="positive", range=(a, b), **{**_MD, "single_peak": "auto"})
     if isinstance(want, GatingError):
         assert isinstance(q, GatingError)
     elif not isinstance(q, GatingError):

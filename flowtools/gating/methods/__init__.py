@@ -48,6 +48,7 @@ from flowtools.gating.methods.registry import _REGISTRY as _REGISTRY
 from flowtools.gating.methods.registry import REQUIRED as REQUIRED
 from flowtools.gating.methods.registry import (
     ArgSpec,
+    Decision,
     Ellipse,
     Geometry,
     Interval,
@@ -75,6 +76,7 @@ from flowtools.gating.methods import qc as qc
 
 __all__ = [
     "ArgSpec",
+    "Decision",
     "Ellipse",
     "Geometry",
     "Interval",

@@ -43,10 +43,13 @@ def _restrict(x: np.ndarray, rng: tuple[float, float] | None, ctx: MethodContext
 class _Density:
     """A Gaussian-smoothed histogram (binned KDE) of 1-D values on a regular grid."""
 
-    def __init__(self, x: np.ndarray, factor: float, ctx: MethodContext, method: str) -> None:
+    def __init__(
+        self, x: np.ndarray, factor: float, ctx: MethodContext, method: str, *, restricted: bool = False
+    ) -> None:
         n = x.size
         if n < 2:
-            raise _fail(ctx, method, f"{n} event(s) in range: too few to estimate a density")
+            where = "in the given range" if restricted else "in the parent population"
+            raise _fail(ctx, method, f"{n} event(s) {where}: too few to estimate a density")
         from flowtools.gating.methods import _density_kernels as DK
 
         # the quantiles and the ends come from one sorted copy
@@ -145,34 +148,114 @@ def _mindensity_cut(
     min_peak_height: float,
     single_peak: str,
     tolerance: float,
+    axis: int = 0,
 ) -> float:
     x = _restrict(x, range_, ctx, method)
-    dens = _Density(x, bandwidth, ctx, method)
+    dens = _Density(x, bandwidth, ctx, method, restricted=range_ is not None)
     g = dens.grid
+    top_d = float(dens.density.max())
+    rec: dict[str, object] = {"events_in_range": int(x.size), "bandwidth": dens.bandwidth}
     if peaks is not None:
         a, b = sorted(peaks)
         i, j = (int(np.clip(np.searchsorted(g, v), 0, g.size - 1)) for v in (a, b))
         if j <= i:
             raise _fail(ctx, method, f"peaks {list(peaks)} are not separated on the density grid")
         cut = dens.valley(i, j)
+        rec["rule"] = f"valley between the given peaks {a:.4g} and {b:.4g}"
     else:
         idx, prom = dens.peaks()
-        keep = prom >= min_peak_height * float(dens.density.max())
+        keep = prom >= min_peak_height * top_d
+        rec["peaks"] = [[float(g[k]), float(dens.density[k] / top_d), float(p / top_d)]
+                        for k, p in zip(idx[keep], prom[keep], strict=True)][:8]
         idx, prom = idx[keep], prom[keep]
         if idx.size >= 2:
             top = np.sort(idx[np.argsort(-prom, kind="stable")[:2]])
             cut = dens.valley(int(top[0]), int(top[1]))
+            rec["rule"] = f"valley between the peaks at {g[top[0]]:.4g} and {g[top[1]]:.4g}"
         else:
             if single_peak == "error":
                 raise _fail(ctx, method, "the density has a single peak (no valley to cut at)")
-            main = int(np.argmax(dens.density))
-            cut = dens.tail(main, tolerance, upper=single_peak == "upper")
-            _log.info(
-                "%s: %s found one peak; cut at its %s tail (%.4g)", ctx.population, method, single_peak, cut
-            )
+            zero = ctx.ranges[axis][0] if len(ctx.ranges) > axis else None
+            cut, why = _single_peak_cut(dens, single_peak, tolerance, zero)
+            rec["rule"] = why
+            ctx.fall_back(f"one peak: {why}")
+            _log.info("%s: %s found one peak; %s (%.4g)", ctx.population, method, why, cut)
     if range_ is not None:
         cut = float(np.clip(cut, range_[0], range_[1]))
+    rec["cut"] = float(cut)
+    ctx.note(**({f"{'xy'[axis]}_{k}": v for k, v in rec.items()} if method == "quad" else rec))
     return cut
+
+
+_NEGATIVE_SDS = 4.0  # a single peak within this many of its own SDs of zero is the negative population
+_HWHM_SD = 1.1774100225154747  # half width at half maximum of a normal, in SDs
+
+
+def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | None) -> tuple[float, str]:
+    """The cut of a density with one peak, and why (for the decision record).
+
+    ``upper`` / ``lower``: where the peak's upper / lower tail falls below ``tolerance`` of
+    its height. ``auto``: first decide whether the peak is the negative population (its
+    centre within 4 of its own SDs of the scale's zero, ``ctx.ranges``: the unstained
+    spread, as flowDensity and openCyto read it) or a dominant positive one; then cut on the
+    far side of it: at a shoulder (a minor population merged into the peak's flank) when
+    there is one, else at the tail. So a marker every event carries (CD45 on leukocytes)
+    keeps nearly all of them, and one nobody carries keeps nearly none.
+    """
+    d, g = dens.density, dens.grid
+    main = int(np.argmax(d))
+    if mode in ("upper", "lower"):
+        return dens.tail(main, tolerance, upper=mode == "upper"), f"{mode} tail at {tolerance:g} of the peak"
+    m = float(g[main])
+    lo_half = dens.tail(main, 0.5, upper=False)
+    hi_half = dens.tail(main, 0.5, upper=True)
+    sd_lo = max((m - lo_half) / _HWHM_SD, 1e-12)
+    sd_hi = max((hi_half - m) / _HWHM_SD, 1e-12)
+    if zero is None:
+        negative, where = True, "no scale zero known: taken as the negative population"
+    else:
+        # the flank facing zero is the one a negative population's spread shows
+        sd = sd_lo if m >= zero else sd_hi
+        dist = abs(m - zero) / sd
+        negative = dist <= _NEGATIVE_SDS
+        kind = "negative population" if negative else "dominant positive population"
+        where = f"peak at {m:.4g}, {dist:.1f} SD from the scale's zero {zero:.4g}: {kind}"
+    upper = negative
+    shoulder = _shoulder(d, main, tolerance, upper=upper)
+    if shoulder is not None:
+        flank = "upper" if upper else "lower"
+        return float(g[shoulder]), f"{where}; cut at the shoulder on its {flank} flank"
+    cut = dens.tail(main, tolerance, upper=upper)
+    return cut, f"{where}; cut at its {'upper' if upper else 'lower'} tail ({tolerance:g} of the peak)"
+
+
+def _shoulder(d: np.ndarray, main: int, tolerance: float, *, upper: bool) -> int | None:
+    """A shoulder on one flank of the main peak: where the fall nearly stops before going on.
+
+    Walking outward from the peak until the density is below ``tolerance`` of it, the
+    steepness |d'| rises to the flank's inflection and falls again; a shoulder is a later
+    local minimum of |d'| below a third of the steepest fall, after which the fall steepens
+    again (to at least twice that minimum and 15% of the steepest fall): a second, minor
+    population's flank, not the smoothing noise of one peak's tail.
+    """
+    seg = d[main:] if upper else d[main::-1]
+    level = tolerance * seg[0]
+    end = int(np.argmax(seg < level)) if (seg < level).any() else seg.size
+    if end < 5:
+        return None
+    steep = -np.diff(seg[:end])  # the fall per grid step, outward
+    k_max = int(np.argmax(steep))
+    top = float(steep[k_max])
+    best = None
+    for k in range(k_max + 1, steep.size - 1):
+        if steep[k] <= steep[k - 1] and steep[k] <= steep[k + 1] and steep[k] < top / 3.0:
+            again = float(steep[k + 1 :].max())
+            if again >= 2.0 * max(float(steep[k]), 0.0) and again >= 0.15 * top:
+                best = k
+                break
+    if best is None:
+        return None
+    return main + best if upper else main - best
 
 
 def _side_interval(cut: float, side: str) -> Interval:
@@ -203,9 +286,10 @@ _DENSITY_ARGS = {
         ),
         "single_peak": ArgSpec(
             str,
-            "upper",
-            choices=("upper", "lower", "error"),
-            doc="one peak only: cut at its upper / lower tail (tolerance), or fail",
+            "auto",
+            choices=("auto", "upper", "lower", "error"),
+            doc="one peak only: auto = negative or dominant positive by its distance from zero, then "
+                "a shoulder or the tail on the far side; upper / lower = that tail; error = fail",
         ),
         "tolerance": ArgSpec(
             float, 0.01, lo=1e-6, hi=0.99, doc="single-peak fallback: tail level / peak height"
@@ -232,10 +316,14 @@ def mindensity(
     of the lowest stretch of density between the two most prominent ones.
 
     With a single peak, the cut does not depend on ``side`` (so that the
-    positive and negative gates of one parent stay complementary): by default
-    (``single_peak="upper"``) the peak is taken as the negative population and
-    the cut is where its upper tail falls below ``tolerance`` of its height;
-    ``"lower"`` uses the lower tail; ``"error"`` raises GatingError.
+    positive and negative gates of one parent stay complementary). By default
+    (``single_peak="auto"``) the peak is the negative population when its centre
+    lies within 4 of its own SDs of the scale's zero (``ctx.ranges``), else a
+    dominant positive one; the cut is then on its far flank: at a shoulder (a
+    minor population merged into the flank) if there is one, else where that
+    tail falls below ``tolerance`` of the height. ``"upper"`` / ``"lower"`` always
+    cut at that tail; ``"error"`` raises GatingError. The decision record says
+    which rule fired; a single-peak cut is recorded as a fallback.
 
     Parameters
     ----------
@@ -296,10 +384,13 @@ def tail(
     Interval
     """
     x = _restrict(_finite_rows(values, ctx, "tail")[:, 0], range, ctx, "tail")
-    dens = _Density(x, bandwidth, ctx, "tail")
-    cut = dens.tail(int(np.argmax(dens.density)), tolerance, upper=side == "positive")
+    dens = _Density(x, bandwidth, ctx, "tail", restricted=range is not None)
+    main = int(np.argmax(dens.density))
+    cut = dens.tail(main, tolerance, upper=side == "positive")
     if range is not None:
         cut = float(np.clip(cut, range[0], range[1]))
+    ctx.note(events_in_range=int(x.size), bandwidth=dens.bandwidth, peak=float(dens.grid[main]), cut=cut,
+             rule=f"{'upper' if side == 'positive' else 'lower'} tail at {tolerance:g} of the main peak")
     return _side_interval(cut, side)
 
 
@@ -328,7 +419,9 @@ def quantile(values: np.ndarray, ctx: MethodContext, *, q: float, side: str) -> 
     Interval
     """
     x = _finite_rows(values, ctx, "quantile")[:, 0]
-    return _side_interval(float(np.quantile(x, q)), side)
+    cut = float(np.quantile(x, q))
+    ctx.note(cut=cut, rule=f"quantile {q:g}")
+    return _side_interval(cut, side)
 
 
 # ------------------------------------------------------------------------------------------ quadrants
@@ -345,6 +438,8 @@ def quantile(values: np.ndarray, ctx: MethodContext, *, q: float, side: str) -> 
         "bandwidth": _DENSITY_ARGS["bandwidth"],
         "min_peak_height": ArgSpec(float, 0.05, lo=0.0, hi=1.0, doc="as in mindensity"),
         "tolerance": ArgSpec(float, 0.01, lo=1e-6, hi=0.99, doc="as in mindensity (single-peak fallback)"),
+        "single_peak": ArgSpec(str, "auto", choices=("auto", "upper", "lower", "error"),
+                               doc="as in mindensity, on each axis"),
     },
 )
 def quad(
@@ -358,8 +453,9 @@ def quad(
     bandwidth: float,
     min_peak_height: float,
     tolerance: float,
+    single_peak: str,
 ) -> Quadrants:
-    """Quadrant cuts: ``mindensity`` on each axis (single peak: its upper tail), or fixed values.
+    """Quadrant cuts: ``mindensity`` on each axis (single peak: as ``single_peak`` says), or fixed values.
 
     Parameters
     ----------
@@ -383,7 +479,8 @@ def quad(
                     bandwidth=bandwidth,
                     peaks=None,
                     min_peak_height=min_peak_height,
-                    single_peak="upper",
+                    single_peak=single_peak,
                     tolerance=tolerance,
+                    axis=j,
                 )
     return Quadrants(float(cuts[0]), float(cuts[1]))

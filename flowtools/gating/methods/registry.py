@@ -16,6 +16,7 @@ from flowtools.errors import GatingError
 
 __all__ = [
     "ArgSpec",
+    "Decision",
     "Ellipse",
     "Geometry",
     "Interval",
@@ -157,6 +158,62 @@ class ArgSpec:
 REQUIRED = object()
 
 
+@dataclass
+class Decision:
+    """How a data-driven gate was decided: what the method saw, chose and why (one per population).
+
+    Methods fill ``details`` (peaks found with their heights, the valley chosen, components,
+    ...) and ``fallback`` (which fallback was used and why) through :meth:`MethodContext.note`
+    and :meth:`MethodContext.fall_back`; the resolver fills the rest.
+
+    Attributes
+    ----------
+    method : str
+    params : dict
+        The method's arguments, defaults filled.
+    details : dict
+        Method-specific facts, plain JSON values.
+    fallback : str or None
+        The fallback that produced the gate and why; None when the method's main rule did.
+    events_in : int or None
+        Events the method was given (the parent's, or the pooled group's).
+    events_kept : int or None
+        Events of the sample in the resulting population (for quadrants: their sum).
+    status : str
+        ``"ok"``, ``"flagged"`` (kept, with a reason) or ``"failed"`` (no numbers).
+    reasons : list of str
+        Why flagged or failed.
+    """
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    fallback: str | None = None
+    events_in: int | None = None
+    events_kept: int | None = None
+    status: str = "ok"
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {"method": self.method, "params": _plain(self.params), "details": _plain(self.details),
+                "fallback": self.fallback, "events_in": self.events_in, "events_kept": self.events_kept,
+                "status": self.status, "reasons": list(self.reasons)}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | np.ndarray):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating | float):
+        f = float(v)
+        return f if np.isfinite(f) else None
+    return v
+
+
 @dataclass(frozen=True)
 class MethodContext:
     """What a method may know besides the values.
@@ -172,12 +229,26 @@ class MethodContext:
         ``(transform(0), transform($PnR))`` or the data range when unknown.
     seed : int
         Seed for any randomness (fixed by default: results are reproducible).
+    decision : Decision or None
+        Where the method records how it decided (:meth:`note`, :meth:`fall_back`); None when
+        nobody asks (a method then records nothing).
     """
 
     population: str
     dimensions: tuple[str, ...]
     ranges: tuple[tuple[float, float], ...]
     seed: int = 0
+    decision: Decision | None = field(default=None, compare=False)
+
+    def note(self, **details: Any) -> None:
+        """Record facts of the decision (plain values: numbers, text, lists of them)."""
+        if self.decision is not None:
+            self.decision.details.update(details)
+
+    def fall_back(self, what: str) -> None:
+        """Record that a fallback produced the gate, and why (e.g. "one peak: upper tail at 1%")."""
+        if self.decision is not None:
+            self.decision.fallback = what
 
 
 MethodFn = Callable[..., Geometry]
