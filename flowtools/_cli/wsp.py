@@ -235,26 +235,23 @@ def to_template(
         ),
     ] = None,
 ) -> None:
-    """Write a static-gate YAML template from a group's gates (compensated gates: a matrix CSV beside it)."""
+    """Write a static-gate YAML template from a group's gates (compensated gates: a matrix CSV beside it).
+
+    The matrix goes to ``<out stem>.matrix.csv`` in the template's folder and the template names it
+    relative to itself, so the template loads from any working directory.
+    """
     from flowtools.errors import FlowtoolsError
-    from flowtools.gating.formats.flowjo_template import workspace_to_template
-    from flowtools.provenance import atomic_write_text
+    from flowtools.gating.formats.flowjo_template import write_workspace_template
 
     ws = _read(workspace)
     try:
-        members = ws.group_samples(group)
-        s = ws.sample(sample) if sample is not None else (members[0] if members else None)
-        matrix_csv = None
-        if s is not None and s.matrix is not None and s.strategy.matrices:
-            matrix_path = out.with_suffix(".matrix.csv")
-            atomic_write_text(matrix_path, s.matrix.to_csv_text())
-            matrix_csv = str(matrix_path)
-        text = workspace_to_template(ws, group, sample=sample, matrix_csv=matrix_csv)
-    except FlowtoolsError as exc:
+        written = write_workspace_template(ws, group, out, sample=sample)
+    except (FlowtoolsError, OSError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_FAIL) from None
-    atomic_write_text(out, text)
-    console.print(f"template -> {out}" + (f" (matrix {matrix_csv})" if matrix_csv else ""))
+    console.print(
+        f"template -> {written.template}" + (f" (matrix {written.matrix})" if written.matrix else "")
+    )
 
 
 @wsp_app.command("export")

@@ -20,10 +20,16 @@ means the same thing in every woman. Outputs (``OUT``, default
 ``cluster_gate_overlap.csv``
     Events of every cluster inside every gated population below the clustered one.
 ``provenance.json``
+    Also ``scale``: the template (name, tube, file, SHA-256), its compensation, and per
+    clustered marker its channel, kind and transform.
 
-Marker values are compensated with each file's spillover and put on one fixed
-logicle scale (T=262144, W=0.5, M=4.5, A=0) for every file, so distances mean
-the same everywhere; scatter channels are divided by 262144.
+Any gate run clusters: its sample sheet (whatever its name) and the template of the
+population's tube are found by the SHA-256 the run's ``provenance.json`` recorded
+(:func:`find_sample_sheet`, :func:`find_template`), or given. Marker values are the
+gates' values: compensated and transformed exactly as that template says
+(:meth:`~flowtools.gating.templates.ResolvedSample.values`), so a cluster and a gate
+see the same events on the same scale. By default the fluorescence parameters (channel
+kind ``fluorescence``) are clustered.
 """
 
 from __future__ import annotations
@@ -92,6 +98,11 @@ class CohortClusters:
     files : dict of str to pathlib.Path
     errors : list of str
         Samples that could not be clustered (file and reason).
+    scale : dict
+        How the values were made (also ``provenance.json``'s ``scale``): template (name, tube,
+        file, sha256), compensation, and per marker its channel, kind and transform.
+    warnings : list of str
+        The :class:`~flowtools.errors.FlowtoolsWarning` messages of the run (also in the provenance).
     """
 
     out_dir: Path
@@ -112,6 +123,8 @@ class CohortClusters:
     embedding_index: np.ndarray | None = None
     files: dict[str, Path] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    scale: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -134,14 +147,12 @@ def _run_record(run: Path) -> dict[str, Any]:
 def _recorded_files(run: Path, *, limit: int = 20) -> list[Path]:
     """FCS files the run names: failed samples in errors.json, gated ones in its cache (a few suffice)."""
     out: list[Path] = []
-    texts = []
-    if (run / "errors.json").is_file():
-        texts.append((run / "errors.json").read_text(encoding="utf-8"))
-    texts += [p.read_text(encoding="utf-8") for p in sorted((run / ".cache").glob("*.json"))[:limit]]
-    for text in texts:
+    for p in [run / "errors.json", *sorted((run / ".cache").glob("*.json"))[:limit]]:
         try:
-            doc = json.loads(text)
-        except ValueError:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
             continue
         for item in doc.get("errors", []) if "errors" in doc else [doc]:
             if isinstance(item, dict) and isinstance(item.get("file"), str) and item["file"]:
@@ -150,8 +161,11 @@ def _recorded_files(run: Path, *, limit: int = 20) -> list[Path]:
 
 
 def _search_dirs(run: Path, *extra: Path) -> list[Path]:
-    """Folders to look in, nearest first: the run, its parent and the parent's sub-folders, then the
-    folders of the run's FCS files (and their parents), then ``extra``."""
+    """Folders to look in, nearest first.
+
+    The run, its parent and the parent's sub-folders, then the folders of the run's FCS files
+    (and their parents), then ``extra``.
+    """
     dirs = [run, run.parent]
     if run.parent.is_dir():
         dirs += sorted(p for p in run.parent.iterdir() if p.is_dir() and p != run)
@@ -203,7 +217,9 @@ def _text_sha256(path: Path) -> str | None:
         return None
 
 
-def _tried(what: str, first: Sequence[Path], dirs: Sequence[Path], suffixes: Sequence[str], hashed: int) -> str:
+def _tried(
+    what: str, first: Sequence[Path], dirs: Sequence[Path], suffixes: Sequence[str], hashed: int
+) -> str:
     """Where a search looked, for the error message."""
     at = f"at {', '.join(map(str, first))}, then " if first else ""
     pattern = "*" + "|*".join(suffixes)
@@ -316,9 +332,10 @@ def find_template(
     named = [d / name for d in dirs] if name else []
     found, hashed = _hash_search(dirs, _TEMPLATE_SUFFIXES, rec["sha256"], _text_sha256, [*first, *named])
     if found is None:
-        what = (f"template {rec['name']!r} of tube {tube!r} (a file {name or ''} with sha256 {rec['sha256']}, "
-                "as provenance.json records it)")
-        msg = f"{run}: {_tried(what, first, dirs, _TEMPLATE_SUFFIXES, hashed)}; pass it explicitly (--template)"
+        what = (f"template {rec['name']!r} of tube {tube!r} (a file {name or ''} with sha256 "
+                f"{rec['sha256']}, as provenance.json records it)")
+        tried = _tried(what, first, dirs, _TEMPLATE_SUFFIXES, hashed)
+        msg = f"{run}: {tried}; pass it explicitly (--template)"
         raise FileNotFoundError(msg)
     return load_template(found)
 
@@ -520,15 +537,66 @@ def _make_model(method: str, n_clusters: int, seed: int, params: dict[str, Any])
     raise ValueError(msg)
 
 
+def _warn(msg: str, said: list[str]) -> None:
+    said.append(msg)
+    warnings.warn(msg, FlowtoolsWarning, stacklevel=4)
+
+
+def _template_for(
+    run: Path,
+    tube: str,
+    template: str | os.PathLike[str] | Template | None,
+    sheet_path: Path,
+    said: list[str],
+) -> Template:
+    """The template whose compensation and transforms the gates of ``tube`` used (given or found)."""
+    from flowtools.gating.templates import Template, load_template
+
+    if template is None:
+        return find_template(run, tube, search=[sheet_path.parent, sheet_path.parent.parent])
+    t = template if isinstance(template, Template) else load_template(template)
+    if t.tube is not None and t.tube != tube:
+        msg = f"template {t.name!r} ({t.source}) is for tube {t.tube!r}, the population is of tube {tube!r}"
+        raise GatingError(msg)
+    recs = _run_templates(_run_record(run))
+    rec = next((r for r in recs if r.get("tube") == tube), None) or next(
+        (r for r in recs if r.get("tube") is None), None)
+    if rec is not None and rec.get("sha256") and rec["sha256"] != t.sha256:
+        msg = (f"template {t.source} (sha256 {t.sha256}) is not the one the run gated tube {tube!r} with "
+               f"({rec['name']!r}, sha256 {rec['sha256']}); the clustered values may not be the gates' "
+               "values")
+        _warn(msg, said)
+    return t
+
+
+def _check_spreads(fit_x: np.ndarray, markers: Sequence[str], said: list[str]) -> None:
+    """Warn when one marker's spread dwarfs another's (a linear scatter channel beside logicle markers)."""
+    if fit_x.shape[0] < 2 or len(markers) < 2:
+        return
+    lo, hi = np.nanpercentile(fit_x, [1, 99], axis=0)
+    spread = hi - lo
+    ok = spread > 0
+    if ok.sum() < 2:
+        return
+    big, small = int(np.argmax(np.where(ok, spread, -np.inf))), int(np.argmin(np.where(ok, spread, np.inf)))
+    if spread[big] > _SPREAD_RATIO * spread[small]:
+        msg = (f"on the template's scales {markers[big]!r} spreads over {spread[big]:.3g} and "
+               f"{markers[small]!r} over {spread[small]:.3g} (1st-99th percentile): distances are "
+               "dominated by the widest; "
+               "give the wide parameter a transform in the template, or leave it out (--markers)")
+        _warn(msg, said)
+
+
 def cluster_cohort(
     run_dir: str | os.PathLike[str],
     *,
     population: str,
-    markers: Sequence[str],
+    markers: Sequence[str] | None = None,
     tube: str | None = None,
     method: str = "flowsom",
     out_dir: str | os.PathLike[str] | None = None,
     samples_csv: str | os.PathLike[str] | None = None,
+    template: str | os.PathLike[str] | Template | None = None,
     n_clusters: int = 10,
     events_per_sample: int = 5000,
     embed: str | None = "umap",
@@ -539,21 +607,31 @@ def cluster_cohort(
 ) -> CohortClusters:
     """Cluster one gated population of every sample of a gate run with one model, and tabulate it.
 
+    Works on any gate run (any tubes and templates). Every marker is clustered on the values
+    the gates saw: compensated and transformed as the run's template for the tube says
+    (:meth:`~flowtools.gating.templates.ResolvedSample.values`), and the population's events
+    are those of each sample's resolved gates (``gates/<sample>.gating-ml.xml``).
+
     Parameters
     ----------
     run_dir : path
         Output folder of ``flowtools gate`` (populations.csv, gates/, provenance.json).
     population : str
         Gated population path, or its last segments (e.g. ``"lymphocytes"``).
-    markers : sequence of str
-        Markers ($PnS) or channels ($PnN) to cluster on.
+    markers : sequence of str, optional
+        Markers ($PnS) or channels ($PnN) to cluster on. Default: the fluorescence parameters
+        (channel kind ``fluorescence``) of the first sample that has a marker name, by marker.
     tube : str, optional
         Tube of the population, where its path alone is ambiguous.
     method : {"flowsom", "hdbscan"}, default "flowsom"
     out_dir : path, optional
         Default ``RUN_DIR/clusters/<last population segment>``.
     samples_csv : path, optional
-        The run's sample sheet (default: found beside the run by its recorded hash).
+        The run's sample sheet (default: :func:`find_sample_sheet`, by the hash the run recorded).
+    template : path or Template, optional
+        The template the run gated the tube with (default: :func:`find_template`, by the hash
+        the run recorded). A different file than the run's is used, with a
+        :class:`~flowtools.errors.FlowtoolsWarning`.
     n_clusters : int, default 10
         Metaclusters (FlowSOM only).
     events_per_sample : int, default 5000
@@ -573,19 +651,27 @@ def cluster_cohort(
     Raises
     ------
     GatingError
-        The population is unknown or ambiguous, or a marker is missing.
+        The population is unknown or ambiguous, the template is for another tube, or no
+        sample could be clustered (each sample's reason is in the message).
     FileNotFoundError
-        The run folder or its sample sheet is missing.
+        The run folder, its sample sheet or its template is missing (the message names what
+        was looked for, and where).
+
+    Warns
+    -----
+    FlowtoolsWarning
+        The template given is not the run's, or one marker's spread is over 100 times another's.
     """
     import pandas as pd
 
     from flowtools.io.sample_sheet import read_sample_sheet
 
     run = Path(run_dir)
-    markers = list(markers)
-    if not markers:
-        msg = "give at least one marker"
-        raise ValueError(msg)
+    if markers is not None:
+        markers = list(markers)
+        if not markers:
+            msg = "give at least one marker (or none at all: the fluorescence parameters)"
+            raise ValueError(msg)
     pops = read_populations(run / "populations.csv")
     absent = [c for c in ("gate_id", "parent") if c not in pops.columns]
     if absent:
@@ -594,10 +680,21 @@ def cluster_cohort(
         raise GatingError(msg)
     tube, path = _resolve_population(pops, population, tube)
     sheet_path = Path(samples_csv) if samples_csv is not None else find_sample_sheet(run)
-    sheet = read_sample_sheet(sheet_path)
+    said: list[str] = []
+    tmpl = _template_for(run, tube, template, sheet_path, said)
+    # Any tube (the run's templates decided which were gated); a missing file fails its sample only.
+    sheet = read_sample_sheet(sheet_path, tubes=None, check_files=False)
     files = {r.sample_id: str(r.file) for r in sheet}
     in_tube = pops[pops["tube"] == tube]
     done = in_tube[in_tube["population"] == path]
+    # A population that failed in a sample (the run's status column) has no gate there: say why.
+    failed = done["gate_id"].isna() | (done["status"] == "failed" if "status" in done.columns else False)
+    reasons = done["reason"] if "reason" in done.columns else pd.Series("", index=done.index)
+    errors: list[str] = [f"{sid}: population {path!r} failed in the gate run ({reason})"
+                         for sid, reason in zip(done.loc[failed, "sample_id"], reasons[failed], strict=True)]
+    done = done[~failed]
+    errors += [f"{sid}: not in the sample sheet {sheet_path}"
+               for sid in done["sample_id"] if sid not in files]
     rows = [{"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate,
              "well": r.well, "file": files[r.sample_id]} for r in done.itertuples() if r.sample_id in files]
     # Each sample's own identities: the population's gate id, and the populations below it by their parents.
@@ -608,26 +705,33 @@ def cluster_cohort(
     rng = np.random.default_rng(seed)
 
     per: list[dict[str, Any]] = []
-    errors: list[str] = []
     kept: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
         below = sorted((b["population"], b["gate_id"]) for b in descendants(per_sample[r["sample_id"]], path))
         try:
-            per.append(_sample_events(r, run, gate_ids[r["sample_id"]], markers, below))
-            kept.append(r)
+            p = _sample_events(r, run, tmpl, gate_ids[r["sample_id"]], markers, below)
         except (GatingError, OSError, ValueError) as exc:
-            errors.append(f"{r['file']}: {exc}")
+            text = str(exc)
+            errors.append(text if text.startswith(r["file"]) else f"{r['file']}: {text}")
+        else:
+            per.append(p)
+            kept.append(r)
+            markers = p["markers"]  # the first sample's defaults hold for every sample
         if progress is not None:
             progress("read", i + 1, len(rows))
-    if not per:
+    if not per or markers is None:
         msg = f"no sample of tube {tube} could be clustered: {errors}"
         raise GatingError(msg)
+    scale = per[0]["scale"]
+    scale_differs = {r["sample_id"]: p["scale"] for r, p in zip(kept, per, strict=True)
+                     if p["scale"] != scale}
 
     # Balanced subsample: the same number of events from every sample (all of a smaller one's).
     take = [np.sort(rng.choice(p["x"].shape[0], size=min(events_per_sample, p["x"].shape[0]), replace=False))
             for p in per]
     fit_x = np.ascontiguousarray(np.concatenate([p["x"][t] for p, t in zip(per, take, strict=True)]))
     fit_sample = np.concatenate([np.full(t.size, i, dtype=np.int64) for i, t in enumerate(take)])
+    _check_spreads(fit_x, markers, said)
     params = dict(method_params or {})
     model = _make_model(method, n_clusters, seed, params).fit(fit_x)
     fit_labels = np.asarray(model.labels_, dtype=np.int64)
@@ -676,14 +780,18 @@ def cluster_cohort(
         inputs={"samples.csv": sheet_path, "run_provenance.json": run / "provenance.json"},
         parameters={"population": path, "tube": tube, "markers": markers, "method": method,
                     "n_clusters": n_clusters, "events_per_sample": events_per_sample,
-                    "method_params": params, "embed": embed, "scale": {"fluorescence": {"logicle": _LOGICLE},
-                                                                        "scatter": {"divide": _SCATTER_MAX}}},
-        seed=seed, command="flowtools cluster")
+                    "method_params": params, "embed": embed},
+        template=tmpl.source if Path(tmpl.source).is_file() else None, seed=seed, command="flowtools cluster")
+    # How the values were made: the gates' compensation and transforms, from the run's template.
+    prov["scale"] = scale
+    if scale_differs:
+        prov["scale_by_sample"] = scale_differs
+    prov["warnings"] = said
     prov["samples"] = [r["sample_id"] for r in kept]
     prov["errors"] = errors
     written = _write(out, table, wide, annotation, overlap, prov)
     return CohortClusters(out, path, tube, markers, method, model, fit_x, fit_labels, fit_sample, kept, table,
-                          wide, annotation, overlap, embedding, emb_idx, written, errors)
+                          wide, annotation, overlap, embedding, emb_idx, written, errors, scale, said)
 
 
 def _annotation_table(fit_x, fit_labels, clusters, names, annot, markers, table, overlap):  # noqa: ANN001, ANN202

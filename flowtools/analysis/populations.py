@@ -23,6 +23,10 @@ count, parent_count : int
     Events in the population and in its parent (all events of the file at the top).
 pct_parent, pct_total : float
     % of the parent, % of all events (empty when the parent has no events).
+status, reason : str
+    ``ok``; ``flagged`` (numbers kept, ``reason`` says what to look at: a fallback kept < 1%
+    or > 99% of the parent, or the population is outside the template's ``expect``); or
+    ``failed`` (no numbers: count, percentages and MFIs are empty, ``reason`` says why).
 mfi_<marker>, mfi_<marker>_transformed : float
     Median of the compensated, untransformed values, and on the template's transformed scale.
 
@@ -66,7 +70,7 @@ __all__ = [
 SAMPLE_COLUMNS = ("sample_id", "woman_id", "tube", "plate", "well")
 #: A population's columns, from :meth:`flowtools.gating.templates.ResolvedSample.rows`.
 POPULATION_COLUMNS = ("population", "gate_id", "parent", "role", "count", "parent_count", "pct_parent",
-                      "pct_total")
+                      "pct_total", "status", "reason")
 #: Columns of ``populations.csv`` before the MFI columns.
 TABLE_COLUMNS = SAMPLE_COLUMNS + POPULATION_COLUMNS
 #: The ``role`` of a QC (acquisition clean-up) gate.
@@ -75,7 +79,7 @@ ROLE_QC = "qc"
 QC_NAMES = ("cells", "live", "dead")
 #: ... and so is one whose last segment contains one of these.
 QC_NAME_PARTS = ("qc", "margin", "boundary", "clean", "debris", "singlet", "doublet")
-_TEXT_COLUMNS = (*SAMPLE_COLUMNS, "population", "gate_id", "parent", "role")
+_TEXT_COLUMNS = (*SAMPLE_COLUMNS, "population", "gate_id", "parent", "role", "status", "reason")
 _NAN = float("nan")
 
 
@@ -155,21 +159,24 @@ def sample_rows(resolved: Any, sample: Any, template: Any) -> list[dict[str, Any
         chans.append((label, resolved.channel(pnn), transform))
 
     bases = resolved.rows()
+    measured = [p for p, b in enumerate(bases) if b.get("status") != "failed"]
     # Exact middle order statistics of every population on every marker, work shared across
     # the populations (bit-identical to a gather + np.partition per pair: tests/reference).
     lo, hi = _population_kernels.middle_values([col for _, col, _ in chans],
-                                               [resolved.mask(b["population"]) for b in bases])
+                                               [resolved.mask(bases[p]["population"]) for p in measured])
     mid = (lo + hi) / 2
     mid_t = [None if tr is None else (tr.apply(lo[c]) + tr.apply(hi[c])) / 2
              for c, (_, _, tr) in enumerate(chans)]
+    column = {p: k for k, p in enumerate(measured)}
     rows = []
     for p, base in enumerate(bases):
         row = dict(base)
         row["role"] = base.get("role") or ""
+        k = column.get(p)
         for c, (label, _, transform) in enumerate(chans):
-            row[f"mfi_{label}"] = float(mid[c, p])
+            row[f"mfi_{label}"] = float(mid[c, k]) if k is not None else _NAN
             if transform is not None:
-                row[f"mfi_{label}_transformed"] = float(mid_t[c][p])
+                row[f"mfi_{label}_transformed"] = float(mid_t[c][k]) if k is not None else _NAN
         rows.append(row)
     return rows
 
@@ -194,7 +201,7 @@ def population_table(records: Sequence[Mapping[str, Any]]) -> Table:
     value a record lacks is NaN (an MFI of a marker its file does not have).
     """
     mfi = sorted({c for r in records for c in r if c.startswith("mfi_")})
-    default = {"role": ""}
+    default = {"role": "", "status": "ok", "reason": ""}
     return Table({c: [r.get(c, default.get(c, _NAN)) for r in records] for c in (*TABLE_COLUMNS, *mfi)})
 
 
@@ -214,6 +221,9 @@ def columns_doc(columns: Iterable[str]) -> str:
         "parent_count": "events in the parent population (all events of the file at the top)",
         "pct_parent": "% of the parent's events (0-100); empty when the parent has no events",
         "pct_total": "% of all events of the file (0-100)",
+        "status": "`ok`; `flagged` (numbers kept; `reason` says what to check); `failed` (no numbers)",
+        "reason": "why flagged or failed (a fallback kept <1% or >99% of the parent, outside `expect`, "
+                  "a gate that could not be computed, or a failed ancestor)",
     }
     lines = [
         "# populations table",

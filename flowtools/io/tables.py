@@ -37,7 +37,7 @@ class Table:
     null, as ``pyarrow.Table.from_pandas`` stores them.
 
     A column is ``str`` when every value is a str, ``int`` when every value is an int (not a
-    bool), else ``float``.
+    bool) or NaN (written empty, null in Parquet), else ``float``.
     """
 
     def __init__(self, columns: dict[str, list[Any]]) -> None:
@@ -52,8 +52,10 @@ class Table:
     def _kind(self, values: list[Any]) -> str:
         if all(isinstance(v, str) for v in values):
             return "str"
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return "int"
+        ints = [isinstance(v, int) and not isinstance(v, bool) for v in values]
+        if all(ints) or (any(ints) and all(i or (isinstance(v, float) and v != v)  # noqa: PLR0124 - NaN
+                                            for i, v in zip(ints, values, strict=True))):
+            return "int"  # a count column with a failed population's NaN stays integer (NaN empty)
         return "float"
 
     def _cells(self) -> list[list[Any]]:
@@ -65,7 +67,7 @@ class Table:
                 if kind == "float":
                     values = ["" if v != v else repr(float(v)) for v in values]  # noqa: PLR0124 - NaN test
                 elif kind == "int":
-                    values = [str(v) for v in values]
+                    values = ["" if isinstance(v, float) else str(v) for v in values]
                 cols.append(values)
             self._formatted = cols
         return self._formatted

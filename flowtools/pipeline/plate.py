@@ -70,6 +70,19 @@ class SampleOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     gatingml: str | None = None
     cached: bool = False
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed_populations(self) -> list[dict[str, str]]:
+        """The populations of a gated sample that have no numbers, and why."""
+        return [{"population": r["population"], "reason": r.get("reason", "")}
+                for r in self.rows if r.get("status") == "failed"]
+
+    @property
+    def flagged_populations(self) -> list[dict[str, str]]:
+        """The populations whose numbers are kept but need a look, and why."""
+        return [{"population": r["population"], "reason": r.get("reason", "")}
+                for r in self.rows if r.get("status") == "flagged"]
 
     def to_json(self) -> str:
         """Serialise (cache format)."""
@@ -105,9 +118,14 @@ class PlateResult:
         return sum(not o.ok for o in self.outcomes)
 
     @property
+    def n_partial(self) -> int:
+        """Samples gated with some populations failed (listed in errors.json)."""
+        return sum(bool(o.ok and o.failed_populations) for o in self.outcomes)
+
+    @property
     def exit_code(self) -> int:
-        """0 all gated, 2 partial, 1 nothing gated."""
-        if self.n_failed == 0:
+        """0 all gated, 2 partial (a sample or a population failed), 1 nothing gated."""
+        if self.n_failed == 0 and self.n_partial == 0:
             return 0
         return 2 if self.n_ok else 1
 
@@ -143,6 +161,7 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
             out.error = f"{row['file']}: {resolved.error}"
         else:
             out.rows = populations.sample_rows(resolved, sample, template)
+            out.decisions = resolved.decisions
             out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
@@ -483,7 +502,7 @@ def _with_row(o: SampleOutcome, row: dict[str, Any]) -> SampleOutcome:
 
 #: Version of the rows a gated sample's outcome holds (the population table's columns): a
 #: cached outcome of another version is recomputed. 2: gate_id, parent, parent_count, role.
-_ROWS_FORMAT = "2"
+_ROWS_FORMAT = "3"
 
 
 def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
@@ -776,15 +795,78 @@ def _write_outputs(
             if p.name not in current:  # a sample that failed or left the sheet since the last run
                 p.unlink()
     errors = [{"sample_id": o.sample_id, "file": o.file, "error": o.error} for o in outcomes if not o.ok]
+    failed_pops = [{"sample_id": o.sample_id, "file": o.file, **f} for o in outcomes if o.ok
+                   for f in o.failed_populations]
+    flagged = [{"sample_id": o.sample_id, "file": o.file, **f} for o in outcomes if o.ok
+               for f in o.flagged_populations]
+    decisions = decision_table(outcomes)
+    if decisions.data["sample_id"]:
+        write_table(decisions, out / "decisions", prov)
+        atomic_write_text(out / "decisions.columns.md", _DECISIONS_DOC)
+    else:
+        for suffix in (".csv", ".parquet"):
+            (out / "decisions").with_suffix(suffix).unlink(missing_ok=True)
     errors_json = out / "errors.json"
     atomic_write_text(errors_json, json.dumps(
-        {"provenance": prov, "errors": errors, "skipped_no_template": skipped}, indent=2) + "\n")
+        {"provenance": prov, "errors": errors, "failed_populations": failed_pops,
+         "flagged_populations": flagged, "skipped_no_template": skipped}, indent=2, allow_nan=False) + "\n")
     prov_json = out / "provenance.json"
     atomic_write_text(prov_json, json.dumps(prov, indent=2) + "\n")
     return PlateResult(out, outcomes, pop_csv, per_csv, errors_json, prov_json, skipped=skipped)
 
 
 _NAN = float("nan")
+
+_DECISION_COLUMNS = ("sample_id", "woman_id", "tube", "plate", "well", "population", "method", "status",
+                     "fallback", "rule", "cut", "events_in", "events_kept", "pct_kept", "reasons", "details",
+                     "params")
+_DECISIONS_DOC = """# decisions table
+
+One row per gated sample and data-driven population (a template entry with a `method`): how its
+gate was decided. Every automatic decision of a run is here, so that it can be checked.
+
+| column | meaning |
+|---|---|
+| sample_id, woman_id, tube, plate, well | from the sample sheet |
+| population | the template entry's path (a quad entry: its parent + the entry name) |
+| method | the gating method |
+| status | `ok`, `flagged` (numbers kept; see `reasons`) or `failed` (no numbers) |
+| fallback | the fallback that produced the gate and why (empty: the method's main rule did) |
+| rule | the rule that set the gate, in words (e.g. the valley between two peaks) |
+| cut | the threshold, for 1-D cuts (empty otherwise) |
+| events_in | events the method was given (the parent's, or a pooled group's) |
+| events_kept | events of the sample in the resulting population(s) |
+| pct_kept | events_kept as % of events_in (for a pooled gate, of the pool) |
+| reasons | why flagged or failed, `; `-separated |
+| details | all the method recorded (peaks: [position, height, prominence] relative to the top), JSON |
+| params | the method's arguments, defaults filled, JSON |
+"""
+
+
+def decision_table(outcomes: Sequence[SampleOutcome]) -> Table:
+    """The decisions of every gated sample's data-driven populations, one row each (``decisions.csv``)."""
+    cols: dict[str, list[Any]] = {c: [] for c in _DECISION_COLUMNS}
+    for o in outcomes:
+        if not o.ok:
+            continue
+        for path, d in o.decisions.items():
+            details = d.get("details") or {}
+            ein, ekept = d.get("events_in"), d.get("events_kept")
+            cut = details.get("cut")
+            row = {"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube, "plate": o.plate,
+                   "well": o.well, "population": path, "method": d.get("method", ""),
+                   "status": d.get("status", "ok"), "fallback": d.get("fallback") or "",
+                   "rule": str(details.get("rule", "")),
+                   "cut": float(cut) if isinstance(cut, int | float) else _NAN,
+                   "events_in": ein if ein is not None else _NAN,
+                   "events_kept": ekept if ekept is not None else _NAN,
+                   "pct_kept": 100.0 * ekept / ein if ein and ekept is not None else _NAN,
+                   "reasons": "; ".join(d.get("reasons") or ()),
+                   "details": json.dumps(details, sort_keys=True),
+                   "params": json.dumps(d.get("params") or {}, sort_keys=True)}
+            for c in _DECISION_COLUMNS:
+                cols[c].append(row[c])
+    return Table(cols)
 
 
 def _per_woman(records: list[dict[str, Any]]) -> Table:

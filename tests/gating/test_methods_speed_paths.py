@@ -296,7 +296,8 @@ def test_a_search_range_is_a_prefilter(data, n, seed):
         _same_outcome(_run(D.tail, v[:, None], _ctx(1), **tl), _run(D.tail, inside, _ctx(1), **tl))
     q = _run(D.quad, np.column_stack([v, v[::-1]]), _ctx(2), x_cut=None, y_cut=None, x_range=(a, b),
              y_range=None, bandwidth=1.0, min_peak_height=0.05, tolerance=0.01, single_peak="auto")
-    want = _run(D.mindensity, v[:, None], _ctx(1), side="positive", range=(a, b), **{**_MD, "single_peak": "auto"})
+    auto = {**_MD, "single_peak": "auto"}
+    want = _run(D.mindensity, v[:, None], _ctx(1), side="positive", range=(a, b), **auto)
     if isinstance(want, GatingError):
         assert isinstance(q, GatingError)
     elif not isinstance(q, GatingError):

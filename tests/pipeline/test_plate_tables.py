@@ -48,6 +48,7 @@ def _records(draw: st.DrawFn) -> list[dict]:
             "parent": draw(_PARENT), "role": draw(_ROLE),
             "count": draw(_COUNT), "parent_count": draw(_COUNT),
             "pct_parent": draw(_FLOATS), "pct_total": draw(_FLOATS),
+            "status": draw(st.sampled_from(["ok", "flagged", "failed"])), "reason": draw(_TEXT),
         }
         for m in draw(_MFIS):
             rec[m] = draw(_FLOATS)
@@ -59,7 +60,7 @@ def _pandas_tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What the batch runner wrote with pandas (its code before the pandas-free writer)."""
     pops = pd.DataFrame.from_records(records)
     front = ["sample_id", "woman_id", "tube", "plate", "well", "population", "gate_id", "parent", "role",
-             "count", "parent_count", "pct_parent", "pct_total"]
+             "count", "parent_count", "pct_parent", "pct_total", "status", "reason"]
     pops = pops[front + sorted(c for c in pops.columns if c.startswith("mfi_"))]
     wide = pops.assign(column=pops["tube"] + "|" + pops["population"]).pivot_table(
         index="woman_id", columns="column", values="pct_parent", aggfunc="first")
@@ -74,13 +75,30 @@ def _table(records: list[dict]) -> Table:
 
 def test_population_table_columns():
     assert TABLE_COLUMNS == ("sample_id", "woman_id", "tube", "plate", "well", "population", "gate_id",
-                             "parent", "role", "count", "parent_count", "pct_parent", "pct_total")
+                             "parent", "role", "count", "parent_count", "pct_parent", "pct_total", "status",
+                             "reason")
     rec = {"sample_id": "S", "woman_id": "W", "tube": "T", "plate": "P", "well": "A1", "population": "a",
            "gate_id": "a", "parent": "", "count": 3, "parent_count": 4, "pct_parent": 75.0, "pct_total": 75.0,
            "mfi_CD3": 1.5}
     t = population_table([rec])  # no role (rows of a template without roles): empty
     assert t.columns == [*TABLE_COLUMNS, "mfi_CD3"]
-    assert t.to_csv().splitlines()[1] == "S,W,T,P,A1,a,a,,,3,4,75.0,75.0,1.5"
+    assert t.to_csv().splitlines()[1] == "S,W,T,P,A1,a,a,,,3,4,75.0,75.0,ok,,1.5"
+
+
+def test_a_failed_population_has_empty_counts_and_the_count_columns_stay_integer():
+    base = {"sample_id": "S", "woman_id": "W", "tube": "T", "plate": "P", "well": "A1", "gate_id": "",
+            "parent": "", "role": ""}
+    nan = math.nan
+    recs = [{**base, "population": "a", "count": 3, "parent_count": 4, "pct_parent": 75.0, "pct_total": 75.0},
+            {**base, "population": "a/b", "count": nan, "parent_count": nan, "pct_parent": nan,
+             "pct_total": nan, "status": "failed", "reason": "no valley"}]
+    t = population_table(recs)
+    lines = t.to_csv().splitlines()
+    assert lines[1] == "S,W,T,P,A1,a,,,,3,4,75.0,75.0,ok,"
+    assert lines[2] == "S,W,T,P,A1,a/b,,,,,,,,failed,no valley"
+    arrow = t.to_arrow()
+    assert arrow.schema.field("count").type == pa.int64()
+    assert arrow.column("count").to_pylist() == [3, None]
 
 
 @settings(max_examples=150, deadline=None)

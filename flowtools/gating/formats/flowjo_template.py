@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -18,12 +19,30 @@ from flowtools.gating.gates import (
     PolygonGate,
     RectangleGate,
 )
+from flowtools.provenance import atomic_write_text
 from flowtools.transforms import AsinhTransform, FlowJoLinearTransform, LogicleTransform
 
 if TYPE_CHECKING:
-    from flowtools.gating.formats.flowjo import Workspace
+    from flowtools.gating.formats.flowjo import Workspace, WorkspaceSample
 
-__all__ = ["workspace_to_template"]
+__all__ = ["TemplateFiles", "matrix_path_for", "workspace_to_template", "write_workspace_template"]
+
+MATRIX_SUFFIX = ".matrix.csv"
+
+
+class TemplateFiles(NamedTuple):
+    """The files :func:`write_workspace_template` wrote.
+
+    Attributes
+    ----------
+    template : pathlib.Path
+        The YAML template, as given.
+    matrix : pathlib.Path or None
+        The spillover matrix CSV beside it (None when no gate uses a compensated dimension).
+    """
+
+    template: Path
+    matrix: Path | None
 
 
 def _yaml_num(x: float | None) -> str:
@@ -49,24 +68,21 @@ def workspace_to_template(
     sample : str, optional
         Sample id or name whose tree is written.
     matrix_csv : str, optional
-        Path to write into ``compensation:`` when the gates use compensated dimensions (the caller
-        writes the matrix there, e.g. with ``SpilloverMatrix.to_csv_text``).
+        Path written verbatim into ``compensation:`` when the gates use compensated dimensions (the
+        caller writes the matrix there, e.g. with ``SpilloverMatrix.to_csv_text``).
+        :func:`~flowtools.gating.templates.load_template` resolves a relative path against the
+        template file's folder, not the working directory: give a path relative to where the
+        template will be written (or an absolute one). :func:`write_workspace_template` does this.
 
     Returns
     -------
     str
         YAML text accepted by :func:`flowtools.gating.templates.load_template`.
     """
-    members = ws.group_samples(group)
-    if sample is not None:
-        s = ws.sample(sample)
-    elif members:
-        s = members[0]
-    else:
-        raise WorkspaceError(ws.path, f"group {group!r} has no samples, so no gate tree to write")
+    s = _pick_sample(ws, group, sample)
     fail = lambda msg: WorkspaceError(ws.path, msg, element=f"sample {s.name!r}")  # noqa: E731
     comp = "uncompensated"
-    if any(d.compensation != UNCOMPENSATED for g in s.strategy.gates for d in getattr(g, "dimensions", ())):
+    if _compensation_ids(s):
         if matrix_csv is None:
             msg = "the gates use compensated dimensions: give matrix_csv for the template's compensation"
             raise fail(msg)
@@ -143,6 +159,98 @@ def workspace_to_template(
         "populations:",
     ]
     return "\n".join([*header, *lines]) + "\n"
+
+
+def write_workspace_template(
+    ws: Workspace, group: str, out: str | os.PathLike[str], *, sample: str | None = None
+) -> TemplateFiles:
+    """Write a group's gate tree as a template at ``out``, with its matrix CSV beside it.
+
+    When the gates use compensated dimensions, the sample's spillover matrix is written to
+    :func:`matrix_path_for` ``(out)`` (same folder, ``<stem>.matrix.csv``) and the template's
+    ``compensation:`` names that file by its bare name, so it resolves against the template's own
+    folder: the template loads from any working directory and keeps working when the folder is
+    moved as a whole. Both files are written atomically (temporary file + rename), the matrix
+    first, so a template on disk always has its matrix; nothing is written when the conversion
+    fails.
+
+    Parameters
+    ----------
+    ws : Workspace
+    group : str
+        Group whose gate tree is written.
+    out : path
+        The YAML template to write (relative to the working directory or absolute); missing
+        folders are created.
+    sample : str, optional
+        Sample id or name whose tree is written (default: the group's first sample).
+
+    Returns
+    -------
+    TemplateFiles
+        ``(template, matrix)``: the paths written; ``matrix`` is None when not needed.
+
+    Raises
+    ------
+    WorkspaceError
+        The tree cannot be written as a template (see :func:`workspace_to_template`), or its gates
+        use more than one matrix.
+    """
+    out = Path(out)
+    s = _pick_sample(ws, group, sample)
+    ids = _compensation_ids(s)
+    matrix_path = None
+    matrix_text = None
+    if ids:
+        if len(ids) > 1:
+            msg = f"the gates use {len(ids)} matrices {sorted(ids)}; a template holds one"
+            raise WorkspaceError(ws.path, msg, element=f"sample {s.name!r}")
+        (mid,) = ids
+        matrix = s.strategy.matrices.get(mid, s.matrix)
+        if matrix is None:
+            msg = f"the gates use matrix {mid!r}, which the workspace does not define"
+            raise WorkspaceError(ws.path, msg, element=f"sample {s.name!r}")
+        matrix_path = matrix_path_for(out)
+        matrix_text = matrix.to_csv_text()
+    text = workspace_to_template(
+        ws, group, sample=sample, matrix_csv=matrix_path.name if matrix_path is not None else None
+    )
+    if matrix_path is not None and matrix_text is not None:
+        atomic_write_text(matrix_path, matrix_text)
+    atomic_write_text(out, text)
+    return TemplateFiles(out, matrix_path)
+
+
+def matrix_path_for(template: str | os.PathLike[str]) -> Path:
+    """Where :func:`write_workspace_template` puts a template's matrix: ``<stem>.matrix.csv`` beside it.
+
+    Examples
+    --------
+    >>> matrix_path_for("runs/tbnk.yaml").as_posix()
+    'runs/tbnk.matrix.csv'
+    """
+    p = Path(template)
+    return p.with_name(p.stem + MATRIX_SUFFIX) if p.suffix else p.with_name(p.name + MATRIX_SUFFIX)
+
+
+def _pick_sample(ws: Workspace, group: str, sample: str | None) -> WorkspaceSample:
+    """The sample whose tree is written: ``sample`` if given, else the group's first."""
+    members = ws.group_samples(group)
+    if sample is not None:
+        return ws.sample(sample)
+    if members:
+        return members[0]
+    raise WorkspaceError(ws.path, f"group {group!r} has no samples, so no gate tree to write")
+
+
+def _compensation_ids(s: WorkspaceSample) -> set[str]:
+    """The matrices the sample's gate dimensions are compensated with."""
+    return {
+        d.compensation
+        for g in s.strategy.gates
+        for d in getattr(g, "dimensions", ())
+        if d.compensation != UNCOMPENSATED
+    }
 
 
 def _q(text: str) -> str:

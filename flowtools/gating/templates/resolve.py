@@ -9,6 +9,8 @@ are the two halves of a pooled (``group_by``) gate for a runner that holds one f
 
 from __future__ import annotations
 
+import copy
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from flowtools.compensation import SpilloverMatrix
-from flowtools.errors import CompensationError, GatingError
+from flowtools.errors import CompensationError, FlowtoolsError, GatingError
 from flowtools.gating.engine import GatingResult, Plan, sample_events
 from flowtools.gating.gates import (
     FCS_COMPENSATION,
@@ -33,6 +35,7 @@ from flowtools.gating.gates import (
     RectangleGate,
 )
 from flowtools.gating.methods import (
+    Decision,
     Ellipse,
     Geometry,
     Interval,
@@ -55,7 +58,11 @@ from flowtools.io.fcs import FCSSample
 
 __all__ = ["ResolvedSample", "compute_pooled", "pool_values", "resolve"]
 
+_log = logging.getLogger(__name__)
 _NO_TRANSFORM = TransformSpec("none", {})
+#: A gate that a method's fallback made, keeping less than this % of its parent (or more than
+#: 100 minus it), is flagged: it is the signature of a fallback that emptied (or filled) a gate.
+FALLBACK_FLAG_PCT = 1.0
 _POOL_PER_SAMPLE = 20_000  # events per sample when a gate is computed on a pooled group
 
 
@@ -100,6 +107,20 @@ class ResolvedSample:
         Data-driven populations' computed geometry, by path.
     roles : dict of str to str
         Population path -> its template ``role`` (``"qc"``), for the populations that have one.
+    failed : dict of str to str
+        Population path -> why it has no numbers (its gate could not be computed, it broke
+        its ``expect`` with ``on_violation: fail``, or an ancestor failed). The rest of the
+        sample is kept.
+    flags : dict of str to list of str
+        Population path -> why its numbers need a look (a fallback kept < 1% or > 99% of the
+        parent; outside its ``expect``).
+    decisions : dict of str to dict
+        Template entry path -> how its data-driven gate was decided
+        (:class:`flowtools.gating.methods.Decision`, as plain data).
+    order : list of str
+        Every population path of the template, in template order.
+    parents : dict of str to str
+        Population path -> parent path ("" at the top), for every path of the template.
     """
 
     sample_id: str
@@ -112,6 +133,17 @@ class ResolvedSample:
     roles: dict[str, str] = field(default_factory=dict)
     _scaled: Any = field(default=None, repr=False, compare=False)
     _kind: Any = field(default=None, repr=False, compare=False)
+    failed: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    parents: dict[str, str] = field(default_factory=dict)
+
+    def status(self, path: str) -> str:
+        """``"failed"``, ``"flagged"`` or ``"ok"`` for one population."""
+        if path in self.failed:
+            return "failed"
+        return "flagged" if self.flags.get(path) else "ok"
 
     def channel(self, pnn: str) -> np.ndarray:
         """A parameter's values for all events, compensated as the template says and not transformed.
@@ -160,7 +192,7 @@ class ResolvedSample:
         if self.result is None:
             return []
         paths = {v: k for k, v in self.ids.items()}
-        out = []
+        found: dict[str, dict[str, Any]] = {}
         for r in self.result.rows():
             if r["population"] in paths:
                 p = paths[r["population"]]
@@ -169,11 +201,25 @@ class ResolvedSample:
                 while parent_id is not None and parent_id not in paths:
                     parent_id = self.strategy.population(parent_id).parent  # helper gates the template hides
                 parent_count = self.result.count(parent_id) if parent_id is not None else self.result.n_events
-                out.append({"population": p, "gate_id": r["population"],
+                found[p] = {"population": p, "gate_id": r["population"],
                             "parent": paths[parent_id] if parent_id is not None else "",
                             "role": self.roles.get(p, ""),
                             "count": r["count"], "parent_count": parent_count, "pct_parent": r["pct_parent"],
-                            "pct_total": r["pct_total"]})
+                            "pct_total": r["pct_total"]}
+        out = []
+        nan = float("nan")
+        for p in self.order or list(found):
+            row = found.get(p)
+            if p in self.failed:
+                row = {"population": p, "gate_id": row["gate_id"] if row else "",
+                       "parent": self.parents.get(p, row["parent"] if row else ""),
+                       "role": self.roles.get(p, ""), "count": nan, "parent_count": nan,
+                       "pct_parent": nan, "pct_total": nan}
+            elif row is None:
+                continue
+            row["status"] = self.status(p)
+            row["reason"] = self.failed[p] if p in self.failed else "; ".join(self.flags.get(p, ()))
+            out.append(row)
         return out
 
 
@@ -208,8 +254,39 @@ class _State:
         # whole columns: methods read values, gates are added one at a time
         self.ev = Plan(self.strategy, events, sample.pnn, self.fcs_matrix, columns, where=sample_id)
         self.t = t
+        self._parents = {p: spec.parent for spec in t.populations for p in spec.outputs}
         self.dims: dict[str, Dimension] = {}
         self._rows: dict[str, np.ndarray] = {}  # population id -> its event indices (masks never change)
+        self.failed: dict[str, str] = {}
+        self.flags: dict[str, list[str]] = {}
+        self.decisions: dict[str, Decision] = {}
+
+    def fail_population(self, spec: PopulationSpec, why: str) -> None:
+        """Mark every population of one template entry as failed (the sample goes on)."""
+        for p in spec.outputs:
+            self.failed.setdefault(p, why)
+        if spec.path in self.decisions:
+            d = self.decisions[spec.path]
+            d.status = "failed"
+            d.reasons.append(why)
+        _log.warning("%s: population %r failed: %s", self.sample_id, spec.path, why)
+
+    def flag(self, path: str, why: str, decision: Decision | None) -> None:
+        self.flags.setdefault(path, []).append(why)
+        if decision is not None:
+            if decision.status == "ok":
+                decision.status = "flagged"
+            decision.reasons.append(why)
+        _log.warning("%s: population %r flagged: %s", self.sample_id, path, why)
+
+    def count(self, path: str) -> tuple[int, int]:
+        """(events in a population, events in its parent) of a population already added."""
+        gid = self.ids[path]
+        n = int(np.count_nonzero(self.ev.masks[gid]))
+        spec_parent = self._parents.get(path, "")
+        parent_n = (int(np.count_nonzero(self.ev.masks[self.ids[spec_parent]])) if spec_parent
+                    else int(self.ev.n))
+        return n, parent_n
 
     def base_channel(self, pnn: str) -> np.ndarray:
         """Compensated (as the template says), untransformed values of one parameter."""
@@ -433,7 +510,10 @@ def resolve(
             continue
         result = GatingResult(st.strategy, st.ev.n, dict(st.ev.masks), sid)
         out.append(ResolvedSample(sid, st.strategy, dict(st.ids), result, None, dict(st.geometry),
-                                  st.base_channel, dict(roles), st.scaled, st.kind))
+                                  st.base_channel, dict(roles), st.scaled, st.kind, dict(st.failed),
+                                  {k: list(v) for k, v in st.flags.items()},
+                                  {k: d.to_dict() for k, d in st.decisions.items()},
+                                  list(template.population_paths), dict(st._parents)))
     return out
 
 
@@ -470,6 +550,10 @@ def pool_values(
     st = states[0]
     if st is None:
         raise GatingError(errors.get(0, "not resolved"))
+    blocked = next((p for p in _depends_on(spec) if p in st.failed), None)
+    if blocked is not None:
+        msg = f"{st.sample_id}: population {blocked!r} failed: {st.failed[blocked]}"
+        raise GatingError(msg)
     v = st.values(spec.dims, spec.parent)
     if v.shape[0] > max_events:
         pick = np.random.default_rng([seed, position]).choice(v.shape[0], max_events, replace=False)
@@ -513,6 +597,19 @@ def _start(
     return states, errors
 
 
+def _depends_on(spec: PopulationSpec) -> list[str]:
+    """The populations an entry needs: its parent, and a ref's or bool's operands."""
+    need = [spec.parent] if spec.parent else []
+    if spec.method == "ref":
+        need.append(spec.args["population"])
+    elif spec.method == "bool":
+        need.extend(r.lstrip("!") for r in spec.args["of"])
+    return need
+
+
+_POPULATION_ERRORS = (FlowtoolsError, ValueError, ArithmeticError)
+
+
 def _run(
     template: Template,
     states: list[_State | None],
@@ -524,19 +621,30 @@ def _run(
     seed: int,
     stop_before: str | None,
 ) -> None:
-    def fail(i: int, exc: Exception) -> None:
-        errors[i] = str(exc)
-        states[i] = None
-
+    """Resolve every population in template order; a population that fails fails its subtree only."""
     for spec in template.populations:
         if spec.path == stop_before:
             return
-        live = [(i, st) for i, st in enumerate(states) if st is not None]
+        live = []
+        for i, st in enumerate(states):
+            if st is None:
+                continue
+            blocked = next((p for p in _depends_on(spec) if p in st.failed), None)
+            if blocked is not None:
+                for p in spec.outputs:  # quietly: the failure was reported where it happened
+                    st.failed.setdefault(p, f"{blocked!r} failed")
+                continue
+            live.append((i, st))
         if not live:
-            return
+            continue
         geoms: dict[int, Geometry] = {}
+        decisions: dict[int, Decision] = {}
         if spec.path in pinned:
             geoms = {i: pinned[spec.path] for i, _ in live}
+            if spec.method is not None:
+                for i, _ in live:
+                    decisions[i] = Decision(spec.method, dict(spec.args),
+                                            {"rule": f"computed on the pooled {spec.group_by or 'group'}"})
         elif spec.method is None:
             g = _static_geometry(spec)
             geoms = {i: g for i, _ in live}
@@ -544,17 +652,19 @@ def _run(
             for i, st in live:
                 try:
                     geoms[i] = _ref_geometry(st, spec)
-                except GatingError as exc:
-                    fail(i, GatingError(f"{st.sample_id}: {exc}"))
+                except _POPULATION_ERRORS as exc:
+                    st.fail_population(spec, str(exc))
         elif spec.method == "bool":
-            for i, st in live:
+            for _, st in live:
                 refs = tuple((st.ids[r.lstrip("!")], r.startswith("!")) for r in spec.args["of"])
                 parent_id = st.ids[spec.parent] if spec.parent else None
                 gid = _gate_id(spec.path, st.taken)
                 try:
                     st.add([BooleanGate(gid, spec.args["op"], refs, parent_id)], {spec.path: gid})
-                except GatingError as exc:
-                    fail(i, GatingError(f"{st.sample_id}: {spec.path}: {exc}"))
+                except _POPULATION_ERRORS as exc:
+                    st.fail_population(spec, str(exc))
+                    continue
+                _check(st, spec, None)
             continue
         else:
             method = get_method(spec.method)
@@ -569,6 +679,7 @@ def _run(
                     gval = "all"
                 buckets.setdefault(gval, []).append(i)
             for members in buckets.values():
+                decision = Decision(spec.method, dict(spec.args))
                 try:
                     parts = []
                     for position, i in enumerate(members):
@@ -583,23 +694,60 @@ def _run(
                     values = np.ascontiguousarray(np.concatenate(parts)) if len(parts) > 1 else parts[0]
                     first = states[members[0]]
                     assert first is not None  # noqa: S101
-                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), seed)
+                    decision.events_in = int(values.shape[0])
+                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), seed, decision)
                     g = method.fn(values, ctx, **spec.args)
-                except GatingError as exc:
+                except _POPULATION_ERRORS as exc:
                     for i in members:
                         st = states[i]
-                        fail(i, GatingError(f"{st.sample_id if st else ids[i]}: {exc}"))
+                        if st is not None:
+                            st.decisions[spec.path] = copy.deepcopy(decision)
+                            st.fail_population(spec, str(exc))
                     continue
                 for i in members:
                     geoms[i] = g
+                    decisions[i] = copy.deepcopy(decision) if len(members) > 1 else decision
         for i, g in geoms.items():
             st = states[i]
             if st is None:
                 continue
+            if i in decisions:
+                st.decisions[spec.path] = decisions[i]
             try:
                 gates, outputs = _gates_from_geometry(st, spec, g)
                 st.add(gates, outputs)
                 for p in outputs:
                     st.geometry[p] = g
-            except (GatingError, ValueError) as exc:
-                fail(i, GatingError(f"{st.sample_id}: population {spec.path!r}: {exc}"))
+            except _POPULATION_ERRORS as exc:
+                st.fail_population(spec, str(exc))
+                continue
+            _check(st, spec, decisions.get(i))
+
+
+def _check(st: _State, spec: PopulationSpec, decision: Decision | None) -> None:
+    """Counts into the decision record; flag a fallback's near-empty or near-full gate; check ``expect``."""
+    kept = 0
+    for p in spec.outputs:
+        n, parent_n = st.count(p)
+        kept += n
+        pct = 100.0 * n / parent_n if parent_n else float("nan")
+        if decision is not None and decision.fallback and parent_n and (
+                pct < FALLBACK_FLAG_PCT or pct > 100.0 - FALLBACK_FLAG_PCT):
+            st.flag(p, f"fallback ({decision.fallback}) kept {pct:.2f}% of the parent", decision)
+        if spec.expect:
+            got = {"pct": pct, "pct_total": 100.0 * n / st.ev.n if st.ev.n else float("nan"), "count": n}
+            for k, (lo, hi) in spec.expect.items():
+                v = got[k]
+                if not ((lo is None or v >= lo) and (hi is None or v <= hi)):
+                    bounds = f"[{'' if lo is None else f'{lo:g}'}, {'' if hi is None else f'{hi:g}'}]"
+                    why = f"{k} = {v:.4g} is outside expect {bounds}"
+                    if spec.on_violation == "fail":
+                        st.failed.setdefault(p, why)
+                        if decision is not None:
+                            decision.status = "failed"
+                            decision.reasons.append(why)
+                        _log.warning("%s: population %r failed: %s", st.sample_id, p, why)
+                    else:
+                        st.flag(p, why, decision)
+    if decision is not None:
+        decision.events_kept = kept
