@@ -55,6 +55,7 @@ __all__ = [
     "FCSWarning",
     "FlowtoolsError",
     "FlowtoolsWarning",
+    "GatingWarning",
     "SampleSheetError",
     "SheetIssue",
     "TemplateError",
@@ -175,3 +176,7 @@ class FlowtoolsWarning(UserWarning):
 
 class FCSWarning(FlowtoolsWarning):
     """An FCS file was read, but a documented repair rule was applied."""
+
+
+class GatingWarning(FlowtoolsWarning):
+    """A gating result that needs a look: a fallback that nearly emptied a gate, an already-processed file."""

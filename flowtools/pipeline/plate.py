@@ -71,6 +71,7 @@ class SampleOutcome:
     gatingml: str | None = None
     cached: bool = False
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed_populations(self) -> list[dict[str, str]]:
@@ -162,6 +163,7 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
         else:
             out.rows = populations.sample_rows(resolved, sample, template)
             out.decisions = resolved.decisions
+            out.notes = resolved.notes
             out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
@@ -756,8 +758,9 @@ def _write_outputs(
         command="flowtools gate",
     )
     prov["fcs_sha256"] = {sid: h for sid, h in sorted(hashes.items())}
-    prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name}
-                         for t in templates}
+    prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name,
+                                  "path": str(Path(t.source).resolve())} for t in templates}
+    prov["input_paths"] = {"samples.csv": str(Path(sheet_path).resolve())}
 
     records = []
     for o in outcomes:
@@ -828,8 +831,9 @@ gate was decided. Every automatic decision of a run is here, so that it can be c
 | column | meaning |
 |---|---|
 | sample_id, woman_id, tube, plate, well | from the sample sheet |
-| population | the template entry's path (a quad entry: its parent + the entry name) |
-| method | the gating method |
+| population | the template entry's path (a quad entry: its parent + the entry name); empty on a sample row |
+| method | the gating method; on a sample row `sample:time` (which parameter is time, and why) or |
+| | `sample:processing` (the file looks already compensated or transformed: done again) |
 | status | `ok`, `flagged` (numbers kept; see `reasons`) or `failed` (no numbers) |
 | fallback | the fallback that produced the gate and why (empty: the method's main rule did) |
 | rule | the rule that set the gate, in words (e.g. the valley between two peaks) |
@@ -849,6 +853,14 @@ def decision_table(outcomes: Sequence[SampleOutcome]) -> Table:
     for o in outcomes:
         if not o.ok:
             continue
+        for key, note in o.notes.items():  # the sample's own decisions (time parameter, processing)
+            row = {c: "" for c in _DECISION_COLUMNS}
+            row.update({"sample_id": o.sample_id, "woman_id": o.woman_id, "tube": o.tube, "plate": o.plate,
+                        "well": o.well, "method": f"sample:{key}", "status": "flagged" if key == "processing"
+                        else "ok", "rule": note, "cut": _NAN, "events_in": _NAN, "events_kept": _NAN,
+                        "pct_kept": _NAN, "details": "{}", "params": "{}"})
+            for c in _DECISION_COLUMNS:
+                cols[c].append(row[c])
         for path, d in o.decisions.items():
             details = d.get("details") or {}
             ein, ekept = d.get("events_in"), d.get("events_kept")

@@ -71,4 +71,8 @@ def boundary(values: np.ndarray, ctx: MethodContext, *, tolerance: float) -> Rec
         elif tol == 0 and np.count_nonzero(v == vmin) >= 3:
             lo = float(np.nextafter(vmin, np.inf))
         los.append(lo)
+    piled = [d for d, lo_ in zip(ctx.dimensions or [str(j) for j in range(len(los))], los, strict=False)
+             if lo_ is not None]
+    ctx.note(rule=f"drop events within {tolerance:g} of the range ends"
+             + (f"; piles at the bottom of {piled}" if piled else ""), los=list(los), his=list(his))
     return Rectangle(tuple(los), tuple(his))

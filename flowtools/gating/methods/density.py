@@ -221,7 +221,8 @@ def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | 
         kind = "negative population" if negative else "dominant positive population"
         where = f"peak at {m:.4g}, {dist:.1f} SD from the scale's zero {zero:.4g}: {kind}"
     upper = negative
-    shoulder = _shoulder(d, main, tolerance, upper=upper)
+    stretch = sd_hi / sd_lo if upper else sd_lo / sd_hi
+    shoulder = _shoulder(d, main, tolerance, upper=upper, stretch=min(max(stretch, 0.5), 2.0))
     if shoulder is not None:
         flank = "upper" if upper else "lower"
         return float(g[shoulder]), f"{where}; cut at the shoulder on its {flank} flank"
@@ -229,16 +230,20 @@ def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | 
     return cut, f"{where}; cut at its {'upper' if upper else 'lower'} tail ({tolerance:g} of the peak)"
 
 
-def _shoulder(d: np.ndarray, main: int, tolerance: float, *, upper: bool) -> int | None:
-    """A shoulder on one flank of the main peak: where the fall nearly stops before going on.
+def _shoulder(d: np.ndarray, main: int, tolerance: float, *, upper: bool, stretch: float = 1.0) -> int | None:
+    """A shoulder on one flank of the main peak: a minor population merged into it, or None.
 
     Walking outward from the peak until the density is below ``tolerance`` of it, the
-    steepness |d'| rises to the flank's inflection and falls again; a shoulder is a later
-    local minimum of |d'| below a third of the steepest fall, after which the fall steepens
-    again (to at least twice that minimum and 15% of the steepest fall): a second, minor
-    population's flank, not the smoothing noise of one peak's tail.
+    steepness of the fall rises to the flank's inflection and then falls. A candidate is a
+    later point where the fall stops (the density rises again: a bump) or nearly stops (a
+    local minimum of the steepness below a third of the steepest fall, after which it at least
+    doubles; both by more than noise). It is a shoulder when the density beyond it exceeds the mirror image of the
+    peak's other flank (stretched by ``stretch``, this flank's half width over the other's, so
+    a skewed peak is its own model) by at least 1% of all events: a second population, not the
+    noise or the skew of one peak's tail. The cut is that point.
     """
     seg = d[main:] if upper else d[main::-1]
+    other = d[main::-1] if upper else d[main:]
     level = tolerance * seg[0]
     end = int(np.argmax(seg < level)) if (seg < level).any() else seg.size
     if end < 5:
@@ -246,16 +251,22 @@ def _shoulder(d: np.ndarray, main: int, tolerance: float, *, upper: bool) -> int
     steep = -np.diff(seg[:end])  # the fall per grid step, outward
     k_max = int(np.argmax(steep))
     top = float(steep[k_max])
-    best = None
+    total = float(d.sum())
     for k in range(k_max + 1, steep.size - 1):
-        if steep[k] <= steep[k - 1] and steep[k] <= steep[k + 1] and steep[k] < top / 3.0:
-            again = float(steep[k + 1 :].max())
-            if again >= 2.0 * max(float(steep[k]), 0.0) and again >= 0.15 * top:
-                best = k
-                break
-    if best is None:
-        return None
-    return main + best if upper else main - best
+        # a bump at least 0.5% of the peak high, or a flattening the fall recovers from by 3% of
+        # its steepest: smaller wiggles are the smoothing noise of one peak's tail
+        stops = steep[k] <= 0.0 and float(seg[k + 1 : end].max(initial=0.0) - seg[k]) >= 0.005 * seg[0]
+        rise = float(steep[k + 1 :].max())
+        nearly = (steep[k] <= steep[k - 1] and steep[k] <= steep[k + 1] and steep[k] < top / 3.0
+                  and rise >= 2.0 * float(steep[k]) and rise - float(steep[k]) >= 0.03 * top)
+        if not (stops or nearly):
+            continue
+        beyond = seg[k + 1 :]
+        at = np.rint((np.arange(k + 1, seg.size)) / stretch).astype(np.intp)  # same distance in widths
+        mirror = np.where(at < other.size, other[np.minimum(at, other.size - 1)], 0.0)
+        if float(np.clip(beyond - mirror, 0.0, None).sum()) >= 0.01 * total:
+            return main + k if upper else main - k
+    return None
 
 
 def _side_interval(cut: float, side: str) -> Interval:

@@ -236,6 +236,11 @@ def gmm(
         col = means[:, "xyz".index(target[-1])]
         pick = int(np.argmax(col) if target.startswith("highest") else np.argmin(col))
     cov = mix_covs[pick] * np.outer(scale, scale)
+    ctx.note(rule=f"component {pick + 1} of {k} (target {target}) at level {level:g}",
+             weights=[float(w) for w in weights], means=[[float(v) for v in m] for m in means],
+             picked=pick, converged=bool(status != 0), iterations=int(n_iter))
+    if status == 0:
+        ctx.fall_back(f"the mixture did not converge in {n_iter} iterations: the last estimate is used")
     return Ellipse(
         tuple(float(m) for m in means[pick]),
         tuple(tuple(float(c) for c in row) for row in cov),

@@ -100,6 +100,9 @@ def qc(
     t_end = float(np.nextafter(t[-1], np.inf))
     nb = min(bins, n // min_events)
     if nb < 5 or t[-1] == t[0]:
+        why = "too few events for 5 time bins" if nb < 5 else "no time span"
+        ctx.fall_back(f"{why}: every event kept")
+        ctx.note(rule=f"{why}: one window over the whole acquisition", bins=int(max(nb, 0)))
         return TimeWindows(((float(t[0]), t_end),))
     if binning == "count":
         starts = (np.arange(nb) * n) // nb
@@ -140,4 +143,7 @@ def qc(
     if not windows:
         raise _fail(ctx, "qc", "every time bin was flagged")
     _log.info("%s: qc kept %d window(s), %d of %d bins flagged", ctx.population, len(windows), bad.sum(), nb)
+    ctx.note(rule=f"{int(bad.sum())} of {nb} {binning} bins flagged (|robust z| > {z:g}); "
+             f"{len(windows)} window(s) kept", bins=int(nb), bins_flagged=int(bad.sum()),
+             windows=[list(w) for w in windows])
     return TimeWindows(tuple(windows))

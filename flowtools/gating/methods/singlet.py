@@ -139,6 +139,8 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
     xs = np.linspace(lo - pad, hi + pad, 33)
     half = width * np.maximum(s0 + s1 * xs, floor)
     line = c + b * xs
+    ctx.note(rule=f"band of {width:g} robust SDs around the line h = {c:.4g} + {b:.4g} a",
+             intercept=float(c), slope=float(b))
     upper = [(float(u), float(v)) for u, v in zip(xs, line + half, strict=True)]
     lower = [(float(u), float(v)) for u, v in zip(xs[::-1], (line - half)[::-1], strict=True)]
     return Polygon(tuple(upper + lower))

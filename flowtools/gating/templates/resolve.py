@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from flowtools.compensation import SpilloverMatrix
-from flowtools.errors import CompensationError, FlowtoolsError, GatingError
+from flowtools.errors import CompensationError, FlowtoolsError, GatingError, GatingWarning
 from flowtools.gating.engine import GatingResult, Plan, sample_events
 from flowtools.gating.gates import (
     FCS_COMPENSATION,
@@ -55,6 +56,7 @@ from flowtools.gating.templates.model import (
     _channel_map,
 )
 from flowtools.io.fcs import FCSSample
+from flowtools.io.processing import processing_state
 
 __all__ = ["ResolvedSample", "compute_pooled", "pool_values", "resolve"]
 
@@ -121,6 +123,9 @@ class ResolvedSample:
         Every population path of the template, in template order.
     parents : dict of str to str
         Population path -> parent path ("" at the top), for every path of the template.
+    notes : dict of str to str
+        The sample-level automatic decisions: ``time`` (which parameter is time, and why),
+        ``processing`` (the file looks compensated or transformed already: it was done again).
     """
 
     sample_id: str
@@ -138,6 +143,7 @@ class ResolvedSample:
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     parents: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def status(self, path: str) -> str:
         """``"failed"``, ``"flagged"`` or ``"ok"`` for one population."""
@@ -236,6 +242,22 @@ class _State:
         self.geometry: dict[str, Geometry] = {}
         self.chmap = _channel_map(t, sample)
         self.kinds = sample.channel_kinds(t.time)
+        self.notes: dict[str, str] = {}
+        if self.kinds.time is not None:
+            self.notes["time"] = f"{self.kinds.time} ({self.kinds.reasons[self.kinds.time]})"
+        else:
+            self.notes["time"] = "none: no parameter is named or typed as time"
+        state = processing_state(sample.keywords, sample.channels)
+        redo = []
+        if state.compensated and t.compensation != UNCOMPENSATED:
+            redo.append(f"compensated again (the file: {state.compensated})")
+        if state.transformed and any(ts.kind != "none" for ts in t.transforms.values()):
+            redo.append(f"transformed again (the file: {state.transformed})")
+        if redo:
+            self.notes["processing"] = "; ".join(redo)
+            warnings.warn(f"{sample_id}: the file looks already processed and is " + "; ".join(redo)
+                          + "; set compensation: uncompensated / transforms: none in the template if so",
+                          GatingWarning, stacklevel=3)
         self.fcs_matrix: SpilloverMatrix | None = None
         if t.compensation == FCS_COMPENSATION:
             if sample.spillover is None:
@@ -513,7 +535,7 @@ def resolve(
                                   st.base_channel, dict(roles), st.scaled, st.kind, dict(st.failed),
                                   {k: list(v) for k, v in st.flags.items()},
                                   {k: d.to_dict() for k, d in st.decisions.items()},
-                                  list(template.population_paths), dict(st._parents)))
+                                  list(template.population_paths), dict(st._parents), dict(st.notes)))
     return out
 
 
