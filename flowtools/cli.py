@@ -60,6 +60,7 @@ def main(
 
 def _info_record(path: Path, *, dataset: int, all_keywords: bool) -> dict[str, Any]:
     from flowtools.io.fcs import read_fcs
+    from flowtools.io.keywords import shown_value
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same notes are on sample.warnings, shown below
@@ -90,20 +91,25 @@ def _info_record(path: Path, *, dataset: int, all_keywords: bool) -> dict[str, A
             for c in sample.channels
         ],
         "warnings": list(sample.warnings),
-        "keywords": dict(sample.keywords) if all_keywords else sample.safe_keywords(),
+        # a binary value (a vendor blob, stray bytes) is shown as "<n bytes>", never printed
+        "keywords": {k: shown_value(v) for k, v in
+                     (sample.keywords if all_keywords else sample.safe_keywords()).items()},
         "keywords_shown": "all" if all_keywords else "structural only (use --all-keywords for all)",
     }
     return rec
 
 
 def _print_info(rec: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     spill = rec["spillover"]
     spill_txt = "none" if spill is None else f"{spill['keyword']} ({len(spill['detectors'])} detectors)"
-    console.rule(f"[bold]{rec['file']}")
+    console.rule(f"[bold]{escape(rec['file'])}")
     console.print(
         f"FCS {rec['fcs_version']}  data set {rec['dataset']} of {rec['n_datasets']}  "
         f"[bold]{rec['n_events']:,}[/] events x [bold]{rec['n_parameters']}[/] parameters  "
-        f"type {rec['data_type']}  cytometer {rec['cytometer'] or '-'}  spillover {spill_txt}",
+        f"type {rec['data_type']}  cytometer {escape(rec['cytometer'] or '-')}  "
+        f"spillover {escape(spill_txt)}",
         highlight=False,
     )
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -112,8 +118,8 @@ def _print_info(rec: dict[str, Any]) -> None:
     for c in rec["channels"]:
         table.add_row(
             str(c["index"]),
-            c["pnn"],
-            c["pns"] or "-",
+            escape(c["pnn"]),
+            escape(c["pns"] or "-"),
             "-" if c["range"] is None else f"{c['range']:g}",
             "*" if c["bits"] is None else str(c["bits"]),
             c["scale"],
@@ -121,11 +127,11 @@ def _print_info(rec: dict[str, Any]) -> None:
         )
     console.print(table)
     for w in rec["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if rec["keywords_shown"] == "all":
         kt = Table("keyword", "value", box=None, header_style="bold")
         for k, v in rec["keywords"].items():
-            kt.add_row(k, v)
+            kt.add_row(escape(k), escape(v))
         console.print(kt)
 
 
@@ -414,11 +420,17 @@ def gml_counts(
         rows = result.rows()
         records.append({"file": str(fcs), "n_events": result.n_events, "populations": rows})
         if not json_out:
-            table = Table("population", "parent", "count", "% parent", "% total", title=str(fcs), box=None,
-                          header_style="bold", title_justify="left")
+            from rich.markup import escape
+
+            table = Table(title=escape(str(fcs)), box=None, header_style="bold", title_justify="left")
+            # Names are folded onto further lines, never cut short with an ellipsis.
+            table.add_column("population", overflow="fold")
+            table.add_column("parent", overflow="fold")
+            for col in ("count", "% parent", "% total"):
+                table.add_column(col, no_wrap=True)
             for r in rows:
-                table.add_row(r["path"], r["parent"] or "-", f"{r['count']:,}", f"{r['pct_parent']:.2f}",
-                              f"{r['pct_total']:.2f}")
+                table.add_row(escape(r["path"]), escape(r["parent"] or "-"), f"{r['count']:,}",
+                              f"{r['pct_parent']:.2f}", f"{r['pct_total']:.2f}")
             console.print(table)
     if json_out:
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
@@ -508,148 +520,13 @@ def gate(
 
 
 # --------------------------------------------------------------------------------------------- template
-
-template_app = typer.Typer(help="Gating templates (YAML): check, show, and compare across samples.",
-                           no_args_is_help=True)
-app.add_typer(template_app, name="template")
+# The `template` commands live in flowtools/_cli/template.py (registered at the end of this module);
+# _fail stays here for `gate`.
 
 
 def _fail(exc: BaseException) -> typer.Exit:
     err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_FAIL)
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV text, the first row's keys as the header; empty text for no rows."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
-
-
-@template_app.command("check")
-def template_check(
-    template: Annotated[Path, typer.Argument(help="Template (YAML).", show_default=False)],
-    files: Annotated[
-        list[Path] | None, typer.Argument(help="FCS files to check the template against.")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-) -> None:
-    """Validate a template; with FCS files, check each has every marker and channel it needs."""
-    from flowtools.errors import FlowtoolsError
-    from flowtools.gating.templates import load_template
-    from flowtools.io.fcs import read_fcs
-
-    try:
-        t = load_template(template)
-    except (FlowtoolsError, OSError) as exc:
-        if json_out:
-            failure = {"template": str(template), "valid": False, "error": str(exc)}
-            sys.stdout.write(json.dumps(failure) + "\n")
-            raise typer.Exit(EXIT_FAIL) from None
-        raise _fail(exc) from None
-    report: dict[str, Any] = {"template": str(template), "valid": True, "name": t.name, "tube": t.tube,
-                              "populations": len(t.population_paths), "sha256": t.sha256, "files": []}
-    failed = 0
-    for f in files or []:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sample = read_fcs(f, lazy=True)
-            mapping = t.check_sample(sample)
-            report["files"].append({"file": str(f), "ok": True, "channels": mapping})
-        except (FlowtoolsError, OSError) as exc:
-            failed += 1
-            report["files"].append({"file": str(f), "ok": False, "error": str(exc)})
-    if json_out:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        console.print(f"[green]ok[/] {template}: template {t.name!r} (tube {t.tube or 'any'}), "
-                      f"{report['populations']} populations", highlight=False, soft_wrap=True)
-        for rec in report["files"]:
-            if rec["ok"]:
-                console.print(f"  [green]ok[/] {rec['file']}", highlight=False, soft_wrap=True)
-            else:
-                err_console.print(f"  [red]error:[/] {rec['error']}", highlight=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(EXIT_FAIL if failed == len(files or []) else EXIT_PARTIAL)
-
-
-@template_app.command("show")
-def template_show(
-    template: Annotated[Path, typer.Argument(help="Template (YAML).", show_default=False)],
-) -> None:
-    """Print the population tree of a template, with dimensions and methods."""
-    from rich.tree import Tree
-
-    from flowtools.errors import FlowtoolsError
-    from flowtools.gating.templates import load_template
-
-    try:
-        t = load_template(template)
-    except (FlowtoolsError, OSError) as exc:
-        raise _fail(exc) from None
-    root = Tree(f"[bold]{t.name}[/] (tube {t.tube or 'any'}, compensation {t.compensation})")
-    nodes: dict[str, Any] = {"": root}
-    for _depth, path, desc in t.tree():
-        parent = path.rpartition("/")[0]
-        nodes[path] = nodes.get(parent, root).add(f"[bold]{path.split('/')[-1]}[/]  [dim]{desc}[/]")
-    console.print(root)
-
-
-@template_app.command("diff")
-def template_diff(
-    old: Annotated[Path, typer.Argument(help="Old template.", show_default=False)],
-    new: Annotated[Path, typer.Argument(help="New template.", show_default=False)],
-    samples: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for diff.csv and diff.png.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-) -> None:
-    """Per sample and population, the change in % of parent between two templates (table + plot)."""
-    from flowtools.errors import FlowtoolsError
-    from flowtools.gating.templates import load_template
-    from flowtools.io.sample_sheet import read_sample_sheet
-    from flowtools.pipeline.template_diff import diff_templates
-
-    try:
-        t_old, t_new = load_template(old), load_template(new)
-        sheet = read_sample_sheet(samples, tubes=None)
-        with _progress() as bar:
-            task = bar.add_task("resolving both templates", total=None)
-            diff = diff_templates(t_old, t_new, sheet,
-                                  progress=lambda d, n: bar.update(task, completed=d, total=n))
-    except (FlowtoolsError, OSError) as exc:
-        raise _fail(exc) from None
-    summary = sorted(diff.summary(), key=lambda r: -r["max_abs_delta"])
-    if out is not None:
-        from flowtools.provenance import atomic_write_text
-        from flowtools.report.plots import delta_heatmap
-
-        atomic_write_text(out / "diff.csv", _csv_text(diff.rows))
-        if diff.rows:
-            delta_heatmap(diff.rows, out / "diff.png", title=f"{t_new.name} - {t_old.name}: % of parent")
-    if json_out:
-        doc = {"summary": summary, "rows": diff.rows, "errors": diff.errors}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        table = Table("population", "samples", "mean |change|", "max |change|", box=None, header_style="bold",
-                      title="change in % of parent (points), new - old", title_justify="left")
-        for r in summary:
-            style = "bold red" if r["max_abs_delta"] >= 1 else ""
-            table.add_row(r["population"], str(r["samples"]), f"{r['mean_abs_delta']:.2f}",
-                          f"{r['max_abs_delta']:.2f}", style=style)
-        console.print(table)
-        for sid, why in diff.errors.items():
-            err_console.print(f"[red]error:[/] {sid}: {why}", highlight=False, soft_wrap=True)
-        if out is not None:
-            console.print(f"wrote {out / 'diff.csv'}" + (f" and {out / 'diff.png'}" if diff.rows else ""))
-    if diff.errors:
-        raise typer.Exit(EXIT_PARTIAL if diff.rows else EXIT_FAIL)
 
 
 def _demo_sections(res: Any) -> list[Any]:
@@ -708,20 +585,47 @@ app.add_typer(sheet_app, name="sheet")
 def sheet_check(
     sheet: Annotated[Path, typer.Argument(help="Sample sheet (CSV).", show_default=False)],
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    template: Annotated[
+        list[Path] | None,
+        typer.Option("--template", "-t", help="Template (YAML) whose tube the sheet may use (repeat, as "
+                     "for `gate`). A template without a tube accepts every tube."),
+    ] = None,
     tube: Annotated[
         list[str] | None,
-        typer.Option("--tube", help="An allowed tube name (repeat for several). Default: the study's tubes."),
+        typer.Option("--tube", help="An allowed tube name (repeat for several)."),
     ] = None,
-    any_tube: Annotated[bool, typer.Option("--any-tube", help="Accept any tube name.")] = False,
+    study_tubes: Annotated[
+        bool, typer.Option("--study-tubes", help="Allow only the study's tubes (TBNK-NK, Treg-Th).")
+    ] = False,
+    any_tube: Annotated[
+        bool, typer.Option("--any-tube", help="Accept any tube name (the default without --template, "
+                           "--tube or --study-tubes).")
+    ] = False,
     no_files: Annotated[
         bool, typer.Option("--no-files", help="Do not check that the FCS files exist.")
     ] = False,
 ) -> None:
-    """Validate a sample sheet; list every problem with its line and column."""
-    from flowtools.errors import SampleSheetError
+    """Validate a sample sheet; list every problem with its line and column.
+
+    Tube names are free unless given: by the templates (--template, the tubes `gate` would gate), as a
+    list (--tube), or the study's (--study-tubes); these combine.
+    """
+    from flowtools.errors import FlowtoolsError, SampleSheetError
     from flowtools.io.sample_sheet import STUDY_TUBES, read_sample_sheet
 
-    tubes = None if any_tube else (tuple(tube) if tube else STUDY_TUBES)
+    allowed = set(tube or ()) | (set(STUDY_TUBES) if study_tubes else set())
+    restricted = bool(template or tube or study_tubes) and not any_tube
+    for path in template or []:
+        from flowtools.gating.templates import load_template
+
+        try:
+            t = load_template(path)
+        except (FlowtoolsError, OSError) as exc:
+            raise _fail(exc) from None
+        if t.tube is None:
+            restricted = False  # `gate` applies a template without a tube to every tube
+        allowed.add(t.tube or "")
+    tubes = tuple(sorted(allowed - {""})) if restricted else None
     try:
         parsed = read_sample_sheet(sheet, tubes=tubes, check_files=not no_files)
     except SampleSheetError as exc:
@@ -743,6 +647,7 @@ def sheet_check(
         "women": len(parsed.women()),
         "plates": sorted({r.plate for r in parsed}),
         "tubes": sorted({r.tube for r in parsed}),
+        "allowed_tubes": None if tubes is None else list(tubes),
         "extra_columns": list(parsed.extra_columns),
     }
     if json_out:
@@ -760,7 +665,10 @@ def sheet_check(
 
 from flowtools._cli.cluster import cluster_app  # noqa: E402 - command groups defined in their own modules
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
+from flowtools._cli.template import template_app  # noqa: E402
 from flowtools._cli.wsp import wsp_app  # noqa: E402
+
+app.add_typer(template_app, name="template")
 
 app.add_typer(wsp_app, name="wsp")
 app.add_typer(cluster_app)

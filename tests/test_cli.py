@@ -132,7 +132,7 @@ def test_sheet_check_ok_and_json(tmp_path):
 
 def test_sheet_check_reports_line_and_column(tmp_path):
     p = _sheet(tmp_path, ["a.fcs,S1,W1,TBNK-NK,P1,A01", "missing.fcs,S1,W2,Treg,P1,Z9"])
-    r = runner.invoke(app, ["sheet", "check", "--json", str(p)])
+    r = runner.invoke(app, ["sheet", "check", "--json", "--study-tubes", str(p)])
     assert r.exit_code == 1
     issues = json.loads(r.stdout)["issues"]
     cols = {(i["line"], i["column"]) for i in issues}

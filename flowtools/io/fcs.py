@@ -23,7 +23,9 @@ listed in :attr:`FCSSample.warnings`; anything that cannot be repaired raises
 * **TEXT** is split on its first byte; a doubled delimiter is a literal one.
   Keys are upper-cased. Values are decoded as UTF-8, else Latin-1. A keyword
   given twice keeps its first value (warning). Supplemental TEXT
-  (``$BEGINSTEXT``) is merged, the primary TEXT winning.
+  (``$BEGINSTEXT``) is merged, the primary TEXT winning; a supplemental
+  segment that is not keyword text (a ZIP archive or other binary data) is
+  skipped with a warning instead of being split into binary "keywords".
 * **Multiple data sets** (``$NEXTDATA``, relative to the current data set) are
   walked with a strictly increasing offset, so a malicious loop cannot hang the
   reader. ``dataset=`` picks one; :attr:`FCSSample.n_datasets` tells how many.
@@ -684,6 +686,62 @@ def _parse_pairs(text: bytes, notes: list[str], what: str) -> dict[str, str]:
     return out
 
 
+# Signatures of binary formats a writer may put where supplemental TEXT should be.
+_BINARY_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"BZh", "bzip2 data"),
+    (b"\xfd7zXZ\x00", "xz data"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+)
+#: Above this share of control characters a segment is binary (keyword text has next to none).
+_MAX_CONTROL_SHARE = 0.10
+
+
+def _control_chars(text: str, allowed: str = "\t\n\r") -> int:
+    """Count the characters of ``text`` that are not printable text (C0/C1 controls, DEL, stray bytes).
+
+    ``text`` is decoded UTF-8 with ``surrogateescape``: a byte that is not UTF-8 counts only when it
+    is a control character in Latin-1 too (0x80-0x9F), so Latin-1 text counts as text.
+    """
+    n = 0
+    for ch in text:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            n += ch not in allowed
+        elif 0xDC80 <= o <= 0xDC9F:  # surrogate-escaped byte 0x80..0x9F
+            n += 1
+    return n
+
+
+def _not_keyword_text(segment: bytes) -> str | None:
+    """Why a supplemental TEXT segment is not FCS keyword text, or None when it may be.
+
+    Some writers put an archive or other binary data there; split on its first byte it would
+    give dozens of binary "keywords". A segment is binary when it starts with a known binary
+    signature, when its first byte cannot be a delimiter (FCS: ASCII 1-126), when it holds no
+    keyword/value pair, or when more than 10% of its characters are control characters (the
+    delimiter itself, tab, CR and LF excepted).
+    """
+    for magic, what in _BINARY_MAGIC:
+        if segment.startswith(magic):
+            return what
+    first = segment[0]
+    if not 1 <= first <= 126:
+        return f"its first byte 0x{first:02x} cannot be a delimiter"
+    body = segment[1:].rstrip(_PAD.encode().replace(segment[:1], b""))
+    if body.count(segment[:1]) < 2:
+        return "no delimited keyword/value pairs"
+    text = body.decode("utf-8", "surrogateescape")
+    bad = _control_chars(text, "\t\n\r" + chr(first))
+    if bad > _MAX_CONTROL_SHARE * len(text):
+        return f"binary data: {bad:,} of {len(text):,} characters are control characters"
+    return None
+
+
 def _int_kw(kw: dict[str, str], key: str) -> int | None:
     raw = kw.get(key)
     if raw is None:
@@ -711,14 +769,21 @@ def _read_keywords(
         raise FCSError(src.path, exc.reason) from None
     s0, s1 = _int_kw(kw, "$BEGINSTEXT"), _int_kw(kw, "$ENDSTEXT")
     if s0 and s1 and s1 > s0:
+        extra: dict[str, str] = {}
         try:
             stext = _read_text_segment(src, base, s0, s1, "supplemental TEXT")
-            extra = _parse_pairs(stext, notes, "supplemental TEXT")
+            why = _not_keyword_text(stext)
+            if why is None:
+                extra = _parse_pairs(stext, notes, "supplemental TEXT")
+            else:
+                notes.append(
+                    f"supplemental TEXT segment (bytes {s0}..{s1}, {len(stext):,} bytes) is not keyword "
+                    f"text ({why}); skipped, none of it read as keywords"
+                )
         except FCSError as exc:
             notes.append(f"supplemental TEXT ignored: {exc.reason}")
-        else:
-            for k, v in extra.items():
-                kw.setdefault(k, v)
+        for k, v in extra.items():
+            kw.setdefault(k, v)
     return kw
 
 

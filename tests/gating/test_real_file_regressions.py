@@ -54,7 +54,8 @@ def _blood(n, rng, *, cd45_pos=0.995):
 
 
 @pytest.mark.parametrize(("name", "kind"), [
-    ("HDR-T", "time"), ("Time", "time"), ("TIME", "time"), ("Time (102.40 sec.)", "time"), ("Time MSW", "time"),
+    ("HDR-T", "time"), ("Time", "time"), ("TIME", "time"), ("Time (102.40 sec.)", "time"),
+    ("Time MSW", "time"),
     ("FSC-A", "scatter"), ("SSC-B-A", "scatter"), ("FS Lin", "scatter"), ("SS INT LIN", "scatter"),
     ("BSC-A", "scatter"), ("FSC LinH", "scatter"), ("405nm 405SSC (405/10) LogH", "scatter"),
     ("Event_length", "scatter"), ("Width", "scatter"), ("HDR-CE", "other"), ("beadDist", "other"),
@@ -96,8 +97,8 @@ def test_macsquant_hdr_t_is_time_not_fluorescence(tmp_path):
     n = 30_000
     fsc, ssc, _, cd3 = _blood(n, rng)
     t = np.sort(rng.uniform(0, 120_000, n))  # a clean acquisition: steady flow
-    f = _float_fcs(tmp_path / "A1.fcs", ["HDR-T", "FSC-A", "SSC-A", "V1-A"], np.column_stack([t, fsc, ssc, cd3]),
-                   pns=["", "", "", "CD3"])
+    f = _float_fcs(tmp_path / "A1.fcs", ["HDR-T", "FSC-A", "SSC-A", "V1-A"],
+                   np.column_stack([t, fsc, ssc, cd3]), pns=["", "", "", "CD3"])
     s = read_fcs(f)
     assert s.channel_kinds().time == "HDR-T"
     tpl = load_template("macsquant.yaml", text=_QC_TEMPLATE)
@@ -119,8 +120,8 @@ def test_template_time_key_names_an_unnamed_time_channel(tmp_path):
     n = 20_000
     fsc, ssc, _, cd3 = _blood(n, rng)
     t = np.sort(rng.uniform(0, 5000, n))
-    f = _float_fcs(tmp_path / "x.fcs", ["Clk2", "FSC-A", "SSC-A", "V1-A"], np.column_stack([t, fsc, ssc, cd3]),
-                   pns=["", "", "", "CD3"])
+    f = _float_fcs(tmp_path / "x.fcs", ["Clk2", "FSC-A", "SSC-A", "V1-A"],
+                   np.column_stack([t, fsc, ssc, cd3]), pns=["", "", "", "CD3"])
     text = _QC_TEMPLATE.replace("name: macsquant", "name: x\ntime: Clk2")
     (res,) = resolve(load_template("x.yaml", text=text), [read_fcs(f)])
     assert res.error is None and res.notes["time"].startswith("Clk2")
@@ -208,8 +209,8 @@ def _leuko_file(tmp_path, name="L.fcs", **kw):
     rng = np.random.default_rng(6)
     n = 30_000
     fsc, ssc, cd45, cd3 = _blood(n, rng, **kw)
-    return _float_fcs(tmp_path / name, ["FSC-A", "SSC-A", "V1-A", "V2-A"], np.column_stack([fsc, ssc, cd45, cd3]),
-                      pns=["", "", "CD45", "CD3"])
+    return _float_fcs(tmp_path / name, ["FSC-A", "SSC-A", "V1-A", "V2-A"],
+                      np.column_stack([fsc, ssc, cd45, cd3]), pns=["", "", "CD45", "CD3"])
 
 
 def test_dominant_marker_in_a_template_and_a_failed_child_keeps_the_sample(tmp_path, caplog):

@@ -230,7 +230,9 @@ def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | 
     return cut, f"{where}; cut at its {'upper' if upper else 'lower'} tail ({tolerance:g} of the peak)"
 
 
-def _shoulder(d: np.ndarray, main: int, tolerance: float, *, upper: bool, stretch: float = 1.0) -> int | None:
+def _shoulder(
+    d: np.ndarray, main: int, tolerance: float, *, upper: bool, stretch: float = 1.0
+) -> int | None:
     """A shoulder on one flank of the main peak: a minor population merged into it, or None.
 
     Walking outward from the peak until the density is below ``tolerance`` of it, the
