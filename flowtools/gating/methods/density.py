@@ -239,8 +239,8 @@ def _shoulder(
     steepness of the fall rises to the flank's inflection and then falls. A candidate is a
     later point where the fall stops (the density rises again: a bump) or nearly stops (a
     local minimum of the steepness below a third of the steepest fall, after which it at least
-    doubles; both by more than noise). It is a shoulder when the density beyond it exceeds the mirror image of the
-    peak's other flank (stretched by ``stretch``, this flank's half width over the other's, so
+    doubles; both by more than noise). It is a shoulder when the density beyond it exceeds the
+    mirror image of the peak's other flank (stretched by ``stretch``, this flank's half width over the other's, so
     a skewed peak is its own model) by at least 1% of all events: a second population, not the
     noise or the skew of one peak's tail. The cut is that point.
     """
