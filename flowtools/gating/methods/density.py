@@ -240,9 +240,10 @@ def _shoulder(
     later point where the fall stops (the density rises again: a bump) or nearly stops (a
     local minimum of the steepness below a third of the steepest fall, after which it at least
     doubles; both by more than noise). It is a shoulder when the density beyond it exceeds the
-    mirror image of the peak's other flank (stretched by ``stretch``, this flank's half width over the other's, so
-    a skewed peak is its own model) by at least 1% of all events: a second population, not the
-    noise or the skew of one peak's tail. The cut is that point.
+    mirror image of the peak's other flank (stretched by ``stretch``, this flank's half width
+    over the other's, so a skewed peak is its own model) by at least 1% of all events: a second
+    population, not the noise or the skew of one peak's tail. The cut is that point. (A strongly
+    skewed peak on a linear scale can still show a false shoulder: the decision record says so.)
     """
     seg = d[main:] if upper else d[main::-1]
     other = d[main::-1] if upper else d[main:]
