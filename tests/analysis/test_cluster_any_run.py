@@ -144,10 +144,18 @@ def test_clustered_values_are_the_gates_values(custom_run, tmp_path):
 
 
 def _bare_copy(run: Path, dest: Path, *, cache: bool = False) -> Path:
-    """The run's tables, gates and provenance without its neighbours (and its cache only if asked)."""
+    """The run's tables, gates and provenance without its neighbours (and its cache only if asked).
+
+    The recorded input paths are dropped, as on another machine (or a run written before they were
+    recorded): the sheet and template are then found by their hashes only.
+    """
     dest.mkdir(parents=True)
-    for name in ("populations.csv", "provenance.json"):
-        shutil.copy(run / name, dest / name)
+    shutil.copy(run / "populations.csv", dest / "populations.csv")
+    prov = json.loads((run / "provenance.json").read_text())
+    prov.pop("input_paths", None)
+    for rec in prov.get("templates", {}).values():
+        rec.pop("path", None)
+    (dest / "provenance.json").write_text(json.dumps(prov))
     shutil.copytree(run / "gates", dest / "gates")
     if cache:
         shutil.copytree(run / ".cache", dest / ".cache")
@@ -176,6 +184,18 @@ def test_missing_sheet_names_what_was_looked_for(custom_run, tmp_path):
     b = cluster_cohort(run, population="cells", markers=["CD3", "CD56"], out_dir=tmp_path / "b",
                        events_per_sample=500, **SMALL)
     np.testing.assert_array_equal(a.fit_x, b.fit_x)
+    assert not a.warnings
+
+
+def test_recorded_paths_find_the_sheet_and_template_of_a_moved_run(custom_run, tmp_path):
+    root, run, sheet_path, template_path = custom_run
+    moved = tmp_path / "far" / "run"
+    moved.mkdir(parents=True)
+    for name in ("populations.csv", "provenance.json"):
+        shutil.copy(run / name, moved / name)
+    shutil.copytree(run / "gates", moved / "gates")
+    a = cluster_cohort(moved, population="cells", markers=["CD3"], out_dir=tmp_path / "a",
+                       events_per_sample=500, **SMALL)
     assert not a.warnings
 
 
