@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flowtools.analysis.populations import QC_NAME_PARTS, QC_NAMES, qc_populations
+from flowtools.gating.templates.resolve import FALLBACK_FLAG_PCT
 from flowtools.pipeline.plate import PlateResult, SampleOutcome
 from flowtools.provenance import atomic_write_bytes, atomic_write_text, safe_name
 
@@ -104,8 +105,16 @@ def write_report(
     singlet gate keeping < 85% of its parent; a well with < 20% of its plate's
     median events), outliers (robust z > 3.5 on % of parent, populations with
     at least 5 gated samples), the failures of ``errors.json`` and a link to
-    every sample page. A sample whose plots cannot be drawn (its FCS file is
-    gone or changed) still gets its page, saying why.
+    every sample page. Near the top, "Gate checks" counts and lists the
+    populations the resolver flagged (numbers kept but to be looked at: a
+    fallback kept < 1% or > 99% of the parent, outside ``expect``) or failed
+    (no numbers), each linked to its sample page. A sample page marks each
+    such population with a worded badge and its reason, in its table and on
+    its gate plot (a failed population without a gate gets a "no gate: <reason>"
+    panel instead), shows how every data-driven gate was decided (rule, cut,
+    peaks, fallback; the peaks and cut drawn on its plot), and still draws
+    all its other gates. A sample whose plots cannot be drawn (its FCS file
+    is gone or changed) still gets its page, saying why.
     """
     out = Path(plate_result.out_dir)
     rep = out / "report"
@@ -191,12 +200,69 @@ def _plot_task_for(
         "out_dir": str(pages / safe_name(o.sample_id)),
         "labels": _labels(o.rows),
         "sha256": (prov.get("fcs_sha256") or {}).get(o.sample_id),
+        "status": {r["population"]: r.get("status") or "ok" for r in o.rows},
+        "decisions": dict(o.decisions),
     }
 
 
 def _labels(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Gate id -> population path, as the template named its gates (the ids the run recorded)."""
-    return {r["gate_id"]: r["population"] for r in rows}
+    """Gate id -> population path, as the template named its gates (the ids the run recorded).
+
+    A failed population whose gate could not be computed has no gate id (nothing to label).
+    """
+    return {r["gate_id"]: r["population"] for r in rows if r.get("gate_id")}
+
+
+_SEVERITY = {"ok": 0, "flagged": 1, "failed": 2}
+
+
+def _gate_info(
+    strategy: Any, labels: Mapping[str, str], status: Mapping[str, str], decisions: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Gate id -> the populations it draws, their worst status and the decision (entry path) behind it.
+
+    A 1-D or 2-D gate draws one population, whose path is its decision's key; a quadrant gate
+    draws its quadrants, and its decision is keyed by the template entry (the quadrants' parent
+    path + the entry's name): the one entry of that parent, or the one whose cuts are the gate's.
+    """
+    from flowtools.gating.gates import BooleanGate, QuadrantGate
+
+    by_path = {path: gid for gid, path in labels.items()}
+    info: dict[str, dict[str, Any]] = {}
+    for pid, pop in strategy.populations.items():
+        g = pop.gate
+        if isinstance(g, BooleanGate):
+            continue
+        entry = info.setdefault(g.id, {"populations": [], "decision": None, "status": "ok"})
+        path = labels.get(pid)
+        if path is not None:
+            entry["populations"].append(path)
+            st = status.get(path, "ok")
+            if _SEVERITY.get(st, 0) > _SEVERITY.get(entry["status"], 0):
+                entry["status"] = st
+        if not isinstance(g, QuadrantGate):
+            if path in decisions:
+                entry["decision"] = path
+            continue
+        if entry["decision"] is not None:
+            continue
+        parent = labels.get(pop.parent, "") if pop.parent is not None else ""
+        cands = [d for d in decisions if d not in by_path and d.rpartition("/")[0] == parent
+                 and isinstance(decisions[d], Mapping)
+                 and "x_cut" in (decisions[d].get("details") or {})]
+        if len(cands) > 1:
+            cuts = [div.values[0] if div.values else math.nan for div in g.dividers[:2]]
+
+            def miss(d: str, cuts: list[float] = cuts) -> float:
+                det = decisions[d].get("details") or {}
+                got = [det.get("x_cut"), det.get("y_cut")]
+                return sum(abs(float(a) - b) if _finite(a) and math.isfinite(b) else math.inf
+                           for a, b in zip(got, cuts, strict=False))
+
+            cands = sorted(cands, key=miss)[:1]
+        if len(cands) == 1:
+            entry["decision"] = cands[0]
+    return info
 
 
 def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +292,8 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
         strategy = read_gatingml(source)
         result = gate_sample(strategy, sample, sample_id=task["sample_id"])
         names = _display_names(strategy, task["labels"])
+        decisions = task.get("decisions") or {}
+        info = _gate_info(strategy, task["labels"], task.get("status") or {}, decisions)
         captions: dict[str, str] = {}
         for pid, pop in strategy.populations.items():
             g = pop.gate
@@ -237,8 +305,27 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
                 captions[_safe_name(g.id)] = f"quadrants of {parent}: {quads}"
             else:
                 captions[_safe_name(g.id)] = names[pid]
-        for p in gate_plots(sample, strategy, result, task["out_dir"], labels=task["labels"]):
-            res["plots"].append((p.name, captions.get(p.stem.split("_", 1)[-1], p.stem)))
+        by_safe = {_safe_name(gid): i for gid, i in info.items()}
+        drawn = gate_plots(
+            sample,
+            strategy,
+            result,
+            task["out_dir"],
+            labels=task["labels"],
+            decisions={gid: decisions[i["decision"]] for gid, i in info.items() if i["decision"]},
+            status={gid: i["status"] for gid, i in info.items()},
+        )
+        for p in drawn:
+            key = p.stem.split("_", 1)[-1]
+            i = by_safe.get(key, {})
+            res["plots"].append(
+                {
+                    "name": p.name,
+                    "caption": captions.get(key, p.stem),
+                    "populations": list(i.get("populations", [])),
+                    "decision": i.get("decision"),
+                }
+            )
     except Exception as exc:  # noqa: BLE001 - one sample's plots must not stop the report; shown on its page
         res["error"] = f"{type(exc).__name__}: {exc}"
     return res
@@ -269,7 +356,7 @@ def _remove_stale(
 ) -> None:
     """Remove pages and PNGs an earlier report wrote for samples or gates this run no longer has."""
     keep_pages = {f"{safe_name(o.sample_id)}.html" for o in outcomes}
-    keep_dirs = {safe_name(sid): {name for name, _ in r["plots"]} for sid, r in plots.items()}
+    keep_dirs = {safe_name(sid): {p["name"] for p in r["plots"]} for sid, r in plots.items()}
     for p in sorted(pages.glob("*.html")):
         if p.name not in keep_pages:
             p.unlink()
@@ -416,6 +503,16 @@ pre{white-space:pre-wrap;font-size:12px;margin:4px 0}
 nav.pager a{margin-right:0}
 .status-ok{color:#1a7f37}.status-failed{color:#b42318;font-weight:600}
 .path{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+.card.warn b{color:#8a5a00}
+.badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:11px;font-weight:700;
+border:1px solid;white-space:nowrap}
+.badge.flagged,.badge.fallback{background:#fff4d6;color:#8a5a00;border-color:#d9a400}
+.badge.failed{background:#fde2e1;color:#b42318;border-color:#e5867d}
+.plots .why{margin-top:3px;color:#1f2933}.plots .rule{margin-top:2px}
+div.nogate{box-sizing:border-box;width:320px;height:320px;border:1px dashed #b42318;border-radius:6px;
+background:#fdf3f2;padding:16px;display:flex;flex-direction:column;justify-content:center;gap:8px;
+font-size:13px;overflow-wrap:anywhere}
+table.plate td.popfail{background:#fff4d6;color:#8a5a00;font-weight:700}
 """
 
 
@@ -490,6 +587,90 @@ def _colour(t: float) -> tuple[str, str]:
     return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if t > 0.55 else "#1f2933")
 
 
+def _pop_anchor(path: str) -> str:
+    """A unique HTML id for a population path (letters and digits kept, anything else as _hex)."""
+    return "pop-" + "".join(ch if ch.isascii() and ch.isalnum() else f"_{ord(ch):x}" for ch in path)
+
+
+def _badge(status: str) -> str:
+    """A worded status badge (icon + word, so it never relies on colour); '' for ok."""
+    if status == "failed":
+        return '<span class="badge failed"><span aria-hidden="true">\u2715</span> failed</span>'
+    if status == "flagged":
+        return '<span class="badge flagged"><span aria-hidden="true">\u26a0</span> flagged</span>'
+    if status == "fallback":
+        return '<span class="badge fallback"><span aria-hidden="true">\u26a0</span> fallback</span>'
+    return ""
+
+
+def _gate_checks(outcomes: Sequence[SampleOutcome]) -> list[dict[str, Any]]:
+    """Every flagged or failed population of the gated samples, in sample then template order."""
+    out = []
+    for o in outcomes:
+        if not o.ok:
+            continue
+        for r in o.rows:
+            st = r.get("status") or "ok"
+            if st in ("flagged", "failed"):
+                out.append({"outcome": o, "population": r["population"], "status": st,
+                            "reason": str(r.get("reason") or "")})
+    return out
+
+
+def _gate_checks_html(checks: Sequence[dict[str, Any]]) -> list[str]:
+    n_flagged = sum(c["status"] == "flagged" for c in checks)
+    n_failed = sum(c["status"] == "failed" for c in checks)
+    s_flagged = len({c["outcome"].sample_id for c in checks if c["status"] == "flagged"})
+    s_failed = len({c["outcome"].sample_id for c in checks if c["status"] == "failed"})
+    out = ['<h2 id="gate-checks">Gate checks</h2>']
+    out.append(
+        '<p class="muted small"><b>Flagged</b>: numbers kept, but look at the gate (a fallback kept '
+        f"less than {FALLBACK_FLAG_PCT:g}% or more than {100 - FALLBACK_FLAG_PCT:g}% of its parent, or the "
+        "population is outside its template's <code>expect</code>). <b>Failed</b>: no numbers (empty in "
+        "the tables; its gate could not be computed, broke <code>expect</code> with "
+        "<code>on_violation: fail</code>, or an ancestor failed); the rest of the sample is kept.</p>"
+    )
+    if not checks:
+        out.append('<p class="box ok">No flagged or failed population.</p>')
+        return out
+    out.append(
+        f'<p class="box {"error" if n_failed else "warn"}" id="gate-check-counts">'
+        f"{_badge('flagged')} <b>{n_flagged:,}</b> flagged population{'s' * (n_flagged != 1)} "
+        f"in {s_flagged:,} sample{'s' * (s_flagged != 1)} \u00b7 "
+        f"{_badge('failed')} <b>{n_failed:,}</b> failed population{'s' * (n_failed != 1)} "
+        f"in {s_failed:,} sample{'s' * (s_failed != 1)}</p>"
+    )
+    rows = []
+    for c in checks:
+        o = c["outcome"]
+        href = _href("samples/" + safe_name(o.sample_id) + ".html") + "#" + _pop_anchor(c["population"])
+        rows.append(
+            [
+                _sample_link(o.sample_id),
+                _e(o.plate),
+                _e(o.well),
+                f'<a class="path" href="{href}">{_e(c["population"])}</a>',
+                _badge(c["status"]),
+                _e(c["reason"]),
+            ]
+        )
+    out.append(_table(["sample", "plate", "well", "population", "status", "reason"], rows))
+    return out
+
+
+def _checks_cell(o: SampleOutcome) -> str:
+    if not o.ok:
+        return ""
+    n_failed = sum(r.get("status") == "failed" for r in o.rows)
+    n_flagged = sum(r.get("status") == "flagged" for r in o.rows)
+    parts = []
+    if n_failed:
+        parts.append(f"{n_failed} failed")
+    if n_flagged:
+        parts.append(f"{n_flagged} flagged")
+    return _e(", ".join(parts))
+
+
 def _index_page(
     res: PlateResult,
     outcomes: Sequence[SampleOutcome],
@@ -514,13 +695,19 @@ def _index_page(
         + "</p>"
     )
     body.append(
-        '<nav><a href="#plates">Plate overview</a><a href="#qc">QC flags</a><a href="#outliers">Outliers</a>'
+        '<nav><a href="#gate-checks">Gate checks</a><a href="#plates">Plate overview</a>'
+        '<a href="#qc">QC flags</a><a href="#outliers">Outliers</a>'
         '<a href="#failures">Failures</a><a href="#samples">All samples</a></nav>'
     )
+    checks = _gate_checks(outcomes)
+    n_flagged = sum(c["status"] == "flagged" for c in checks)
+    n_pop_failed = sum(c["status"] == "failed" for c in checks)
     cards = [
         ("samples", len(outcomes), ""),
         ("gated", n_ok, "good"),
         ("failed", n_fail, "bad" if n_fail else ""),
+        ("flagged populations", n_flagged, "warn" if n_flagged else ""),
+        ("failed populations", n_pop_failed, "bad" if n_pop_failed else ""),
         ("QC flags", len(flags), "bad" if flags else ""),
         ("plates", len(plates), ""),
     ]
@@ -548,11 +735,13 @@ def _index_page(
             )
         )
 
+    body.extend(_gate_checks_html(checks))
+
     body.append('<h2 id="plates">Plate overview</h2>')
     body.append(
         '<p class="muted small">% of parent in each well. Click a well for its sample page. '
         "Colours run from the lowest (light) to the highest (dark) value on the plate. "
-        "\u2715 failed sample; grey: a sample of another tube.</p>"
+        "\u2715 failed sample; ! failed population (no numbers); grey: a sample of another tube.</p>"
     )
     for plate in plates:
         on_plate = [o for o in outcomes if o.plate == plate]
@@ -648,7 +837,7 @@ def _index_page(
     body.append('<h2 id="samples">All samples</h2>')
     body.append(
         _table(
-            ["sample", "woman", "tube", "plate", "well", "events", "status", "flags"],
+            ["sample", "woman", "tube", "plate", "well", "events", "status", "flags", "gate checks"],
             (
                 [
                     _sample_link(o.sample_id),
@@ -661,6 +850,7 @@ def _index_page(
                     if o.ok
                     else '<span class="status-failed">failed</span>',
                     str(len(flags.get(o.sample_id, []))) if flags.get(o.sample_id) else "",
+                    _checks_cell(o),
                 ]
                 for o in outcomes
             ),
@@ -686,8 +876,12 @@ def _plate_grid(on_plate: Sequence[SampleOutcome], tube: str, population: str) -
         elif not o.ok:
             cells[pos] = ("fail", "", "\u2715", f"{o.sample_id}: failed")
         else:
-            v = next((r["pct_parent"] for r in o.rows if r["population"] == population), None)
-            if _finite(v):
+            row = next((r for r in o.rows if r["population"] == population), None)
+            v = row["pct_parent"] if row is not None else None
+            if row is not None and row.get("status") == "failed":
+                why = row.get("reason") or ""
+                cells[pos] = ("popfail", "", "!", f"{o.sample_id}: {population} failed: {why}")
+            elif _finite(v):
                 values[pos] = (o, float(v))
             else:
                 cells[pos] = ("", "", "\u2013", f"{o.sample_id}: no events in parent")
@@ -777,23 +971,41 @@ def _sample_page(
             f'<div class="box warn"><b>Outlier:</b> {_e(x["population"])} {_pct(x["value"])}% of parent '
             f"(median {_pct(x['median'])}%, robust z {x['z']:+.1f})</div>"
         )
+    for r in o.rows:
+        st = r.get("status") or "ok"
+        if st in ("flagged", "failed"):
+            body.append(
+                f'<div class="box {"error" if st == "failed" else "warn"}">{_badge(st)} '
+                f'<a class="path" href="#{_pop_anchor(r["population"])}">{_e(r["population"])}</a>: '
+                f"{_e(r.get('reason') or '')}</div>"
+            )
 
     body.append("<h2>Populations</h2>")
     body.append(
         _table(
-            ["population", "count", "% of parent", "% of total"],
+            ["population", "count", "% of parent", "% of total", "status"],
             (
                 [
-                    f'<span class="path">{_e(r["population"])}</span>',
-                    f"{int(r['count']):,}",
+                    f'<span class="path" id="{_pop_anchor(r["population"])}">{_e(r["population"])}</span>',
+                    f"{int(r['count']):,}" if _finite(r["count"]) else "\u2013",
                     _pct(r["pct_parent"]),
                     _pct(r["pct_total"]),
+                    _status_cell(r),
                 ]
                 for r in o.rows
             ),
             num=(1, 2, 3),
         )
     )
+    decided = _decisions_html(o.decisions)
+    if decided:
+        body.append('<h2 id="decisions">Gate decisions</h2>')
+        body.append(
+            '<p class="muted small">How each data-driven gate was set (also in <code>decisions.csv</code>): '
+            "the rule that fired, the cut, the density peaks found (position, height relative to the "
+            "highest), and any fallback.</p>"
+        )
+        body.append(decided)
 
     body.append("<h2>Gates</h2>")
     if plots is None:
@@ -808,15 +1020,144 @@ def _sample_page(
             body.append(f'<div class="box warn"><b>Gate plots unavailable:</b> {_e(plots["error"])}</div>')
         figs = []
         folder = safe_name(o.sample_id)
-        for name, caption in plots.get("plots", []):
-            figs.append(
-                f'<figure><img src="{_href(folder + "/" + name)}" width="320" height="320" '
-                f'alt="{_e("gate plot: " + caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
-            )
+        rows = {r["population"]: r for r in o.rows}
+        drawn: set[str] = set()
+        for plot in plots.get("plots", []):
+            drawn.update(plot["populations"])
+            figs.append(_figure(folder, plot, rows, o.decisions))
+        for r in o.rows:  # failed populations whose gate could not be computed: said, not drawn
+            if r.get("status") == "failed" and not r.get("gate_id") and r["population"] not in drawn:
+                figs.append(_no_gate(r))
         if figs:
             body.append(
                 "<p class=\"muted small\">Parent population's events on the gate's axes (compensated and "
-                "transformed as the gate sees them; colour = log density); the gate in red.</p>"
+                "transformed as the gate sees them; colour = log density); the gate in red. For a "
+                "data-driven gate: \u25bc / \u25b2 \u25b6 the density peaks found, dotted line the cut it "
+                "chose, grey dash-dot lines the range searched.</p>"
             )
             body.append('<div class="plots">' + "".join(figs) + "</div>")
     return _page(f"{o.sample_id} \u2014 flowtools report", body)
+
+
+def _status_cell(r: Mapping[str, Any]) -> str:
+    st = r.get("status") or "ok"
+    if st == "ok":
+        return '<span class="muted">ok</span>'
+    return f"{_badge(st)} {_e(r.get('reason') or '')}"
+
+
+def _num(v: Any) -> str:
+    """A gate coordinate: 4 significant digits, whole numbers on scatter-like scales (>= 1000)."""
+    if not _finite(v):
+        return "\u2013"
+    return f"{float(v):.0f}" if abs(v) >= 1000 else f"{float(v):.4g}"
+
+
+def _peak_text(p: Sequence[Any]) -> str:
+    """``[position, height, prominence]`` (relative to the top) as ``0.7 (100%)``."""
+    height = f" ({100.0 * float(p[1]):.0f}%)" if _finite(p[1]) else ""
+    return f"{_num(p[0])}{height}"
+
+
+def _decision_text(d: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(rule, cut, peaks) of a decision record, plain text; per axis for a quadrant gate."""
+    det = d.get("details") if isinstance(d.get("details"), Mapping) else {}
+    prefixes = ("x_", "y_") if any(str(k).startswith("x_") for k in det) else ("",)
+    rules, cuts, peaks = [], [], []
+    for pre in prefixes:
+        axis = f"{pre[0]}: " if pre else ""
+        if det.get(f"{pre}rule"):
+            rules.append(f"{axis}{det[f'{pre}rule']}")
+        if _finite(det.get(f"{pre}cut")):
+            cuts.append(f"{axis}{_num(det[f'{pre}cut'])}")
+        found = det.get(f"{pre}peaks")
+        if isinstance(found, list):
+            pk = [_peak_text(p) for p in found if isinstance(p, list | tuple) and len(p) >= 2]
+            peaks.append(f"{axis}{', '.join(pk) if pk else 'none'}")
+        elif _finite(det.get(f"{pre}peak")):
+            peaks.append(f"{axis}main {_num(det[f'{pre}peak'])}")
+    return "; ".join(rules), "; ".join(cuts), "; ".join(peaks)
+
+
+def _decisions_html(decisions: Mapping[str, Any]) -> str:
+    rows = []
+    for path, d in decisions.items():
+        if not isinstance(d, Mapping):
+            continue
+        rule, cut, peaks = _decision_text(d)
+        fallback = d.get("fallback")
+        rule_cell = _e(rule)
+        if fallback:
+            rule_cell = f"{_badge('fallback')} {_e(fallback)}"
+            if rule and rule not in str(fallback):
+                rule_cell += f"<br>{_e(rule)}"
+        ein, ekept = d.get("events_in"), d.get("events_kept")
+        events = f"{ekept:,} of {ein:,}" if _finite(ein) and _finite(ekept) else (
+            f"\u2013 of {ein:,}" if _finite(ein) else "\u2013")
+        st = str(d.get("status") or "ok")
+        reasons = "; ".join(str(x) for x in d.get("reasons") or ())
+        rows.append(
+            [
+                f'<a class="path" href="#{_pop_anchor(path)}">{_e(path)}</a>',
+                _e(d.get("method", "")),
+                rule_cell,
+                _e(cut) or "\u2013",
+                _e(peaks) or "\u2013",
+                events,
+                (f"{_badge(st)} {_e(reasons)}" if st != "ok" else '<span class="muted">ok</span>'),
+            ]
+        )
+    if not rows:
+        return ""
+    return _table(["population", "method", "rule", "cut", "peaks (height)", "events kept", "status"], rows)
+
+
+def _figure(
+    folder: str, plot: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]], decisions: Mapping[str, Any]
+) -> str:
+    """One gate plot with its caption, the badges of the populations it draws and its decision's rule."""
+    caption = str(plot["caption"])
+    d = decisions.get(plot["decision"]) if plot.get("decision") else None
+    d = d if isinstance(d, Mapping) else None
+    fallback = str(d.get("fallback") or "") if d is not None else ""
+    told = False  # the fallback is said once: with the reason quoting it, else on its own line
+    badges = []
+    for path in plot["populations"]:
+        r = rows.get(path)
+        st = (r.get("status") or "ok") if r is not None else "ok"
+        if st in ("flagged", "failed"):
+            reason = str(r.get("reason") or "")
+            who = f"{_e(path.rsplit('/', 1)[-1])}: " if len(plot["populations"]) > 1 else ""
+            also = fallback and fallback in reason
+            told = told or bool(also)
+            mark = f"{_badge(st)} {_badge('fallback') + ' ' if also else ''}"
+            badges.append(f'<div class="why">{mark}{who}{_e(reason)}</div>')
+    extra = ""
+    if d is not None:
+        rule, cut, _ = _decision_text(d)
+        if fallback and not told:
+            badges.append(f'<div class="why">{_badge("fallback")} {_e(fallback)}</div>')
+        elif rule and not fallback:
+            extra = f'<div class="rule">{_e(rule)}</div>'
+        if cut:
+            extra += f'<div class="rule">cut {_e(cut)}</div>'
+    anchor = plot["populations"][0] if plot["populations"] else None
+    fig_id = f' id="{_pop_anchor(anchor)}-plot"' if anchor is not None else ""
+    alt = "gate plot: " + caption + "".join(
+        f"; {p} {rows[p].get('status')}" for p in plot["populations"]
+        if p in rows and rows[p].get("status") in ("flagged", "failed"))
+    return (
+        f'<figure{fig_id}><img src="{_href(folder + "/" + plot["name"])}" width="320" height="320" '
+        f'alt="{_e(alt)}"><figcaption>{_e(caption)}{"".join(badges)}{extra}</figcaption></figure>'
+    )
+
+
+def _no_gate(r: Mapping[str, Any]) -> str:
+    """The panel standing in for the plot of a failed population that has no gate."""
+    why = str(r.get("reason") or "unknown reason")
+    return (
+        f'<figure id="{_pop_anchor(r["population"])}-plot" class="nogate">'
+        f'<div class="nogate" role="img" aria-label="{_e("no gate: " + why)}">'
+        f"{_badge('failed')}<p><b>no gate:</b> {_e(why)}</p></div>"
+        f"<figcaption>{_e(r['population'])}</figcaption></figure>"
+    )

@@ -70,6 +70,8 @@ def gate_plots(
     out_dir: str | os.PathLike[str],
     *,
     labels: Mapping[str, str] | None = None,
+    decisions: Mapping[str, Mapping[str, Any]] | None = None,
+    status: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Draw every geometric gate of a strategy on its parent's events, one PNG per gate.
 
@@ -95,6 +97,17 @@ def gate_plots(
     labels : mapping of str to str, optional
         Population id -> display path (``"lymphocytes/T"``); default: the
         strategy's id path.
+    decisions : mapping of str to dict, optional
+        Gate id -> how the data-driven gate was decided (a
+        ``ResolvedSample.decisions`` value). Drawn on the gate's figure: the
+        density peaks found (``details["peaks"]``, ``[position, height, prominence]``
+        relative to the top; ``x_``/``y_`` prefixed for a quadrant gate) as
+        triangles, the cut as a dotted line, the ``range`` searched as grey
+        dash-dot lines, and ``"fallback"`` in the corner when a fallback set it.
+        Malformed entries are ignored.
+    status : mapping of str to str, optional
+        Gate id -> ``"flagged"`` or ``"failed"`` (its population's status);
+        written in the figure's corner (``"ok"`` writes nothing).
 
     Returns
     -------
@@ -146,12 +159,15 @@ def gate_plots(
             title = f"{_last(names.get(pid, pid))} \u2014 {pct} of parent ({n:,} events)"
         values = [ev.column(d) if rows is None else ev.column(d)[rows] for d in dims]
         axis_names = [_axis_label(d, markers) for d in dims]
+        decision = (decisions or {}).get(g.id)
+        marks = _decision_marks(decision, two_d=len(dims) > 1)
         fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
         try:
             if len(dims) == 1:
                 lims = _limits(values[0], _gate_extent(g, pop, dims, 0))
-                _hist_1d(ax, values[0], lims)
+                hist = _hist_1d(ax, values[0], lims)
                 _draw_gate_1d(ax, g, quads, parent_n)
+                _draw_marks_1d(ax, marks, hist)
                 ax.set_xlim(*lims)
                 ax.set_ylabel("events")
             else:
@@ -159,9 +175,11 @@ def gate_plots(
                 yl = _limits(values[1], _gate_extent(g, pop, dims, 1))
                 _hist_2d(ax, values[0], values[1], xl, yl)
                 _draw_gate_2d(ax, g, dims, quads, parent_n, xl, yl)
+                _draw_marks_2d(ax, marks)
                 ax.set_xlim(*xl)
                 ax.set_ylim(*yl)
                 ax.set_ylabel(axis_names[1], fontsize=8)
+            _draw_badge(ax, (status or {}).get(g.id, "ok"), fallback=bool(marks.get("fallback")))
             ax.set_xlabel(axis_names[0], fontsize=8)
             _ticks(ax, two_d=len(dims) > 1)
             ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8)
@@ -298,10 +316,12 @@ def _hist_2d(ax: Any, x: np.ndarray, y: np.ndarray, xl: tuple[float, float], yl:
     ax.imshow(dens, origin="lower", extent=(*xl, *yl), aspect="auto", cmap=cmap, interpolation="nearest")
 
 
-def _hist_1d(ax: Any, x: np.ndarray, lims: tuple[float, float]) -> None:
+def _hist_1d(ax: Any, x: np.ndarray, lims: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the histogram; its counts and bin edges."""
     h, edges = np.histogram(x[np.isfinite(x)], bins=_BINS_1D, range=lims)
     ax.stairs(h, edges, fill=True, color="#4c72b0", alpha=0.8)
     ax.set_ylim(0, max(1.0, float(h.max()) * 1.1) if h.size else 1.0)
+    return h, edges
 
 
 def _draw_gate_1d(ax: Any, g: Any, quads: Sequence[Any], parent_n: int) -> None:
@@ -407,3 +427,110 @@ def _ellipse_outline(g: Any) -> tuple[np.ndarray, np.ndarray]:
     circle = np.vstack([np.cos(t), np.sin(t)])
     pts = mean[:, None] + v @ (np.sqrt(np.clip(w, 0.0, None) * g.distance_square)[:, None] * circle)
     return pts[0], pts[1]
+
+
+# ------------------------------------------------------------------------------------------ decisions
+
+_MARK_COLOUR = "#111111"
+_RANGE_COLOUR = "0.45"
+_BADGE = {
+    "flagged": ("FLAGGED", "#fff4d6", "#8a5a00"),
+    "failed": ("FAILED", "#fde2e1", "#b42318"),
+    "fallback": ("fallback", "#fff4d6", "#8a5a00"),
+}
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
+def _peaks(v: Any) -> list[tuple[float, float]]:
+    """``[[position, height, prominence], ...]`` -> [(position, height 0..1)]; anything else dropped."""
+    out = []
+    if isinstance(v, list | tuple):
+        for p in v:
+            if isinstance(p, list | tuple) and len(p) >= 2:
+                x, h = _number(p[0]), _number(p[1])
+                if x is not None:
+                    out.append((x, min(max(h if h is not None else 1.0, 0.0), 1.0)))
+    return out
+
+
+def _decision_marks(decision: Mapping[str, Any] | None, *, two_d: bool) -> dict[str, Any]:
+    """What to draw from a decision record, per axis: peaks, cut and range searched.
+
+    A 1-D gate's record has ``peaks`` (or ``peak``: a tail gate's main peak), ``cut`` and the
+    ``range`` argument; a quadrant gate's has them per axis with ``x_``/``y_`` prefixes
+    (``x_range``/``y_range`` arguments).
+    """
+    if not isinstance(decision, Mapping):
+        return {}
+    details = decision.get("details")
+    params = decision.get("params")
+    details = details if isinstance(details, Mapping) else {}
+    params = params if isinstance(params, Mapping) else {}
+    marks: dict[str, Any] = {"fallback": bool(decision.get("fallback"))}
+    per_axis = two_d or any(str(k).startswith("x_") for k in details)  # quad: x_/y_ keys
+    for axis, prefix in ((("x", "x_"), ("y", "y_")) if per_axis else (("x", ""),)):
+        peaks = _peaks(details.get(f"{prefix}peaks"))
+        single = _number(details.get(f"{prefix}peak"))
+        if not peaks and single is not None:
+            peaks = [(single, 1.0)]
+        rng = params.get(f"{prefix}range")
+        bounds = [b for b in (_number(r) for r in rng[:2]) if b is not None] \
+            if isinstance(rng, list | tuple) else []
+        marks[axis] = {"peaks": peaks, "cut": _number(details.get(f"{prefix}cut")), "range": bounds}
+    return marks
+
+
+def _draw_marks_1d(ax: Any, marks: Mapping[str, Any], hist: tuple[np.ndarray, np.ndarray]) -> None:
+    """Range searched, cut and peaks of a 1-D decision; each peak's triangle sits on the histogram there."""
+    m = marks.get("x")
+    if not m:
+        return
+    for b in m["range"]:
+        ax.axvline(b, color=_RANGE_COLOUR, linewidth=0.8, linestyle="-.")
+    if m["cut"] is not None:
+        ax.axvline(m["cut"], color=_MARK_COLOUR, linewidth=1.0, linestyle=":")
+    h, edges = hist
+    if m["peaks"] and h.size:
+        xs = [p for p, _ in m["peaks"]]
+        k = np.clip(np.searchsorted(edges, xs) - 1, 0, h.size - 1)
+        lift = 0.04 * max(1.0, float(h.max()))
+        ys = [float(h[max(i - 1, 0) : i + 2].max()) + lift for i in k]
+        ax.plot(xs, ys, linestyle="none", marker="v", markersize=5, color=_MARK_COLOUR)
+
+
+def _draw_marks_2d(ax: Any, marks: Mapping[str, Any]) -> None:
+    """Per-axis marks of a quadrant gate: peaks on the axis edges, cuts as dotted lines."""
+    for axis, line, edge, marker in (("x", ax.axvline, ax.get_xaxis_transform(), "^"),
+                                     ("y", ax.axhline, ax.get_yaxis_transform(), ">")):
+        m = marks.get(axis)
+        if not m:
+            continue
+        for b in m["range"]:
+            line(b, color=_RANGE_COLOUR, linewidth=0.8, linestyle="-.")
+        if m["cut"] is not None:
+            line(m["cut"], color="white", linewidth=1.0, linestyle=":")
+        if m["peaks"]:
+            pos = [p for p, _ in m["peaks"]]
+            at = [0.015] * len(pos)
+            xy = (pos, at) if axis == "x" else (at, pos)
+            ax.plot(*xy, transform=edge, linestyle="none", marker=marker, markersize=5, color=_MARK_COLOUR,
+                    clip_on=False)
+
+
+def _draw_badge(ax: Any, status: str, *, fallback: bool) -> None:
+    """The population's status (and a fallback) in words, at the top of the axes (corners hold quadrant %)."""
+    words = [_BADGE[status][0]] if status in ("flagged", "failed") else []
+    if fallback:
+        words.append(_BADGE["fallback"][0])
+    if not words:
+        return
+    _, face, ink = _BADGE["failed" if status == "failed" else "flagged"]
+    ax.text(0.5, 0.98, " \u00b7 ".join(words), transform=ax.transAxes, ha="center", va="top", fontsize=7,
+            fontweight="bold", color=ink, bbox={"boxstyle": "round,pad=0.25", "fc": face, "ec": ink},
+            zorder=5)
