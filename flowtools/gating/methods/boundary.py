@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowtools.gating.methods._common import _finite_rows
+from flowtools.gating.methods._common import _fail, _finite_rows
 from flowtools.gating.methods.registry import ArgSpec, MethodContext, Rectangle, register
 
 __all__ = ["boundary"]
@@ -56,6 +56,10 @@ def boundary(values: np.ndarray, ctx: MethodContext, *, tolerance: float) -> Rec
     for j in range(x.shape[1]):
         v = x[:, j]
         vmin, vmax = float(v.min()), float(v.max())
+        if vmax == vmin and v.size >= 3:  # one value only: no margin to tell from the rest
+            name = ctx.dimensions[j] if j < len(ctx.dimensions) else str(j)
+            raise _fail(ctx, "boundary", f"every event has the same {name} value ({vmin:g}): "
+                        "a masked or constant parameter, not a margin")
         rlo, rhi = ctx.ranges[j] if j < len(ctx.ranges) else (vmin, vmax)
         span = rhi - rlo if rhi > rlo else vmax - vmin
         tol = tolerance * span

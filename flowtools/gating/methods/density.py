@@ -161,7 +161,11 @@ def _mindensity_cut(
         if j <= i:
             raise _fail(ctx, method, f"peaks {list(peaks)} are not separated on the density grid")
         cut = dens.valley(i, j)
-        rec["rule"] = f"valley between the given peaks {a:.4g} and {b:.4g}"
+        at = (float(g[i]), float(g[j]))
+        rec["rule"] = (f"valley between the given peaks {a:.4g} and {b:.4g}" if at == (a, b) or (
+            abs(at[0] - a) <= 2 * (g[1] - g[0]) and abs(at[1] - b) <= 2 * (g[1] - g[0]))
+            else f"valley between the given peaks {a:.4g} and {b:.4g}, taken at {at[0]:.4g} and {at[1]:.4g} "
+                 "(the ends of the data's range)")
     else:
         idx, prom = dens.peaks()
         keep = prom >= min_peak_height * top_d
@@ -176,9 +180,17 @@ def _mindensity_cut(
             if single_peak == "error":
                 raise _fail(ctx, method, "the density has a single peak (no valley to cut at)")
             zero = ctx.ranges[axis][0] if len(ctx.ranges) > axis else None
-            cut, why = _single_peak_cut(dens, single_peak, tolerance, zero)
-            rec["rule"] = why
-            ctx.fall_back(f"one peak: {why}")
+            kind = ctx.kinds[axis] if len(ctx.kinds) > axis else None
+            cut, why, ambiguous = _single_peak_cut(dens, single_peak, tolerance, zero, kind)
+            if single_peak == "auto":  # a choice made for the user: a fallback, checked and flagged
+                rec["rule"] = why
+                rec["fallback"] = True
+                axis_name = f"{'xy'[axis]}: " if method == "quad" else ""
+                ctx.fall_back(f"{axis_name}one peak: {why}")
+            else:  # the template's own rule for one peak
+                rec["rule"] = f"one peak: {why} (single_peak: {single_peak})"
+            if ambiguous:
+                rec["ambiguous"] = True
             _log.info("%s: %s found one peak; %s (%.4g)", ctx.population, method, why, cut)
     if range_ is not None:
         cut = float(np.clip(cut, range_[0], range_[1]))
@@ -188,11 +200,14 @@ def _mindensity_cut(
 
 
 _NEGATIVE_SDS = 4.0  # a single peak within this many of its own SDs of zero is the negative population
+_AMBIGUOUS_SDS = (2.5, 6.0)  # ... and between these, which it is is a guess: the gate is flagged
 _HWHM_SD = 1.1774100225154747  # half width at half maximum of a normal, in SDs
 
 
-def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | None) -> tuple[float, str]:
-    """The cut of a density with one peak, and why (for the decision record).
+def _single_peak_cut(
+    dens: _Density, mode: str, tolerance: float, zero: float | None, kind: str | None = None
+) -> tuple[float, str, bool]:
+    """The cut of a density with one peak, why (for the decision record), and whether that was a guess.
 
     ``upper`` / ``lower``: where the peak's upper / lower tail falls below ``tolerance`` of
     its height. ``auto``: first decide whether the peak is the negative population (its
@@ -200,34 +215,45 @@ def _single_peak_cut(dens: _Density, mode: str, tolerance: float, zero: float | 
     spread, as flowDensity and openCyto read it) or a dominant positive one; then cut on the
     far side of it: at a shoulder (a minor population merged into the peak's flank) when
     there is one, else at the tail. So a marker every event carries (CD45 on leukocytes)
-    keeps nearly all of them, and one nobody carries keeps nearly none.
+    keeps nearly all of them, and one nobody carries keeps nearly none. A peak between 2.5 and
+    6 SDs from zero could be either: the cut follows the 4-SD rule and the decision is marked
+    ambiguous (the resolver flags the gate). On a scatter (or time) dimension the single peak
+    is the cells (there is no unstained spread to compare with): the cut is on its lower flank.
     """
     d, g = dens.density, dens.grid
     main = int(np.argmax(d))
     if mode in ("upper", "lower"):
-        return dens.tail(main, tolerance, upper=mode == "upper"), f"{mode} tail at {tolerance:g} of the peak"
+        cut = dens.tail(main, tolerance, upper=mode == "upper")
+        return cut, f"{mode} tail at {tolerance:g} of the peak", False
     m = float(g[main])
     lo_half = dens.tail(main, 0.5, upper=False)
     hi_half = dens.tail(main, 0.5, upper=True)
     sd_lo = max((m - lo_half) / _HWHM_SD, 1e-12)
     sd_hi = max((hi_half - m) / _HWHM_SD, 1e-12)
-    if zero is None:
+    ambiguous = False
+    if kind in ("scatter", "time", "other"):
+        negative, where = False, f"peak at {m:.4g} on a {kind} dimension: the cells"
+    elif zero is None:
         negative, where = True, "no scale zero known: taken as the negative population"
     else:
         # the flank facing zero is the one a negative population's spread shows
         sd = sd_lo if m >= zero else sd_hi
         dist = abs(m - zero) / sd
         negative = dist <= _NEGATIVE_SDS
-        kind = "negative population" if negative else "dominant positive population"
-        where = f"peak at {m:.4g}, {dist:.1f} SD from the scale's zero {zero:.4g}: {kind}"
+        ambiguous = _AMBIGUOUS_SDS[0] < dist < _AMBIGUOUS_SDS[1]
+        what = "negative population" if negative else "dominant positive population"
+        if ambiguous:
+            what += " (ambiguous: 2.5-6 SD)"
+        where = f"peak at {m:.4g}, {dist:.1f} SD from the scale's zero {zero:.4g}: {what}"
     upper = negative
     stretch = sd_hi / sd_lo if upper else sd_lo / sd_hi
     shoulder = _shoulder(d, main, tolerance, upper=upper, stretch=min(max(stretch, 0.5), 2.0))
     if shoulder is not None:
         flank = "upper" if upper else "lower"
-        return float(g[shoulder]), f"{where}; cut at the shoulder on its {flank} flank"
+        return float(g[shoulder]), f"{where}; cut at the shoulder on its {flank} flank", ambiguous
     cut = dens.tail(main, tolerance, upper=upper)
-    return cut, f"{where}; cut at its {'upper' if upper else 'lower'} tail ({tolerance:g} of the peak)"
+    flank = "upper" if upper else "lower"
+    return cut, f"{where}; cut at its {flank} tail ({tolerance:g} of the peak)", ambiguous
 
 
 def _shoulder(

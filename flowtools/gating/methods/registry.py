@@ -232,6 +232,9 @@ class MethodContext:
     decision : Decision or None
         Where the method records how it decided (:meth:`note`, :meth:`fall_back`); None when
         nobody asks (a method then records nothing).
+    kinds : tuple of str
+        Per dimension, what it measures (``"time"``, ``"scatter"``, ``"fluorescence"``,
+        ``"other"``; :mod:`flowtools.io.channels`); empty when unknown.
     """
 
     population: str
@@ -239,6 +242,7 @@ class MethodContext:
     ranges: tuple[tuple[float, float], ...]
     seed: int = 0
     decision: Decision | None = field(default=None, compare=False)
+    kinds: tuple[str, ...] = ()
 
     def note(self, **details: Any) -> None:
         """Record facts of the decision (plain values: numbers, text, lists of them)."""

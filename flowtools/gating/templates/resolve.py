@@ -595,7 +595,8 @@ def compute_pooled(
         msg = f"{population!r} is not a data-driven population of template {template.name!r}"
         raise GatingError(msg)
     st = _State(template, reference, "pool")
-    ctx = MethodContext(spec.path, spec.dims, st.ranges(spec.dims), seed)
+    ctx = MethodContext(spec.path, spec.dims, st.ranges(spec.dims), seed,
+                        kinds=tuple(st.kind(d) for d in spec.dims))
     return get_method(spec.method).fn(np.ascontiguousarray(values, dtype=np.float64), ctx, **spec.args)
 
 
@@ -717,7 +718,8 @@ def _run(
                     first = states[members[0]]
                     assert first is not None  # noqa: S101
                     decision.events_in = int(values.shape[0])
-                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), seed, decision)
+                    kinds = tuple(first.kind(d) for d in spec.dims)
+                    ctx = MethodContext(spec.path, spec.dims, first.ranges(spec.dims), seed, decision, kinds)
                     g = method.fn(values, ctx, **spec.args)
                 except _POPULATION_ERRORS as exc:
                     for i in members:
@@ -749,11 +751,30 @@ def _run(
 def _check(st: _State, spec: PopulationSpec, decision: Decision | None) -> None:
     """Counts into the decision record; flag a fallback's near-empty or near-full gate; check ``expect``."""
     kept = 0
+    ambiguous = [] if decision is None else [
+        str(decision.details.get(k.replace("ambiguous", "rule"), "")) for k, v in decision.details.items()
+        if k.endswith("ambiguous") and v]
+    counts = {p: st.count(p) for p in spec.outputs}
+    if decision is not None and decision.fallback and spec.quadrants:
+        # a quadrant gate's fallback is per axis: the share on that axis's positive side
+        for j, ax in enumerate("xy"):
+            if not decision.details.get(f"{ax}_fallback") or len(spec.quadrants) != 4:
+                continue
+            parent_n = next(iter(counts.values()))[1]
+            pos = sum(counts[p][0] for p, sign in zip(spec.outputs, spec.quadrants.values(), strict=True)
+                      if sign[j] == "+")
+            pct = 100.0 * pos / parent_n if parent_n else float("nan")
+            if parent_n and (pct < FALLBACK_FLAG_PCT or pct > 100.0 - FALLBACK_FLAG_PCT):
+                for p in spec.outputs:
+                    st.flag(p, f"fallback ({decision.fallback}) put {pct:.2f}% of the parent on the "
+                            f"positive side of {spec.dims[j]}", decision)
     for p in spec.outputs:
-        n, parent_n = st.count(p)
+        for rule in ambiguous:
+            st.flag(p, f"one peak, negative or positive is a guess: {rule}", decision)
+        n, parent_n = counts[p]
         kept += n
         pct = 100.0 * n / parent_n if parent_n else float("nan")
-        if decision is not None and decision.fallback and parent_n and (
+        if decision is not None and decision.fallback and not spec.quadrants and parent_n and (
                 pct < FALLBACK_FLAG_PCT or pct > 100.0 - FALLBACK_FLAG_PCT):
             st.flag(p, f"fallback ({decision.fallback}) kept {pct:.2f}% of the parent", decision)
         if spec.expect:
