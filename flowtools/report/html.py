@@ -223,7 +223,7 @@ def _gate_info(
 
     A 1-D or 2-D gate draws one population, whose path is its decision's key; a quadrant gate
     draws its quadrants, and its decision is keyed by the template entry (the quadrants' parent
-    path + the entry's name): the one entry of that parent, or the one whose cuts are the gate's.
+    path + the entry's name): found by :func:`_quad_decision`.
     """
     from flowtools.gating.gates import BooleanGate, QuadrantGate
 
@@ -247,22 +247,35 @@ def _gate_info(
         if entry["decision"] is not None:
             continue
         parent = labels.get(pop.parent, "") if pop.parent is not None else ""
-        cands = [d for d in decisions if d not in by_path and d.rpartition("/")[0] == parent
-                 and isinstance(decisions[d], Mapping)
-                 and "x_cut" in (decisions[d].get("details") or {})]
-        if len(cands) > 1:
-            cuts = [div.values[0] if div.values else math.nan for div in g.dividers[:2]]
-
-            def miss(d: str, cuts: list[float] = cuts) -> float:
-                det = decisions[d].get("details") or {}
-                got = [det.get("x_cut"), det.get("y_cut")]
-                return sum(abs(float(a) - b) if _finite(a) and math.isfinite(b) else math.inf
-                           for a, b in zip(got, cuts, strict=False))
-
-            cands = sorted(cands, key=miss)[:1]
-        if len(cands) == 1:
-            entry["decision"] = cands[0]
+        cuts = [div.values[0] if div.values else math.nan for div in g.dividers[:2]]
+        entry["decision"] = _quad_decision(decisions, set(by_path), parent, cuts)
     return info
+
+
+def _quad_decision(
+    decisions: Mapping[str, Any], populations: set[str], parent: str, cuts: Sequence[float]
+) -> str | None:
+    """The decision (template entry path) behind a quadrant gate of ``parent`` with these cuts.
+
+    An entry of that parent which is not itself a population, whose recorded cuts (computed:
+    ``details`` ``x_cut``/``y_cut``; given: ``params``) are the gate's; a pooled entry records
+    none, and is taken when it is the parent's only quad entry.
+    """
+    unverified = []
+    for path, d in decisions.items():
+        if path in populations or path.rpartition("/")[0] != parent or not isinstance(d, Mapping):
+            continue
+        det = d.get("details") if isinstance(d.get("details"), Mapping) else {}
+        par = d.get("params") if isinstance(d.get("params"), Mapping) else {}
+        known = [(det.get(f"{a}_cut", par.get(f"{a}_cut")), c) for a, c in zip("xy", cuts, strict=False)]
+        known = [(float(v), c) for v, c in known if _finite(v)]
+        if not known:
+            if d.get("method") == "quad":
+                unverified.append(path)
+            continue
+        if all(math.isfinite(c) and abs(v - c) <= 1e-9 * (1.0 + abs(c)) for v, c in known):
+            return path
+    return unverified[0] if len(unverified) == 1 else None
 
 
 def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -1100,7 +1113,7 @@ def _decisions_html(decisions: Mapping[str, Any]) -> str:
             [
                 f'<a class="path" href="#{_pop_anchor(path)}">{_e(path)}</a>',
                 _e(d.get("method", "")),
-                rule_cell,
+                rule_cell or "\u2013",
                 _e(cut) or "\u2013",
                 _e(peaks) or "\u2013",
                 events,
@@ -1145,7 +1158,7 @@ def _figure(
     fig_id = f' id="{_pop_anchor(anchor)}-plot"' if anchor is not None else ""
     alt = "gate plot: " + caption + "".join(
         f"; {p} {rows[p].get('status')}" for p in plot["populations"]
-        if p in rows and rows[p].get("status") in ("flagged", "failed"))
+        if p in rows and rows[p].get("status") in ("flagged", "failed")) + ("; fallback" if fallback else "")
     return (
         f'<figure{fig_id}><img src="{_href(folder + "/" + plot["name"])}" width="320" height="320" '
         f'alt="{_e(alt)}"><figcaption>{_e(caption)}{"".join(badges)}{extra}</figcaption></figure>'
