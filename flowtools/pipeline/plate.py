@@ -164,7 +164,7 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
             out.rows = populations.sample_rows(resolved, sample, template)
             out.decisions = resolved.decisions
             out.notes = resolved.notes
-            out.gatingml = to_gatingml_string(resolved.strategy).decode("utf-8")
+            out.gatingml = to_gatingml_string(resolved.strategy, resolved.gate_decisions()).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
     except (FlowtoolsError, OSError) as exc:

@@ -264,3 +264,26 @@ def test_bad_expect_is_a_template_error(expect, msg):
         load_template("t.yaml", text=text)
     with pytest.raises(TemplateError, match=msg.replace("[", r"\[").replace("]", r"\]")):
         load_template("t.yaml", text=text)
+
+
+def test_decisions_travel_with_the_gates_in_gatingml(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from flowtools.gating import gate_sample
+    from flowtools.gating.formats.gatingml import read_gatingml, to_gatingml_string
+
+    s = read_fcs(_leuko_file(tmp_path))
+    (res,) = resolve(load_template("leuko.yaml", text=_CD45_TEMPLATE), [s])
+    xml = to_gatingml_string(res.strategy, res.gate_decisions())
+    infos = {el.get("{http://www.isac-net.org/std/Gating-ML/v2.0/gating}id"): el.find(
+        "{http://www.isac-net.org/std/Gating-ML/v2.0/datatypes}custom_info")
+        for el in ET.fromstring(xml) if el.tag.endswith("Gate")}
+    cd45 = res.ids["cells/CD45+"]
+    record = json.loads(infos[cd45].text)
+    assert record["method"] == "mindensity" and record["details"]["cut"] == res.decisions["cells/CD45+"][
+        "details"]["cut"]
+    again = gate_sample(read_gatingml(xml), s)  # custom_info is ignored by readers
+    assert again.count(cd45) == res.result.count(cd45)
+    flowkit = pytest.importorskip("flowkit")
+    (tmp_path / "g.xml").write_bytes(xml)
+    assert cd45 in {g for g, _ in flowkit.parse_gating_xml(str(tmp_path / "g.xml")).get_gate_ids()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET  # noqa: S405 - used only to build (write) documents
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -370,11 +371,13 @@ def _matrix_el(root: ET.Element, mid: str, m: SpilloverMatrix) -> None:
             ET.SubElement(sp, T + "coefficient", {T + "value": _fmt(v)})
 
 
-def _gate_el(root: ET.Element, g: Gate) -> None:
+def _gate_el(root: ET.Element, g: Gate, info: str | None = None) -> None:
     kind = type(g).__name__
     el = ET.SubElement(root, G + kind, {G + "id": g.id})
     if g.parent is not None:
         el.set(G + "parent_id", g.parent)
+    if info is not None:
+        ET.SubElement(el, D + "custom_info").text = info
     if isinstance(g, RectangleGate):
         for d, lo, hi in zip(g.dimensions, g.mins, g.maxs, strict=True):
             attrs = {}
@@ -420,8 +423,14 @@ def _gate_el(root: ET.Element, g: Gate) -> None:
             ET.SubElement(op, G + "gateReference", attrs)
 
 
-def to_gatingml_string(strategy: GatingStrategy) -> bytes:
-    """The strategy as a Gating-ML 2.0 document (UTF-8 bytes)."""
+def to_gatingml_string(strategy: GatingStrategy, custom_info: Mapping[str, str] | None = None) -> bytes:
+    """The strategy as a Gating-ML 2.0 document (UTF-8 bytes).
+
+    ``custom_info``: gate id -> text written as the gate's ``data-type:custom_info`` (the
+    schema's place for a tool's own notes; readers ignore it), e.g. how a data-driven gate was
+    decided.
+    """
+    info = custom_info or {}
     for prefix, uri in NS.items():
         ET.register_namespace(prefix, uri)
     root = ET.Element(G + "Gating-ML")
@@ -430,7 +439,7 @@ def to_gatingml_string(strategy: GatingStrategy) -> bytes:
     for mid, m in strategy.matrices.items():
         _matrix_el(root, mid, m)
     for g in strategy.gates:
-        _gate_el(root, g)
+        _gate_el(root, g, info.get(g.id))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 

@@ -58,7 +58,7 @@ from flowtools.gating.templates.model import (
 from flowtools.io.fcs import FCSSample
 from flowtools.io.processing import processing_state
 
-__all__ = ["ResolvedSample", "compute_pooled", "pool_values", "resolve"]
+__all__ = ["FALLBACK_FLAG_PCT", "ResolvedSample", "compute_pooled", "pool_values", "resolve"]
 
 _log = logging.getLogger(__name__)
 _NO_TRANSFORM = TransformSpec("none", {})
@@ -123,6 +123,9 @@ class ResolvedSample:
         Every population path of the template, in template order.
     parents : dict of str to str
         Population path -> parent path ("" at the top), for every path of the template.
+    decision_gates : dict of str to str
+        Template entry path -> id of the gate its decision made (a quad entry: the quadrant gate),
+        so the decision can travel with the gate (:meth:`gate_decisions`).
     notes : dict of str to str
         The sample-level automatic decisions: ``time`` (which parameter is time, and why),
         ``processing`` (the file looks compensated or transformed already: it was done again).
@@ -144,6 +147,14 @@ class ResolvedSample:
     order: list[str] = field(default_factory=list)
     parents: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    decision_gates: dict[str, str] = field(default_factory=dict)
+
+    def gate_decisions(self) -> dict[str, str]:
+        """Gate id -> its decision record as JSON, for the gates' provenance (Gating-ML custom_info)."""
+        import json
+
+        return {gid: json.dumps(self.decisions[p], sort_keys=True, allow_nan=False)
+                for p, gid in self.decision_gates.items() if p in self.decisions}
 
     def status(self, path: str) -> str:
         """``"failed"``, ``"flagged"`` or ``"ok"`` for one population."""
@@ -282,6 +293,7 @@ class _State:
         self.failed: dict[str, str] = {}
         self.flags: dict[str, list[str]] = {}
         self.decisions: dict[str, Decision] = {}
+        self.decision_gates: dict[str, str] = {}
 
     def fail_population(self, spec: PopulationSpec, why: str) -> None:
         """Mark every population of one template entry as failed (the sample goes on)."""
@@ -535,7 +547,8 @@ def resolve(
                                   st.base_channel, dict(roles), st.scaled, st.kind, dict(st.failed),
                                   {k: list(v) for k, v in st.flags.items()},
                                   {k: d.to_dict() for k, d in st.decisions.items()},
-                                  list(template.population_paths), dict(st._parents), dict(st.notes)))
+                                  list(template.population_paths), dict(st._parents), dict(st.notes),
+                                  dict(st.decision_gates)))
     return out
 
 
@@ -740,6 +753,7 @@ def _run(
             try:
                 gates, outputs = _gates_from_geometry(st, spec, g)
                 st.add(gates, outputs)
+                st.decision_gates[spec.path] = outputs.get(spec.path, gates[0].id)
                 for p in outputs:
                     st.geometry[p] = g
             except _POPULATION_ERRORS as exc:
