@@ -206,7 +206,9 @@ def main() -> int:
         synth_s = time.perf_counter() - t
         out = Path(tmp) / "run"
         # One fresh numba cache for flowtools: empty for the cold run, filled by it for the others.
-        numba_env = {"NUMBA_CACHE_DIR": str(Path(tmp) / "numba-cache")}
+        # Without the cold run, the user's own cache (warm after any earlier run): a fresh empty one
+        # would make the "warm" run compile every kernel.
+        numba_env = {} if args.no_cold else {"NUMBA_CACHE_DIR": str(Path(tmp) / "numba-cache")}
         ft_cold = None
         if not args.no_cold:
             ft_cold = run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -287,3 +288,25 @@ def test_decisions_travel_with_the_gates_in_gatingml(tmp_path):
     flowkit = pytest.importorskip("flowkit")
     (tmp_path / "g.xml").write_bytes(xml)
     assert cd45 in {g for g, _ in flowkit.parse_gating_xml(str(tmp_path / "g.xml")).get_gate_ids()}
+
+
+def test_an_already_compensated_file_warns_before_it_is_compensated_again(tmp_path):
+    from flowtools.errors import GatingWarning
+
+    rng = np.random.default_rng(8)
+    n = 5000
+    fsc, ssc, cd45, cd3 = _blood(n, rng)
+    names = ["FSC-A", "SSC-A", "Comp-V1-A", "Comp-V2-A"]  # FlowJo's names for compensated parameters
+    f = _float_fcs(tmp_path / "exported.fcs", names, np.column_stack([fsc, ssc, cd45, cd3]),
+                   pns=["", "", "CD45", "CD3"],
+                   extra={"$SPILLOVER": "2,Comp-V1-A,Comp-V2-A,1,0.1,0,1"})
+    text = _CD45_TEMPLATE.replace("compensation: uncompensated", "compensation: FCS")
+    with pytest.warns(GatingWarning, match="already processed.*compensated again"):
+        (res,) = resolve(load_template("leuko.yaml", text=text), [read_fcs(f)])
+    assert "compensated again" in res.notes["processing"]
+    # said once for the file, kept: the numbers are the template's to judge
+    assert res.error is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (plain,) = resolve(load_template("leuko.yaml", text=_CD45_TEMPLATE), [read_fcs(f)])
+    assert "processing" not in plain.notes
