@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from flowtools._cli._common import EXIT_FAIL, EXIT_PARTIAL, console, err_console
+from flowtools._cli._common import fail as _fail
+from flowtools._cli._common import progress as _progress
 from flowtools._version import __version__
 
 app = typer.Typer(
@@ -31,10 +33,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_OK, EXIT_FAIL, EXIT_PARTIAL = 0, 1, 2
 
 
 def _version_callback(value: bool) -> None:
@@ -179,15 +177,6 @@ def info(
 
 
 # --------------------------------------------------------------------------------------------- synth / demo
-
-
-def _progress():  # noqa: ANN202 - rich type only needed at run time
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    )
 
 
 @app.command()
@@ -519,14 +508,7 @@ def gate(
     raise typer.Exit(res.exit_code)
 
 
-# --------------------------------------------------------------------------------------------- template
-# The `template` commands live in flowtools/_cli/template.py (registered at the end of this module);
-# _fail stays here for `gate`.
-
-
-def _fail(exc: BaseException) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_FAIL)
+# The `template` commands live in flowtools/_cli/template.py (registered at the end of this module).
 
 
 def _demo_sections(res: Any) -> list[Any]:

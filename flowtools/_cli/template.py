@@ -24,47 +24,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from flowtools._cli._common import EXIT_FAIL, EXIT_PARTIAL, console, err_console
+from flowtools._cli._common import csv_text as _csv_text
+from flowtools._cli._common import fail as _fail
+from flowtools._cli._common import progress as _progress
 
 template_app = typer.Typer(
     help="Gating templates (YAML): start one from a file, check, show, compare across samples, list methods.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
-EXIT_OK, EXIT_FAIL, EXIT_PARTIAL = 0, 1, 2
-
 #: How to regenerate docs/methods.md (quoted by the freshness test's failure message).
 METHODS_DOC_COMMAND = "flowtools template methods --markdown > docs/methods.md"
-
-
-def _fail(exc: BaseException) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_FAIL)
-
-
-def _progress():  # noqa: ANN202 - rich type only needed at run time
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    )
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV text, the first row's keys as the header; empty text for no rows."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------- check

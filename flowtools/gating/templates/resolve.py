@@ -294,6 +294,7 @@ class _State:
         self.flags: dict[str, list[str]] = {}
         self.decisions: dict[str, Decision] = {}
         self.decision_gates: dict[str, str] = {}
+        self._counts: dict[str, int] = {}  # gate id -> events in it
 
     def fail_population(self, spec: PopulationSpec, why: str) -> None:
         """Mark every population of one template entry as failed (the sample goes on)."""
@@ -313,14 +314,17 @@ class _State:
             decision.reasons.append(why)
         _log.warning("%s: population %r flagged: %s", self.sample_id, path, why)
 
+    def _events_in(self, gid: str) -> int:
+        n = self._counts.get(gid)
+        if n is None:  # masks never change once added: count each once (siblings share a parent)
+            n = self._counts[gid] = int(np.count_nonzero(self.ev.masks[gid]))
+        return n
+
     def count(self, path: str) -> tuple[int, int]:
         """(events in a population, events in its parent) of a population already added."""
-        gid = self.ids[path]
-        n = int(np.count_nonzero(self.ev.masks[gid]))
-        spec_parent = self._parents.get(path, "")
-        parent_n = (int(np.count_nonzero(self.ev.masks[self.ids[spec_parent]])) if spec_parent
-                    else int(self.ev.n))
-        return n, parent_n
+        parent = self._parents.get(path, "")
+        parent_n = self._events_in(self.ids[parent]) if parent else int(self.ev.n)
+        return self._events_in(self.ids[path]), parent_n
 
     def base_channel(self, pnn: str) -> np.ndarray:
         """Compensated (as the template says), untransformed values of one parameter."""
