@@ -30,6 +30,20 @@ GatingMLError
 SampleSheetError
     A sample sheet is malformed: missing columns, missing files, duplicates,
     unknown tubes, bad wells. Carries every problem found, not only the first.
+NormalizationError
+    Batch normalisation cannot be fitted or applied: a batch without an anchor,
+    an anchor with too few events, a marker absent in a batch, a model applied
+    to a panel or batch it was not fitted on. Names batch, file and marker.
+ClinicalDataError
+    A clinical table or database is malformed: missing tables or columns, bad
+    types or ranges, dates out of order, unknown women. Names table, row, column.
+BeadAssayError
+    A bead-array plate cannot be analysed: missing standards, a reporter
+    channel absent, a bead-panel template that is invalid. Names plate, well,
+    analyte.
+ExportError
+    A run cannot be exported: the run folder, population or optional extra is
+    missing.
 
 Warnings
 --------
@@ -48,7 +62,10 @@ from os import PathLike
 
 __all__ = [
     "CompensationError",
+    "BeadAssayError",
     "ChannelError",
+    "ClinicalDataError",
+    "ExportError",
     "FCSError",
     "GatingError",
     "GatingMLError",
@@ -56,6 +73,7 @@ __all__ = [
     "FlowtoolsError",
     "FlowtoolsWarning",
     "GatingWarning",
+    "NormalizationError",
     "SampleSheetError",
     "SheetIssue",
     "TemplateError",
@@ -168,6 +186,22 @@ class SampleSheetError(FlowtoolsError, ValueError):
         lines = "\n".join(f"  - {issue}" for issue in self.issues)
         n = len(self.issues)
         super().__init__(f"{self.path}: {n} problem{'s' if n != 1 else ''} in sample sheet:\n{lines}")
+
+
+class NormalizationError(FlowtoolsError, ValueError):
+    """Batch normalisation cannot be fitted or applied; the message names batch, file and marker."""
+
+
+class ClinicalDataError(FlowtoolsError, ValueError):
+    """A clinical table or database is malformed; the message names table, row and column."""
+
+
+class BeadAssayError(FlowtoolsError, ValueError):
+    """A bead-array plate or bead-panel template is unusable; the message names plate, well and analyte."""
+
+
+class ExportError(FlowtoolsError, ValueError):
+    """A run cannot be exported: missing run folder, population or optional extra (named)."""
 
 
 class FlowtoolsWarning(UserWarning):

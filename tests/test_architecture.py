@@ -34,6 +34,7 @@ RANK = {
     "transforms": 2,
     "gating": 3,
     "analysis": 4,
+    "beads": 4,  # bead arrays: io/transforms/gating below, stats/pipeline above
     "stats": 5,
     "pipeline": 6,
     "report": 7,
