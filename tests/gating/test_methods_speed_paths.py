@@ -241,6 +241,30 @@ def test_scale_model_on_sorted_events_in_any_tie_order(data, n, kind, order, see
 
 
 @_HYP
+@given(data=st.data(), n=st.integers(1, 3000), kind=_KINDS, seed=st.integers(0, 2**32 - 1))
+def test_bin_scales_kernel_is_np_median_per_bin(data, n, kind, seed):
+    rng = np.random.default_rng(seed)
+    a = np.sort(_column(data.draw, n, kind, rng))
+    e = _column(data.draw, n, data.draw(_KINDS), rng)
+    if data.draw(st.booleans()):
+        e[rng.random(n) < 0.05] = data.draw(st.sampled_from([np.inf, -np.inf, np.nan]))
+    cuts = np.sort(rng.integers(0, n + 1, size=data.draw(st.integers(1, 17))))
+    bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+    min_n = data.draw(st.integers(1, 12))
+    mids, mads = np.empty(bounds.size), np.empty(bounds.size)
+    with np.errstate(all="ignore"):
+        k = SK.bin_scales(a, e, bounds, min_n, mids, mads, np.empty(n))
+        want_mid, want_mad = [], []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi - lo >= min_n:
+                want_mid.append(np.median(a[lo:hi]))
+                want_mad.append(np.median(np.abs(e[lo:hi] - np.median(e[lo:hi]))))
+    assert k == len(want_mid)
+    assert np.array_equal(_bits(np.abs(mids[:k])), _bits(np.abs(want_mid)))  # zero's sign: numpy's pick
+    assert np.array_equal(_bits(mads[:k]), _bits(want_mad))
+
+
+@_HYP
 @given(data=st.data(), n=st.integers(1, 4000), kind=_KINDS, seed=st.integers(0, 2**32 - 1))
 def test_ranks_are_np_interp_in_np_quantiles(data, n, kind, seed):
     v = _column(data.draw, n, kind, np.random.default_rng(seed))

@@ -4,7 +4,8 @@ Imported lazily by :mod:`flowtools.gating.methods.singlet` (numba stays out of `
 flowtools``). `singlet_step` and `singlet_kept_sorted` repeat, per event, the IEEE operations
 of the numpy expressions of ``tests/reference/methods_ref.py`` (``singlet_band_ref``,
 ``singlet_kept_ref``) in their order, so the results are the same bits; `line_lstsq` solves
-the two-column weighted line fit.
+the two-column weighted line fit; `bin_scales` the per-bin medians and MADs of the residual
+scale model (as ``np.median`` computes them: same bits).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from numba import njit
 
 from flowtools._config import NUMBA_CACHE
 
-__all__ = ["line_lstsq", "singlet_kept_sorted", "singlet_step"]
+__all__ = ["bin_scales", "line_lstsq", "singlet_kept_sorted", "singlet_step"]
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
@@ -124,3 +125,91 @@ def singlet_kept_sorted(a_s: np.ndarray, h_s: np.ndarray, c_band: float, b_band:
             e_kept[m] = hv - (c + b * av)
             m += 1
     return m
+
+
+@njit(cache=NUMBA_CACHE, nogil=True)
+def _select(buf: np.ndarray, n: int, k: int) -> float:
+    """The k-th smallest of ``buf[:n]`` (NaN-free), by in-place quickselect (median-of-three pivot).
+
+    Afterwards ``buf[:k]`` holds values <= it (any order): the lower middle of an even count is
+    their maximum.
+    """
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        # median of three to buf[mid], then Hoare partition around it
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[hi] < buf[mid]:
+            buf[hi], buf[mid] = buf[mid], buf[hi]
+        pivot = buf[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return buf[k]
+
+
+@njit(cache=NUMBA_CACHE, nogil=True)
+def _median_of(buf: np.ndarray, n: int) -> float:
+    """``np.median`` of ``buf[:n]`` (n > 0), reordering it: NaN if any is NaN, else the middle value(s).
+
+    As numpy: one middle value for an odd count, ``(lower + upper) / 2`` for an even one.
+    """
+    for i in range(n):
+        if buf[i] != buf[i]:
+            return np.nan
+    k = n // 2
+    upper = _select(buf, n, k)
+    if n % 2 == 1:
+        return upper
+    lower = buf[0]
+    for i in range(1, k):
+        if buf[i] > lower:
+            lower = buf[i]
+    return (lower + upper) / 2.0
+
+
+@njit(cache=NUMBA_CACHE, nogil=True)
+def bin_scales(a_s: np.ndarray, e_s: np.ndarray, bounds: np.ndarray, min_n: int, mids: np.ndarray,
+               mads: np.ndarray, buf: np.ndarray) -> int:
+    """Per bin ``[bounds[b], bounds[b + 1])`` with at least ``min_n`` events: median of a, MAD of e.
+
+    ``mids[k]`` is ``np.median(a_s[lo:hi])`` and ``mads[k]`` ``np.median(|e - np.median(e)|)`` of
+    the bin's residuals (unscaled), for the k-th bin kept; ``buf`` is scratch as long as the
+    largest bin. Returns how many bins were kept.
+    """
+    k = 0
+    for b in range(bounds.shape[0] - 1):
+        lo = bounds[b]
+        hi = bounds[b + 1]
+        if hi - lo < min_n:
+            continue
+        m = hi - lo
+        for i in range(m):
+            buf[i] = a_s[lo + i]
+        mids[k] = _median_of(buf, m)
+        for i in range(m):
+            buf[i] = e_s[lo + i]
+        med = _median_of(buf, m)
+        for i in range(m):
+            buf[i] = abs(e_s[lo + i] - med)
+        mads[k] = _median_of(buf, m)
+        k += 1
+    return k
