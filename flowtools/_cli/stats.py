@@ -193,6 +193,12 @@ def evaluate(
     permutations: Annotated[int, typer.Option(min=0, help="Permutations for the test of the AUC gain.")] = 99,
     transform: Annotated[str, typer.Option(help="Immune features: logit or clr.")] = "logit",
     missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
+    ci: Annotated[str, typer.Option(
+        help="Interval of the AUCs and the gain: bootstrap (women resampled around the whole nested CV; "
+             "accounts for the CV's own variability) or delong (fast, narrower: the CV's variability is "
+             "left out).")] = "bootstrap",
+    bootstrap: Annotated[int, typer.Option(
+        min=20, help="Bootstrap replicates of the whole nested CV (--ci bootstrap).")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -216,6 +222,8 @@ def evaluate(
                 missing=missing,
                 n_repeats=repeats,
                 n_permutations=permutations,
+                ci=ci,
+                n_bootstrap=bootstrap,
                 seed=seed,
             )
         paths = ev.to_files(out, inputs=_inputs(per_woman, clinical)) + prediction_figures(ev, out)

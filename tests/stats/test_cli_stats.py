@@ -96,3 +96,22 @@ def test_predict_fit_apply(small_cohort, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text().startswith("woman_id,probability,ci_low,ci_high,refused")
+
+
+def test_predict_evaluate_interval_method_is_chosen_and_recorded(small_cohort, tmp_path):
+    import json
+
+    clin = str(small_cohort / "clinical.csv")
+    out = {}
+    for ci in ("delong", "bootstrap"):
+        out[ci] = tmp_path / ci
+        r = CliRunner().invoke(app, ["predict", "evaluate", str(small_cohort), "--clinical", clin,
+                                     "--out", str(out[ci]), "--repeats", "1", "--permutations", "0",
+                                     "--ci", ci, "--bootstrap", "20", "--missing", "drop", "--json"])
+        assert r.exit_code == 0, r.output
+        rows = json.loads(r.output)["auc"]
+        assert rows and all(row["ci_low"] <= row["auc"] <= row["ci_high"] for row in rows)
+        assert ci in json.dumps(rows)  # the table says which interval each row carries
+    r = CliRunner().invoke(app, ["predict", "evaluate", str(small_cohort), "--clinical", clin,
+                                 "--out", str(tmp_path / "x"), "--ci", "wald"])
+    assert r.exit_code != 0 and "ci must be one of" in r.output
