@@ -259,7 +259,10 @@ def demo(
                     tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress)
+            from flowtools.report.html import draw_after_gating
+
+            res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress,
+                           after_gate=draw_after_gating)
             bar.add_task("6/6 gate plots and HTML report", total=None)
             from flowtools.report.html import write_report
 
@@ -475,8 +478,11 @@ def gate(
                 bar.update(task, completed=done, total=total,
                            description=f"gating  {rate / 1e6:.1f} M events/s  {failures} failed")
 
+            draw = None
+            if not no_report:  # each worker draws its sample's gate plots from the values in memory
+                from flowtools.report.html import draw_after_gating as draw
             res = run_plate(samples, template, out, jobs=jobs, scheduler=scheduler, seed=seed,
-                            progress=on_progress)
+                            progress=on_progress, after_gate=draw)
             if not no_report:
                 bar.update(task, description="drawing gate plots and writing the report")
                 from flowtools.report.html import write_report

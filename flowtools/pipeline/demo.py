@@ -76,6 +76,7 @@ def run_demo(
     seed: int = 0,
     jobs: int | None = None,
     progress: StageCallback | None = None,
+    after_gate: Callable[..., None] | None = None,
 ) -> DemoResult:
     """Run every existing stage on a fresh synthetic cohort.
 
@@ -91,6 +92,9 @@ def run_demo(
         Worker processes for gating (default: all cores).
     progress : callable(stage, done, total), optional
         Called as each file is written or scanned.
+    after_gate : callable, optional
+        Passed to :func:`~flowtools.pipeline.plate.run_plate` (the command line draws the
+        report's gate plots there).
 
     Returns
     -------
@@ -170,6 +174,7 @@ def run_demo(
         jobs=jobs,
         seed=seed,
         progress=None if gate_step is None else (lambda done, total, _o: gate_step(done, total)),
+        after_gate=after_gate,
     )
 
     # Stage 5: cohort-consistent clustering of the lymphocytes of the TBNK-NK tube.

@@ -167,6 +167,8 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
             out.gatingml = to_gatingml_string(resolved.strategy, resolved.gate_decisions()).decode("utf-8")
             out.n_events = sample.n_events
             out.ok = True
+            if task.get("after_gate") is not None:  # e.g. the report's plots, from the values in memory
+                task["after_gate"](resolved, sample, out, task["out_dir"], task["sha256"])
     except (FlowtoolsError, OSError) as exc:
         out.error = f"{row['file']}: {exc}" if row["file"] not in str(exc) else str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the plate; reported in full
@@ -525,6 +527,7 @@ def run_plate(
     scheduler: str | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    after_gate: Callable[..., None] | None = None,
 ) -> PlateResult:
     """Gate every sample of a sample sheet with the template of its tube and write the tables.
 
@@ -542,6 +545,13 @@ def run_plate(
         work runs there instead of on local processes.
     seed : int, default 0
     progress : callable(done, total, outcome), optional
+    after_gate : callable(resolved, sample, outcome, out_dir, fcs_sha256), optional
+        Called in the worker right after a sample is gated, with the resolved sample (its
+        masks and values still in memory) and the FCS sample: a module-level function
+        (it travels to local worker processes by name). The command line passes the
+        report's :func:`~flowtools.report.html.draw_after_gating`, so the report draws
+        nothing again. Not called for cached samples, nor on a dask scheduler (workers
+        there may not share this output folder).
 
     Returns
     -------
@@ -557,7 +567,7 @@ def run_plate(
     with _OutputLock(out):
         _remove_stale_temp_files(out)  # safe: the lock keeps other runs out of this folder
         return _run_plate_locked(samples_csv, templates, out, jobs=jobs, scheduler=scheduler, seed=seed,
-                                 progress=progress)
+                                 progress=progress, after_gate=after_gate)
 
 
 def _run_plate_locked(
@@ -569,6 +579,7 @@ def _run_plate_locked(
     scheduler: str | None,
     seed: int,
     progress: ProgressCallback | None,
+    after_gate: Callable[..., None] | None,
 ) -> PlateResult:
     tmpl = [load_template(t) for t in templates]
     by_tube: dict[str | None, Template] = {}
@@ -664,7 +675,9 @@ def _run_plate_locked(
                 continue
             todo.append({"row": r, "template": t.source, "template_sha": t.sha256, "pinned": pins,
                          "seed": seed,
-                         "cache": str(cached)})
+                         "cache": str(cached),
+                         "after_gate": None if ex._client is not None else after_gate, "out_dir": str(out),
+                         "sha256": hashes[r["sample_id"]]})
 
         if todo and ex.remote:
             # This process only waits while the workers gate: load the table writers meanwhile

@@ -2,9 +2,12 @@
 
 Built from what :func:`~flowtools.pipeline.plate.run_plate` wrote (its
 outcomes, ``provenance.json``, ``errors.json`` and each sample's resolved
-``gates/<sample>.gating-ml.xml``). The gate plots are redrawn from the FCS
-files with the exported gates, in worker processes, since that is the slow
-part. Pages are self-contained (inline CSS, no JavaScript), link to each
+``gates/<sample>.gating-ml.xml``). ``flowtools gate`` draws each sample's gate
+plots in its gating worker, from the values and masks its gates were computed on
+(:func:`draw_after_gating`, with a ``plots.json`` manifest), so the report reads
+and gates no FCS file again; plots without a matching manifest (a run gated
+without the report, cached samples of an older version) are redrawn from the FCS
+files with the exported gates, in worker processes. Pages are self-contained (inline CSS, no JavaScript), link to each
 other relatively, show IDs from the sample sheet only (never FCS free-text
 keywords), and are written atomically; the same run gives the same bytes.
 
@@ -36,7 +39,7 @@ from flowtools.gating.templates.resolve import FALLBACK_FLAG_PCT
 from flowtools.pipeline.plate import PlateResult, SampleOutcome
 from flowtools.provenance import atomic_write_bytes, atomic_write_text, safe_name
 
-__all__ = ["write_report"]
+__all__ = ["draw_after_gating", "write_report"]
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ def write_report(
     plate_result : PlateResult
         What :func:`~flowtools.pipeline.plate.run_plate` returned; its output
         folder must still hold ``provenance.json``, ``errors.json`` and
-        ``gates/``, and the FCS files must still be where the sample sheet said.
+        ``gates/``; plots not drawn at gating time need the FCS files where the
+        sample sheet said.
     jobs : int, optional
         Worker processes drawing the gate plots (default: all cores; 1 draws
         in this process).
@@ -278,70 +282,145 @@ def _quad_decision(
     return unverified[0] if len(unverified) == 1 else None
 
 
+_MANIFEST = "plots.json"
+
+
 def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Redraw one sample's gate plots (runs in a worker). Never raises: a failure is returned."""
+    """Redraw one sample's gate plots (runs in a worker). Never raises: a failure is returned.
+
+    Plots drawn right after gating (:func:`draw_after_gating`) are reused when their manifest
+    names the same exported gates and FCS file: nothing is read or gated again.
+    """
     from flowtools.gating.engine import gate_sample
     from flowtools.gating.formats.gatingml import read_gatingml
-    from flowtools.gating.gates import BooleanGate, QuadrantGate
     from flowtools.io.fcs import read_fcs
     from flowtools.provenance import file_sha256
-    from flowtools.report.plots import _display_names, _last, _safe_name, gate_plots
 
     res: dict[str, Any] = {"sample_id": task["sample_id"], "plots": [], "error": None, "changed": False}
     try:
         if task["gatingml"] is None and not task["gatingml_text"]:
             res["error"] = "no exported gates (Gating-ML) for this sample"
             return res
-        if task["sha256"] is not None:
-            res["changed"] = file_sha256(task["file"]) != task["sha256"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sample = read_fcs(task["file"])
         source = (
             Path(task["gatingml"]).read_bytes()
             if task["gatingml"] is not None
             else task["gatingml_text"].encode("utf-8")
         )
+        reused = _reuse(task, source)
+        if reused is not None:
+            res["plots"] = reused
+            return res
+        if task["sha256"] is not None:
+            res["changed"] = file_sha256(task["file"]) != task["sha256"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = read_fcs(task["file"])
         strategy = read_gatingml(source)
         result = gate_sample(strategy, sample, sample_id=task["sample_id"])
-        names = _display_names(strategy, task["labels"])
-        decisions = task.get("decisions") or {}
-        info = _gate_info(strategy, task["labels"], task.get("status") or {}, decisions)
-        captions: dict[str, str] = {}
-        for pid, pop in strategy.populations.items():
-            g = pop.gate
-            if isinstance(g, BooleanGate):
-                continue
-            if isinstance(g, QuadrantGate):
-                parent = names[pop.parent] if pop.parent is not None else "all events"
-                quads = ", ".join(_last(names[q.id]) for q in g.quadrants if q.id in names)
-                captions[_safe_name(g.id)] = f"quadrants of {parent}: {quads}"
-            else:
-                captions[_safe_name(g.id)] = names[pid]
-        by_safe = {_safe_name(gid): i for gid, i in info.items()}
-        drawn = gate_plots(
-            sample,
-            strategy,
-            result,
-            task["out_dir"],
-            labels=task["labels"],
-            decisions={gid: decisions[i["decision"]] for gid, i in info.items() if i["decision"]},
-            status={gid: i["status"] for gid, i in info.items()},
-        )
-        for p in drawn:
-            key = p.stem.split("_", 1)[-1]
-            i = by_safe.get(key, {})
-            res["plots"].append(
-                {
-                    "name": p.name,
-                    "caption": captions.get(key, p.stem),
-                    "populations": list(i.get("populations", [])),
-                    "decision": i.get("decision"),
-                }
-            )
+        res["plots"] = _draw(task, sample, strategy, result, None)
+        if not res["changed"] and task["sha256"] is not None:  # a later report reuses these
+            _write_manifest(task, source, task["sha256"], res["plots"])
     except Exception as exc:  # noqa: BLE001 - one sample's plots must not stop the report; shown on its page
         res["error"] = f"{type(exc).__name__}: {exc}"
     return res
+
+
+def _reuse(task: Mapping[str, Any], source: bytes) -> list[dict[str, Any]] | None:
+    """The plots a gating worker drew for exactly these gates and this file, if all are still there."""
+    import hashlib
+
+    manifest = Path(task["out_dir"]) / _MANIFEST
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (doc.get("gatingml_sha256") != hashlib.sha256(source).hexdigest()
+            or task["sha256"] is None or doc.get("fcs_sha256") != task["sha256"]
+            or doc.get("labels") != task["labels"] or doc.get("status") != task["status"]):
+        return None
+    plots = doc.get("plots")
+    if not isinstance(plots, list) or not all((Path(task["out_dir"]) / p["name"]).is_file() for p in plots):
+        return None
+    return plots
+
+
+def _draw(
+    task: Mapping[str, Any], sample: Any, strategy: Any, result: Any, column: Any
+) -> list[dict[str, Any]]:
+    """Draw a gated sample's plots into ``task["out_dir"]``; the page's plot entries."""
+    from flowtools.gating.gates import BooleanGate, QuadrantGate
+    from flowtools.report.plots import _display_names, _last, _safe_name, gate_plots
+
+    names = _display_names(strategy, task["labels"])
+    decisions = task.get("decisions") or {}
+    info = _gate_info(strategy, task["labels"], task.get("status") or {}, decisions)
+    captions: dict[str, str] = {}
+    for pid, pop in strategy.populations.items():
+        g = pop.gate
+        if isinstance(g, BooleanGate):
+            continue
+        if isinstance(g, QuadrantGate):
+            parent = names[pop.parent] if pop.parent is not None else "all events"
+            quads = ", ".join(_last(names[q.id]) for q in g.quadrants if q.id in names)
+            captions[_safe_name(g.id)] = f"quadrants of {parent}: {quads}"
+        else:
+            captions[_safe_name(g.id)] = names[pid]
+    by_safe = {_safe_name(gid): i for gid, i in info.items()}
+    drawn = gate_plots(
+        sample,
+        strategy,
+        result,
+        task["out_dir"],
+        labels=task["labels"],
+        decisions={gid: decisions[i["decision"]] for gid, i in info.items() if i["decision"]},
+        status={gid: i["status"] for gid, i in info.items()},
+        column=column,
+    )
+    plots = []
+    for p in drawn:
+        key = p.stem.split("_", 1)[-1]
+        i = by_safe.get(key, {})
+        plots.append(
+            {
+                "name": p.name,
+                "caption": captions.get(key, p.stem),
+                "populations": list(i.get("populations", [])),
+                "decision": i.get("decision"),
+            }
+        )
+    return plots
+
+
+def draw_after_gating(resolved: Any, sample: Any, outcome: SampleOutcome, out_dir: str | os.PathLike[str],
+                      fcs_sha256: str) -> None:
+    """Draw a sample's gate plots in the gating worker, from the values its gates were computed on.
+
+    The plate runner calls this (``run_plate(..., after_gate=...)``) when a report will be
+    written: the report then reuses these PNGs instead of reading and gating every FCS file
+    again. A manifest (``plots.json``) beside them names the exported gates (hash), the FCS
+    file (hash), the labels and statuses they were drawn with; :func:`write_report` redraws
+    a sample whose manifest does not match. Drawing problems are left to the report, which
+    redraws and shows the reason on the sample's page.
+    """
+    pages = Path(out_dir) / "report" / "samples"
+    task = _plot_task_for(outcome, Path(out_dir), pages, {"fcs_sha256": {outcome.sample_id: fcs_sha256}})
+    if task is None or not outcome.gatingml:
+        return
+    try:
+        plots = _draw(task, sample, resolved.strategy, resolved.result, resolved.column)
+    except Exception:  # noqa: BLE001 - the report redraws this sample and shows why it failed
+        return
+    _write_manifest(task, outcome.gatingml.encode("utf-8"), fcs_sha256, plots)
+
+
+def _write_manifest(
+    task: Mapping[str, Any], source: bytes, fcs_sha256: str, plots: list[dict[str, Any]]
+) -> None:
+    import hashlib
+
+    doc = {"gatingml_sha256": hashlib.sha256(source).hexdigest(), "fcs_sha256": fcs_sha256,
+           "labels": task["labels"], "status": task["status"], "plots": plots}
+    atomic_write_text(Path(task["out_dir"]) / _MANIFEST, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def _worker_init() -> None:
@@ -378,6 +457,8 @@ def _remove_stale(
         for png in sorted(d.glob("*.png")):
             if png.name not in keep:
                 png.unlink()
+        if d.name not in keep_dirs:
+            (d / _MANIFEST).unlink(missing_ok=True)
         if not any(d.iterdir()):
             d.rmdir()
 

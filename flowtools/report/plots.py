@@ -72,6 +72,7 @@ def gate_plots(
     labels: Mapping[str, str] | None = None,
     decisions: Mapping[str, Mapping[str, Any]] | None = None,
     status: Mapping[str, str] | None = None,
+    column: Any = None,
 ) -> list[Path]:
     """Draw every geometric gate of a strategy on its parent's events, one PNG per gate.
 
@@ -108,6 +109,10 @@ def gate_plots(
     status : mapping of str to str, optional
         Gate id -> ``"flagged"`` or ``"failed"`` (its population's status);
         written in the figure's corner (``"ok"`` writes nothing).
+    column : callable(Dimension) -> ndarray, optional
+        A dimension's values for every event, as the gates saw them (e.g.
+        ``ResolvedSample.column`` right after gating): the sample's events are
+        then not compensated and transformed again.
 
     Returns
     -------
@@ -126,12 +131,11 @@ def gate_plots(
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
-    where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
-    events, columns = sample_events(strategy, sample, fcs_matrix)
-    ev = Plan(
-        strategy, events, sample.pnn, fcs_matrix, columns, where=where
-    )  # whole columns: values for plots
+    if column is None:
+        fcs_matrix = SpilloverMatrix.from_fcs(sample) if sample.spillover is not None else None
+        where = sample.path.name if getattr(sample, "path", None) is not None else "sample"
+        events, columns = sample_events(strategy, sample, fcs_matrix)
+        column = Plan(strategy, events, sample.pnn, fcs_matrix, columns, where=where).column  # whole columns
     names = _display_names(strategy, labels)
     markers = {c.pnn: c.pns for c in sample.channels}
     counts = result.counts()
@@ -157,7 +161,7 @@ def gate_plots(
             n = counts[pid]
             pct = f"{100.0 * n / parent_n:.1f}%" if parent_n else "n/a"
             title = f"{_last(names.get(pid, pid))} \u2014 {pct} of parent ({n:,} events)"
-        values = [ev.column(d) if rows is None else ev.column(d)[rows] for d in dims]
+        values = [column(d) if rows is None else column(d)[rows] for d in dims]
         axis_names = [_axis_label(d, markers) for d in dims]
         decision = (decisions or {}).get(g.id)
         marks = _decision_marks(decision, two_d=len(dims) > 1)

@@ -463,3 +463,52 @@ def test_pages_load_cleanly_in_chromium(cdp, browser, plate):
     assert shot.is_file() and shot.stat().st_size > 10_000, run.stderr[-2000:]
     if keep := os.environ.get("FLOWTOOLS_REPORT_SCREENSHOT"):
         shutil.copyfile(shot, keep)
+
+
+def test_plots_drawn_at_gating_time_are_reused_without_the_fcs_files(plate, tmp_path):
+    """gate --report: each worker draws its plots from the gated values; the report reads no FCS file."""
+    from flowtools.pipeline.plate import run_plate
+    from flowtools.report.html import draw_after_gating, write_report
+
+    res, _ = plate
+    template = res.out_dir.parent / "tbnk.yaml"
+    early = run_plate(res.out_dir.parent / "cohort" / "samples.csv", [template], tmp_path / "early", jobs=1,
+                      after_gate=draw_after_gating)
+    drawn = {p.relative_to(tmp_path / "early" / "report"): p.read_bytes()
+             for p in sorted((tmp_path / "early" / "report").rglob("*.png"))}
+    assert len(drawn) == N_GATE_PLOTS * len(GATED)
+    late = {p.relative_to(res.out_dir / "report"): p.read_bytes()
+            for p in sorted((res.out_dir / "report").rglob("*.png"))}
+    assert drawn == late  # the same PNGs, bit for bit, as drawn by re-reading and re-gating
+    # the report now needs no FCS file: hide them, and every plot is still there
+    moved = [Path(o.file) for o in early.outcomes if o.ok]
+    saved = {p: p.read_bytes() for p in moved}
+    try:
+        for p in moved:
+            p.unlink()
+        write_report(early, jobs=1)
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+    pages = tmp_path / "early" / "report" / "samples"
+    for sid in GATED:
+        text = (pages / f"{sid}.html").read_text(encoding="utf-8")
+        assert "cannot be drawn" not in text and "Error" not in text
+        assert len(list((pages / sid).glob("*.png"))) == N_GATE_PLOTS
+    after = {p.relative_to(tmp_path / "early" / "report"): p.read_bytes()
+             for p in sorted((tmp_path / "early" / "report").rglob("*.png"))}
+    assert after == drawn
+    # a changed label or status (another template run) is redrawn, not reused
+    manifest = pages / GATED[0] / "plots.json"
+    doc = manifest.read_text(encoding="utf-8")
+    manifest.write_text(doc.replace('"ok"', '"flagged"', 1), encoding="utf-8")
+    for p in moved:
+        p.unlink()
+    try:
+        write_report(early, jobs=1)
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+    assert "FileNotFoundError" in (pages / f"{GATED[0]}.html").read_text(encoding="utf-8") or \
+        "No such file" in (pages / f"{GATED[0]}.html").read_text(encoding="utf-8")
+

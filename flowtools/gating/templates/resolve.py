@@ -148,6 +148,7 @@ class ResolvedSample:
     parents: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     decision_gates: dict[str, str] = field(default_factory=dict)
+    _column: Any = field(default=None, repr=False, compare=False)
 
     def gate_decisions(self) -> dict[str, str]:
         """Gate id -> its decision record as JSON, for the gates' provenance (Gating-ML custom_info)."""
@@ -183,6 +184,17 @@ class ResolvedSample:
         if self._scaled is None:
             raise GatingError(self.error or "sample not resolved")
         return self._scaled(name)
+
+    def column(self, d: Any) -> np.ndarray:
+        """A dimension of :attr:`strategy` for every event, as its gates see it (the resolver's own values).
+
+        ``d`` is a :class:`~flowtools.gating.gates.Dimension` of the resolved strategy (compensation
+        and transform ids as its gates name them). The returned array belongs to the resolver: do not
+        modify it. Plots read these instead of reading and gating the file again.
+        """
+        if self._column is None:
+            raise GatingError(self.error or "sample not resolved")
+        return self._column(d)
 
     def kind(self, name: str) -> str:
         """A parameter's kind (``time``, ``scatter``, ``fluorescence``, ``other``) as the run decided it."""
@@ -552,7 +564,7 @@ def resolve(
                                   {k: list(v) for k, v in st.flags.items()},
                                   {k: d.to_dict() for k, d in st.decisions.items()},
                                   list(template.population_paths), dict(st._parents), dict(st.notes),
-                                  dict(st.decision_gates)))
+                                  dict(st.decision_gates), st.ev.column))
     return out
 
 
