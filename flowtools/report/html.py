@@ -7,9 +7,10 @@ plots in its gating worker, from the values and masks its gates were computed on
 (:func:`draw_after_gating`, with a ``plots.json`` manifest), so the report reads
 and gates no FCS file again; plots without a matching manifest (a run gated
 without the report, cached samples of an older version) are redrawn from the FCS
-files with the exported gates, in worker processes. Pages are self-contained (inline CSS, no JavaScript), link to each
-other relatively, show IDs from the sample sheet only (never FCS free-text
-keywords), and are written atomically; the same run gives the same bytes.
+files with the exported gates, in worker processes. Pages are self-contained
+(inline CSS, no JavaScript), link to each other relatively, show IDs from the
+sample sheet only (never FCS free-text keywords), and are written atomically;
+the same run gives the same bytes.
 
 Layout::
 
@@ -71,12 +72,16 @@ class ReportSection:
         PNGs, copied into ``report/sections/<slug>/``.
     rows : tuple of dict
         A table (column -> value), shown under the text.
+    links : tuple of (str, Path)
+        Other pages (e.g. a stage's own HTML report): label and file, linked
+        relative to the index.
     """
 
     title: str
     text: str = ""
     images: tuple[Path, ...] = ()
     rows: tuple[dict[str, Any], ...] = ()
+    links: tuple[tuple[str, Path], ...] = ()
 
 
 def write_report(
@@ -163,6 +168,11 @@ def _sections_html(rep: Path, sections: Sequence[ReportSection]) -> list[str]:
         out.append(f'<h2 id="{_e(slug)}">{_e(sec.title)}</h2>')
         if sec.text:
             out.append(f"<p>{_e(sec.text)}</p>")
+        if sec.links:
+            rel = [(label, Path(os.path.relpath(Path(t).resolve(), rep.resolve())).as_posix())
+                   for label, t in sec.links]
+            items = "".join(f'<li><a href="{_href(r)}">{_e(label)}</a></li>' for label, r in rel)
+            out.append(f"<ul>{items}</ul>")
         if sec.rows:
             cols = list(sec.rows[0])
             out.append(_table(cols, ([_e(_fmt_cell(r.get(c))) for c in cols] for r in sec.rows)))

@@ -512,3 +512,19 @@ def test_plots_drawn_at_gating_time_are_reused_without_the_fcs_files(plate, tmp_
     assert "FileNotFoundError" in (pages / f"{GATED[0]}.html").read_text(encoding="utf-8") or \
         "No such file" in (pages / f"{GATED[0]}.html").read_text(encoding="utf-8")
 
+
+
+def test_section_links_point_at_the_stage_pages(plate, tmp_path):
+    from flowtools.report.html import ReportSection, write_report
+
+    res, index = plate
+    other = res.out_dir / "stage" / "page one.html"
+    other.parent.mkdir(exist_ok=True)
+    other.write_text("<html></html>", encoding="utf-8")
+    try:
+        write_report(res, jobs=1, sections=[ReportSection("A stage", "text", links=(("its page", other),))])
+        hrefs = [h for h in _links(index).hrefs if "stage" in h]
+        assert hrefs == ["../stage/page%20one.html"]
+        assert _local(index, hrefs[0]) == other.resolve()
+    finally:
+        write_report(res, jobs=1)  # the module's other tests see the plain index
