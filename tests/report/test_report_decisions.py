@@ -273,7 +273,8 @@ def test_gate_plots_draw_peaks_and_cuts_and_survive_malformed_records(report, tm
 
 def test_hostile_reasons_are_escaped_everywhere():
     from flowtools.pipeline.plate import SampleOutcome
-    from flowtools.report.html import _gate_checks, _gate_checks_html, _plate_grid, _sample_page
+    from flowtools.report.pages import _gate_checks_html, _plate_grid, _sample_page
+    from flowtools.report.qc import _gate_checks
 
     evil = "<script>alert(\"x\")</script> & 'q'"
     nan = float("nan")
