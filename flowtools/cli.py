@@ -483,11 +483,17 @@ def gate(
                 from flowtools.report.html import draw_after_gating as draw
             res = run_plate(samples, template, out, jobs=jobs, scheduler=scheduler, seed=seed,
                             progress=on_progress, after_gate=draw)
+            miflowcyt = None
+            if res.n_ok:  # keywords only: cheap
+                from flowtools.pipeline.miflowcyt import write_miflowcyt
+
+                miflowcyt = write_miflowcyt(res.out_dir)
             if not no_report:
                 bar.update(task, description="drawing gate plots and writing the report")
                 from flowtools.report.html import write_report
 
-                res.report_html = write_report(res, jobs=jobs)
+                sections = [] if miflowcyt is None else [_miflowcyt_section(miflowcyt)]
+                res.report_html = write_report(res, jobs=jobs, sections=sections)
     except (FlowtoolsError, OSError) as exc:
         raise _fail(exc) from None
     summary = {
@@ -515,6 +521,23 @@ def gate(
 
 
 # The `template` commands live in flowtools/_cli/template.py (registered at the end of this module).
+
+
+def _miflowcyt_section(path: Path) -> Any:
+    """The report's MIFlowCyt section: what the record holds, what is missing and why, and a link."""
+    from flowtools.report.html import ReportSection
+
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    missing = record.get("missing") or []
+    rows = tuple({"section": m.get("section", ""), "field": m.get("field", ""), "reason": m.get("reason", "")}
+                 for m in missing)
+    return ReportSection(
+        "MIFlowCyt record",
+        f"The run's MIFlowCyt 1.0 record (miflowcyt.json): instrument, detectors, markers, compensation, "
+        f"transforms and the gating hierarchy as the files, sheet and templates say them. {len(missing)} "
+        "fields cannot be known from them and are listed below with the reason (never invented; personal "
+        "keywords are never copied).",
+        (), rows, (("miflowcyt.json", Path(path)),))
 
 
 def _demo_sections(res: Any) -> list[Any]:
@@ -652,6 +675,7 @@ def sheet_check(
 # --------------------------------------------------------------------------------------------- groups in _cli
 
 from flowtools._cli.cluster import cluster_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.export import export_app  # noqa: E402
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
 from flowtools._cli.template import template_app  # noqa: E402
 from flowtools._cli.wsp import wsp_app  # noqa: E402
@@ -662,6 +686,7 @@ app.add_typer(wsp_app, name="wsp")
 app.add_typer(cluster_app)
 app.command("compare")(compare_command)
 app.add_typer(predict_app, name="predict")
+app.add_typer(export_app, name="export")
 
 
 if __name__ == "__main__":  # pragma: no cover

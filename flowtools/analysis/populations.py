@@ -52,6 +52,8 @@ __all__ = [
     "POPULATION_COLUMNS",
     "QC_NAMES",
     "QC_NAME_PARTS",
+    "ABSOLUTE_COLUMNS",
+    "ROLE_BEADS",
     "ROLE_QC",
     "SAMPLE_COLUMNS",
     "TABLE_COLUMNS",
@@ -75,6 +77,10 @@ POPULATION_COLUMNS = ("population", "gate_id", "parent", "role", "count", "paren
 TABLE_COLUMNS = SAMPLE_COLUMNS + POPULATION_COLUMNS
 #: The ``role`` of a QC (acquisition clean-up) gate.
 ROLE_QC = "qc"
+#: The ``role`` of the counting beads of an absolute count (not biology either).
+ROLE_BEADS = "counting_beads"
+#: Columns the absolute counts add (:mod:`flowtools.analysis.absolute`), after the MFIs.
+ABSOLUTE_COLUMNS = ("cells_per_ul", "absolute_method", "absolute_reason")
 #: A population whose last path segment (case-insensitive) is one of these is a QC gate.
 QC_NAMES = ("cells", "live", "dead")
 #: ... and so is one whose last segment contains one of these.
@@ -198,11 +204,14 @@ def population_table(records: Sequence[Mapping[str, Any]]) -> Table:
     """The population table of sample rows (:data:`SAMPLE_COLUMNS` + :func:`sample_rows`' keys).
 
     Columns :data:`TABLE_COLUMNS`, then every ``mfi_*`` column of any record, sorted; a
-    value a record lacks is NaN (an MFI of a marker its file does not have).
+    value a record lacks is NaN (an MFI of a marker its file does not have). Where any record
+    has absolute counts, :data:`ABSOLUTE_COLUMNS` follow.
     """
     mfi = sorted({c for r in records for c in r if c.startswith("mfi_")})
-    default = {"role": "", "status": "ok", "reason": ""}
-    return Table({c: [r.get(c, default.get(c, _NAN)) for r in records] for c in (*TABLE_COLUMNS, *mfi)})
+    absolute = ABSOLUTE_COLUMNS if any("cells_per_ul" in r for r in records) else ()
+    default = {"role": "", "status": "ok", "reason": "", "absolute_method": "", "absolute_reason": ""}
+    return Table({c: [r.get(c, default.get(c, _NAN)) for r in records]
+                  for c in (*TABLE_COLUMNS, *mfi, *absolute)})
 
 
 def columns_doc(columns: Iterable[str]) -> str:
@@ -224,6 +233,12 @@ def columns_doc(columns: Iterable[str]) -> str:
         "status": "`ok`; `flagged` (numbers kept; `reason` says what to check); `failed` (no numbers)",
         "reason": "why flagged or failed (a fallback kept <1% or >99% of the parent, outside `expect`, "
                   "a gate that could not be computed, or a failed ancestor)",
+        "cells_per_ul": "absolute count, cells per µL of sample: bead method (cell events / bead events x "
+                        "beads_per_test / sample_volume_ul, the BD Trucount formula) or volumetric "
+                        "(count / ($VOL nL / 1000)); empty when it cannot be computed",
+        "absolute_method": "`beads` or `volumetric`: how `cells_per_ul` was computed (empty: not computed)",
+        "absolute_reason": "why `cells_per_ul` is empty (no counting-bead population, zero bead events, "
+                           "beads_per_test or volume missing, no $VOL, a failed population)",
     }
     lines = [
         "# populations table",

@@ -1,4 +1,4 @@
-"""Writing FCS 3.1 files (float32 list mode, little-endian).
+"""Writing FCS 3.1 files (float32 or float64 list mode, little-endian).
 
 Kept apart from the reader, as FlowIO does: a writer has its own rules. The
 file is written atomically (temporary file + rename), so a crash never leaves a
@@ -61,8 +61,9 @@ def write_fcs(
     ranges: Sequence[float] | None = None,
     spillover: Spillover | None = None,
     keywords: Mapping[str, str] | None = None,
+    datatype: str = "F",
 ) -> Path:
-    """Write an FCS 3.1 file: float32 list-mode data, little-endian.
+    """Write an FCS 3.1 file: float32 (or float64) list-mode data, little-endian.
 
     Parameters
     ----------
@@ -84,6 +85,9 @@ def write_fcs(
         Further TEXT keywords (e.g. ``$CYT``). Structural keywords the writer
         owns (``$TOT``, ``$PAR``, ``$DATATYPE``, offsets, ``$SPILLOVER``) may
         not be given; ``$PnX`` keywords here override the defaults above.
+    datatype : {"F", "D"}, default "F"
+        ``$DATATYPE``: float32 (``F``) or float64 (``D``, ``$PnB`` 64; float64 input
+        round-trips exactly).
 
     Returns
     -------
@@ -94,8 +98,13 @@ def write_fcs(
     ------
     ValueError
         Mismatched shapes, duplicate or empty channel names, an empty keyword
-        value, a reserved keyword, or a spillover naming an unknown detector.
+        value, a reserved keyword, a spillover naming an unknown detector, or a
+        ``datatype`` other than ``F``/``D``.
     """
+    if datatype not in ("F", "D"):
+        msg = f"datatype must be 'F' (float32) or 'D' (float64), not {datatype!r}"
+        raise ValueError(msg)
+    bits = "32" if datatype == "F" else "64"
     data = np.asarray(events)
     if data.ndim != 2:
         msg = f"events must be 2-D (n_events, n_channels), got shape {data.shape}"
@@ -114,7 +123,7 @@ def write_fcs(
     if ranges is not None and len(ranges) != n_par:
         msg = f"{len(ranges)} ranges for {n_par} columns"
         raise ValueError(msg)
-    f32 = np.ascontiguousarray(data, dtype="<f4")
+    f32 = np.ascontiguousarray(data, dtype="<f4" if datatype == "F" else "<f8")
 
     pairs: list[tuple[str, str]] = [
         ("$BEGINANALYSIS", "0"),
@@ -122,7 +131,7 @@ def write_fcs(
         ("$BEGINSTEXT", "0"),
         ("$ENDSTEXT", "0"),
         ("$BYTEORD", "1,2,3,4"),
-        ("$DATATYPE", "F"),
+        ("$DATATYPE", datatype),
         ("$MODE", "L"),
         ("$NEXTDATA", "0"),
         ("$PAR", str(n_par)),
@@ -141,7 +150,7 @@ def write_fcs(
             top = float(col_max[i - 1]) if np.isfinite(col_max[i - 1]) else 0.0
             rng = max(262144.0, float(np.ceil(top)))
         per_param[f"$P{i}R"] = _fmt_float(rng)
-        per_param[f"$P{i}B"] = "32"
+        per_param[f"$P{i}B"] = bits
         per_param[f"$P{i}E"] = "0,0"
     for key, value in (keywords or {}).items():
         k = str(key).strip().upper()

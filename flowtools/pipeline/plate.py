@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ import numpy as np
 from flowtools._config import COMPILE_JOBS
 from flowtools._version import __version__
 from flowtools.analysis import populations
+from flowtools.analysis.absolute import vol_nl
 from flowtools.errors import FlowtoolsError, GatingError
 from flowtools.gating.formats.gatingml import to_gatingml_string
 from flowtools.gating.templates import Template, compute_pooled, load_template, pool_values, resolve
@@ -72,6 +73,7 @@ class SampleOutcome:
     cached: bool = False
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    vol_nl: float | None = None  # $VOL (nL), where the instrument measured the volume acquired
 
     @property
     def failed_populations(self) -> list[dict[str, str]]:
@@ -166,6 +168,7 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
             out.notes = resolved.notes
             out.gatingml = to_gatingml_string(resolved.strategy, resolved.gate_decisions()).decode("utf-8")
             out.n_events = sample.n_events
+            out.vol_nl = vol_nl(sample.keywords)
             out.ok = True
             if task.get("after_gate") is not None:  # e.g. the report's plots, from the values in memory
                 task["after_gate"](resolved, sample, out, task["out_dir"], task["sha256"])
@@ -506,7 +509,7 @@ def _with_row(o: SampleOutcome, row: dict[str, Any]) -> SampleOutcome:
 
 #: Version of the rows a gated sample's outcome holds (the population table's columns): a
 #: cached outcome of another version is recomputed. 2: gate_id, parent, parent_count, role.
-_ROWS_FORMAT = "3"
+_ROWS_FORMAT = "4"
 
 
 def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
@@ -695,8 +698,8 @@ def _run_plate_locked(
 
     ordered = [outcomes[r["sample_id"]] for r in rows]
     result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes,
-                            seed=seed,
-                            jobs=jobs, scheduler=scheduler, skipped=skipped, gates_written=gates_written)
+                            seed=seed, jobs=jobs, scheduler=scheduler, skipped=skipped,
+                            gates_written=gates_written, extras={r.sample_id: dict(r.extra) for r in sheet})
     return result
 
 
@@ -762,6 +765,7 @@ def _write_outputs(
     scheduler: str | None,
     skipped: list[str],
     gates_written: Iterable[str] = (),
+    extras: Mapping[str, Mapping[str, str]] | None = None,
 ) -> PlateResult:
     prov = provenance_record(
         inputs={"samples.csv": sheet_path},
@@ -784,11 +788,12 @@ def _write_outputs(
                             "plate": o.plate, "well": o.well, **r})
     empty = not records
     pop_csv = per_csv = None
+    absolute = _absolute_counts(records, outcomes, templates, extras or {})
     if not empty:
         pops = populations.population_table(records)
         pop_csv = write_table(pops, out / "populations", prov)[0]
         atomic_write_text(out / "populations.columns.md", populations.columns_doc(pops.columns))
-        wide = _per_woman(records)
+        wide = _per_woman(records, absolute=absolute)
         per_csv = write_table(wide, out / "per_woman", prov)[0]
         atomic_write_text(out / "per_woman.columns.md", _per_woman_doc(list(wide.columns)))
 
@@ -894,18 +899,47 @@ def decision_table(outcomes: Sequence[SampleOutcome]) -> Table:
     return Table(cols)
 
 
-def _per_woman(records: list[dict[str, Any]]) -> Table:
+def _absolute_counts(records: list[dict[str, Any]], outcomes: Sequence[SampleOutcome],
+                     templates: Sequence[Template], extras: Mapping[str, Mapping[str, str]]) -> bool:
+    """Add cells/µL to the records where a template counts beads or a file has ``$VOL``; whether any did.
+
+    Bead method where the sample's template has a ``role: counting_beads`` population (with the
+    sheet's ``beads_per_test`` and ``sample_volume_ul``), else volumetric from ``$VOL``.
+    """
+    from flowtools.analysis.absolute import add_absolute_counts
+
+    bead_of = {t.tube: next((p for p, role in t.roles.items() if role == populations.ROLE_BEADS), None)
+               for t in templates}
+    ok = [o for o in outcomes if o.ok]
+    beads = {o.sample_id: bead_of.get(o.tube, bead_of.get(None)) for o in ok}
+    vols = {o.sample_id: o.vol_nl for o in ok if o.vol_nl is not None}
+    if not records or not (any(beads.values()) or vols):
+        return False
+
+    def column(name: str) -> dict[str, str]:
+        return {s: e[name] for s, e in extras.items() if str(e.get(name, "")).strip()}
+
+    add_absolute_counts(records, bead_population=beads, beads_per_test=column("beads_per_test"),
+                        volume_ul=column("sample_volume_ul"), vol_nl=vols)
+    return True
+
+
+def _per_woman(records: list[dict[str, Any]], *, absolute: bool = False) -> Table:
     """One row per woman, one ``tube|population`` column of % of parent each.
 
     As ``pivot_table(index="woman_id", columns=..., values="pct_parent", aggfunc="first")``
     gives it: the first non-NaN value in row order, rows and columns sorted, women and
-    columns with no value at all left out.
+    columns with no value at all left out. With absolute counts, ``tube|population|cells_per_ul``
+    columns too.
     """
     cells: dict[str, dict[str, float]] = {}
     for r in records:
         v = r["pct_parent"]
         if v == v:  # noqa: PLR0124 - NaN is no value
             cells.setdefault(r["woman_id"], {}).setdefault(f"{r['tube']}|{r['population']}", v)
+        a = r.get("cells_per_ul", _NAN) if absolute else _NAN
+        if a == a:  # noqa: PLR0124
+            cells.setdefault(r["woman_id"], {}).setdefault(f"{r['tube']}|{r['population']}|cells_per_ul", a)
     women = sorted(cells)
     columns = sorted({c for row in cells.values() for c in row})
     data: dict[str, list[Any]] = {"woman_id": women}
@@ -929,6 +963,8 @@ def _per_woman_doc(columns: Iterable[str]) -> str:
         "`<tube>|<population path>` and holds that population's **% of its parent** (0-100) in that",
         "woman's sample of that tube, as gated by the tube's template. Empty: the sample failed or",
         "the population's parent had no events. Counts, % of total and MFIs are in populations.csv.",
+        "A column `<tube>|<population path>|cells_per_ul` (runs with absolute counts) holds cells per",
+        "µL of sample instead (see `cells_per_ul` in populations.columns.md).",
         "",
         "| column | meaning |",
         "|---|---|",
@@ -938,6 +974,10 @@ def _per_woman_doc(columns: Iterable[str]) -> str:
         if c == "woman_id":
             continue
         tube, _, pop = c.partition("|")
+        if pop.endswith("|cells_per_ul"):
+            pop = pop[: -len("|cells_per_ul")]
+            lines.append(f"| {c} | {pop.split('/')[-1]} cells per µL of sample (tube {tube}) |")
+            continue
         parent = pop.rpartition("/")[0] or "all events"
         lines.append(f"| {c} | % of {parent} that is {pop.split('/')[-1]} (tube {tube}) |")
     return "\n".join(lines) + "\n"

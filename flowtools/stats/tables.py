@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flowtools.analysis.populations import ROLE_QC, is_qc_name, read_populations
+from flowtools.analysis.populations import ROLE_BEADS, ROLE_QC, is_qc_name, read_populations
 from flowtools.errors import SheetIssue
 from flowtools.stats.errors import ClinicalDataError, ImmuneTableError
 
@@ -301,10 +301,10 @@ def validate_clinical(
 
 
 def _technical(df: pd.DataFrame) -> pd.Series:
-    """Rows of technical gates: ``role`` "qc" (where the table has the column) or named so."""
+    """Rows of technical gates: ``role`` "qc" or "counting_beads" (where the table has it) or named so."""
     technical = df["population"].map(is_qc_name).astype(bool)
     if "role" in df.columns:
-        technical |= df["role"].fillna("").astype(str).eq(ROLE_QC)
+        technical |= df["role"].fillna("").astype(str).isin((ROLE_QC, ROLE_BEADS))
     return technical
 
 

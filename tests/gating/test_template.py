@@ -216,7 +216,7 @@ def test_role_other_than_qc_is_a_template_error(value):
     old = "    parent: cells\n    dims: [CD3]\n    gate"
     text = BASE.replace(old, f"    parent: cells\n    role: {value}\n    dims: [CD3]\n    gate", 1)
     where = r"^t\.yaml, line 8, population 'CD3\+', field 'role': "
-    with pytest.raises(TemplateError, match=where + r"unknown role .*the only role is 'qc'"):
+    with pytest.raises(TemplateError, match=where + r"unknown role .*roles are 'qc' .* and 'counting_beads'"):
         _load(text)
 
 

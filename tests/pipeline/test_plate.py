@@ -356,3 +356,17 @@ def test_workers_run_one_blas_thread():
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         threads = pool.submit(_blas_threads).result()
     assert threads and set(threads) == {1}
+
+
+def test_gate_command_writes_miflowcyt_and_the_report_draws_in_the_workers(cohort, tmp_path):
+    c, tpl = cohort
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["gate", str(c.samples_csv), "-t", str(tpl), "--out", str(out),
+                                 "--jobs", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    record = json.loads((out / "miflowcyt.json").read_text(encoding="utf-8"))
+    assert record["missing"] and "CANARY" not in json.dumps(record)
+    index = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../miflowcyt.json"' in index and "MIFlowCyt record" in index
+    manifests = sorted((out / "report" / "samples").glob("*/plots.json"))
+    assert len(manifests) == json.loads(r.stdout)["gated"]  # every gated sample drawn by its worker

@@ -21,7 +21,10 @@ __all__ = ["ROLES", "PopulationSpec", "Template", "TransformSpec"]
 _RESOLVER_METHODS = ("ref", "bool")
 #: The values a population's ``role`` may take. ``qc``: an acquisition or clean-up gate
 #: (time/QC, margin, boundary, singlets, live, debris removal), not a biological population.
-ROLES = ("qc",)
+#: ``counting_beads``: the counting-bead population of a single-platform absolute count
+#: (e.g. BD Trucount); with the sheet's ``beads_per_test`` and ``sample_volume_ul`` every
+#: population gets cells/µL. Neither role is biology: both are left out of the statistics.
+ROLES = ("qc", "counting_beads")
 
 
 @dataclass(frozen=True)

@@ -251,8 +251,9 @@ def _parse_populations(items: Any, ck: _Checker) -> tuple[PopulationSpec, ...]:
             raise ck.err(line, name, "group_by", msg)
         role = item.get("role")
         if role is not None and role not in ROLES:
-            msg = (f"unknown role {role!r}; the only role is 'qc' (acquisition and clean-up gates: "
-                   "time, margin, boundary, singlets, live, debris removal); leave it out otherwise")
+            msg = (f"unknown role {role!r}; roles are 'qc' (acquisition and clean-up gates: time, margin, "
+                   "boundary, singlets, live, debris removal) and 'counting_beads' (the counting beads of "
+                   "an absolute count); leave it out otherwise")
             raise ck.err(line, name, "role", msg)
         is_quad = method == "quad" or (isinstance(gate, dict) and "quad" in gate)
         if is_quad:
