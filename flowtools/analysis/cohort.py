@@ -463,7 +463,7 @@ def _sample_events(
         if gid in result.masks:
             gates[path] = result.mask(gid)[mask]
     return {"x": x, "raw": raw, "n_total": int(sample.n_events), "gates": gates, "markers": names,
-            "scale": _scale_record(template, sample, scaled, names)}
+            "scale": _scale_record(template, sample, scaled, names), "events": np.flatnonzero(mask)}
 
 
 # ------------------------------------------------------------------------------------------- annotation
@@ -789,7 +789,8 @@ def cluster_cohort(
     prov["warnings"] = said
     prov["samples"] = [r["sample_id"] for r in kept]
     prov["errors"] = errors
-    written = _write(out, table, wide, annotation, overlap, prov)
+    events = _event_table(kept, per, labels_per, names, annot, take, emb_idx, embedding, embed)
+    written = _write(out, table, wide, annotation, overlap, prov, events)
     return CohortClusters(out, path, tube, markers, method, model, fit_x, fit_labels, fit_sample, kept, table,
                           wide, annotation, overlap, embedding, emb_idx, written, errors, scale, said)
 
@@ -837,8 +838,36 @@ def _embed(x: np.ndarray, how: str, seed: int) -> np.ndarray:
     raise ValueError(msg)
 
 
+def _event_table(kept, per, labels_per, names, annot, take, emb_idx, embedding, embed):  # noqa: ANN001, ANN202
+    """One row per clustered event: sample_id, event (its row in the FCS file), cluster, label, embedding.
+
+    The embedding (``umap_1, umap_2`` or ``pca_1, pca_2``) is NaN for events outside the
+    embedded subsample. ``flowtools export anndata`` joins this by (sample_id, event).
+    """
+    import pandas as pd
+
+    parts = []
+    if embedding is not None:  # fit row r = sample si[r], position pos[r] among that sample's events
+        offsets = np.cumsum([0, *[t.size for t in take]])
+        si = np.searchsorted(offsets, emb_idx, side="right") - 1
+        pos = np.concatenate(take)[emb_idx]
+    for i, (r, p, lab) in enumerate(zip(kept, per, labels_per, strict=True)):
+        part = pd.DataFrame({"sample_id": r["sample_id"], "event": p["events"].astype(np.int64),
+                             "cluster": lab.astype(np.int64),
+                             "cluster_name": [names[int(c)] for c in lab],
+                             "label": [annot.get(int(c), "noise") for c in lab]})
+        if embedding is not None:
+            coords = np.full((lab.size, embedding.shape[1]), np.nan, dtype=np.float32)
+            sel = si == i
+            coords[pos[sel]] = embedding[sel]
+            for d in range(embedding.shape[1]):
+                part[f"{embed}_{d + 1}"] = coords[:, d]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def _write(
-    out: Path, table: Any, wide: Any, annotation: Any, overlap: Any, prov: dict[str, Any]
+    out: Path, table: Any, wide: Any, annotation: Any, overlap: Any, prov: dict[str, Any], events: Any = None
 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -851,5 +880,11 @@ def _write(
     atomic_write_text(files["annotation"], annotation.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(files["overlap"], overlap.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(files["provenance"], json.dumps(prov, indent=2) + "\n")
+    if events is not None:  # per event: Parquet only (millions of rows)
+        from flowtools.provenance import atomic_write
+
+        files["events"] = out / "cluster_events.parquet"
+        with atomic_write(files["events"], "wb") as fh:
+            events.to_parquet(fh, index=False)
     _log.info("cluster tables written to %s", out)
     return files

@@ -116,3 +116,20 @@ def test_cli_cluster(gate_run, tmp_path):
     assert figures == ["cluster_heatmap.png", "cluster_abundance.png"]
     bad = CliRunner().invoke(app, ["cluster", str(gate_run), "-p", "nope", "-m", "CD3"])
     assert bad.exit_code == 1
+
+
+def test_per_event_table_labels_every_event_and_places_the_embedding(result, gate_run):
+    ev = pd.read_parquet(result.out_dir / "cluster_events.parquet")
+    assert list(ev.columns) == ["sample_id", "event", "cluster", "cluster_name", "label", "pca_1", "pca_2"]
+    counts = ev.groupby(["sample_id", "cluster_name"]).size()
+    table = result.table.set_index(["sample_id", "cluster"])["count"]
+    assert counts.to_dict() == table[table > 0].to_dict()  # the same events as the cluster table
+    assert not ev.duplicated(["sample_id", "event"]).any()
+    placed = ev[["pca_1", "pca_2"]].dropna().to_numpy()
+    assert placed.shape == result.embedding.shape
+    want = np.sort(result.embedding.astype(np.float32), axis=0)
+    np.testing.assert_array_equal(np.sort(placed, axis=0), want)
+    # the fitted events' labels are the fit's, at their rows in their files
+    first = ev[ev.sample_id == result.samples[0]["sample_id"]].reset_index(drop=True)
+    take = np.flatnonzero(result.fit_sample == 0)
+    assert set(first["cluster"].unique()) >= set(np.unique(result.fit_labels[take]))

@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from flowtools.errors import ExportError
@@ -226,3 +227,21 @@ def test_cluster_labels_and_embedding_joined(gc, tmp_path):
     (d / "cluster_events.csv").unlink()
     again = export_anndata(run, population="NK cells")
     assert "cluster_nk" not in again.obs and "not available" in again.uns["clusters"]["nk"]["per_event"]
+
+
+def test_a_real_cluster_run_reaches_obs_and_obsm(gc, tmp_path):
+    """flowtools cluster writes cluster_events.parquet; the export joins its labels and PCA coordinates."""
+    from flowtools.analysis.cohort import cluster_cohort
+    from flowtools.pipeline.export import export_anndata
+
+    run = tmp_path / "run"
+    shutil.copytree(gc.run_dir, run)
+    res = cluster_cohort(run, population="lymphocytes", tube="TBNK-NK", markers=["CD3", "CD4", "CD8", "CD19"],
+                         n_clusters=4, events_per_sample=500, embed="pca", seed=0)
+    adata = export_anndata(run, population="lymphocytes", tube="TBNK-NK")
+    col = next(c for c in adata.obs.columns if c.startswith("cluster_"))
+    assert (adata.obs[col].astype(str) != "").all()  # every lymphocyte has its cluster's label
+    ev = pd.read_parquet(res.out_dir / "cluster_events.parquet")
+    assert adata.n_obs == len(ev)
+    assert adata.obsm["X_pca"].shape == (adata.n_obs, 2)
+    assert int(np.isfinite(adata.obsm["X_pca"][:, 0]).sum()) == res.embedding.shape[0]
