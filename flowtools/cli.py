@@ -580,6 +580,9 @@ def _demo_sections(res: Any) -> list[Any]:
                 "only, immune populations only, and both. Real studies report AUC 0.57-0.72; small "
                 "cohorts are noisy.",
                 (), auc_rows))
+    record = Path(res.out_dir) / "gated" / "miflowcyt.json"
+    if record.is_file():
+        sections.append(_miflowcyt_section(record))
     return sections
 
 

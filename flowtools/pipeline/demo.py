@@ -4,7 +4,8 @@ Stages so far: synthetic cohort -> sample-sheet validation -> FCS reading (one
 summary row per file) -> compensation with each file's own spillover matrix ->
 batch gating of the whole cohort with the study templates (tables, per-woman
 table, resolved Gating-ML per sample) -> cohort-consistent clustering of the
-lymphocytes (FlowSOM-class) -> case/control comparison and nested-CV prediction. The
+lymphocytes (FlowSOM-class) -> exports (MIFlowCyt record, NK cells as FCS files,
+lymphocytes as AnnData) -> case/control comparison and nested-CV prediction. The
 command line adds the HTML report. Each later stage is added here as it lands, so the
 demo always runs the whole study end to end.
 """
@@ -179,16 +180,23 @@ def run_demo(
 
     # Stage 5: cohort-consistent clustering of the lymphocytes of the TBNK-NK tube.
     clusters = None
+    clusters_dir = out / "gated" / "clusters" / "lymphocytes"  # in the run: exports find it there
     if plate.n_ok:
         from flowtools.analysis.cohort import cluster_cohort
         from flowtools.analysis.figures import cluster_figures
 
         clusters = cluster_cohort(
             out / "gated", population="lymphocytes", markers=["CD3", "CD4", "CD8", "CD19", "CD56", "CD16"],
-            tube="TBNK-NK", method="flowsom", out_dir=out / "clusters", samples_csv=cohort.samples_csv,
+            tube="TBNK-NK", method="flowsom", out_dir=clusters_dir, samples_csv=cohort.samples_csv,
             n_clusters=10, events_per_sample=2000, embed="pca", seed=seed,
         )
-        cluster_figures(clusters, out / "clusters" / "figures")
+        cluster_figures(clusters, clusters_dir / "figures")
+
+    # Stage 5b: meet users where they work - the MIFlowCyt record of the run, the NK cells as FCS files,
+    # the lymphocytes as AnnData (with their clusters) when the anndata extra is installed.
+    export_summary: dict[str, Any] = {}
+    if plate.n_ok:
+        export_summary = _export_stage(out / "gated", out / "export")
 
     # Stage 6: the study's question - RM vs control per population, and does immune testing add to the
     # clinical record in predicting the next loss (honest nested CV). Small demo cohorts give wide CIs.
@@ -223,11 +231,30 @@ def run_demo(
         "gated": plate.n_ok,
         "clusters": 0 if clusters is None else int(len(clusters.annotation)),
         **stats_summary,
+        "export": export_summary,
         "gating_failed": plate.n_failed,
         "warnings": n_warnings,
     }
     return DemoResult(out, cohort, scan_csv, scan_json, medians_csv, provenance_json, summary, plate,
-                      None if clusters is None else out / "clusters", stats_dir)
+                      None if clusters is None else clusters_dir, stats_dir)
+
+
+def _export_stage(gate_dir: Path, out: Path) -> dict[str, Any]:
+    """MIFlowCyt record, NK cells as FCS 3.1 files, lymphocytes as AnnData (if the extra is installed)."""
+    from flowtools.errors import ExportError
+    from flowtools.pipeline.export import export_anndata, export_fcs
+    from flowtools.pipeline.miflowcyt import write_miflowcyt
+
+    summary: dict[str, Any] = {"miflowcyt": str(write_miflowcyt(gate_dir))}
+    fcs = export_fcs(gate_dir, "NK cells", out / "nk_fcs", tube="TBNK-NK")
+    summary["nk_fcs_files"] = len(fcs.files)
+    try:
+        adata = export_anndata(gate_dir, population="lymphocytes", tube="TBNK-NK",
+                               out=out / "lymphocytes.h5ad")
+        summary["anndata"] = {"path": str(out / "lymphocytes.h5ad"), "events": int(adata.n_obs)}
+    except ExportError as exc:  # the optional extra is not installed: say so, the rest of the demo runs
+        summary["anndata"] = f"skipped: {exc}"
+    return summary
 
 
 def _stats_stage(gate_dir: Path, clinical_csv: Path, out: Path, *, seed: int) -> tuple[Path, dict[str, Any]]:

@@ -47,6 +47,18 @@ def test_demo_runs_every_stage(demo):
     assert set(scan["provenance"]["inputs"]) == {"samples.csv", "clinical.csv"}
 
 
+def test_demo_exports(demo):
+    ex = demo.summary["export"]
+    assert (demo.out_dir / "gated" / "miflowcyt.json").is_file()
+    assert ex["nk_fcs_files"] >= 1 and len(list((demo.out_dir / "export" / "nk_fcs").glob("*.fcs"))) == ex[
+        "nk_fcs_files"]
+    import anndata as ad
+
+    adata = ad.read_h5ad(ex["anndata"]["path"])
+    assert adata.n_obs == ex["anndata"]["events"] > 0
+    assert "X_pca" in adata.obsm and any(c.startswith("cluster_") for c in adata.obs.columns)
+
+
 def test_demo_outputs_hold_no_personal_keywords(demo):
     for p in demo.out_dir.rglob("*"):
         if p.is_file() and "cohort" not in p.parts:  # the cohort's FCS files carry the canaries on purpose
