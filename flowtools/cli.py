@@ -288,39 +288,37 @@ def demo(
     console.rule("[bold]flowtools demo")
     if report_html is not None:
         console.print(f"[bold]report:[/] {report_html}", highlight=False, soft_wrap=True)
-    console.print(
-        f"[bold]1. synthetic cohort[/]  {s['women']} women ({s['rm']} RM, {s['controls']} controls, "
-        f"{s['immune_subgroup']} in the immune subgroup), {s['files']} FCS files on plate(s) "
-        f"{', '.join(s['plates'])}, {s['events']:,} events",
-        highlight=False, soft_wrap=True,
-    )
-    console.print(
-        f"[bold]2. FCS scan[/]          {s['files']} files read, tubes {', '.join(s['tubes'])}; "
-        f"{s['files_with_warnings']} file(s) with reader warnings",
-        highlight=False, soft_wrap=True,
-    )
-    console.print(
-        f"[bold]3. compensation[/]      {s['compensated_files']} files compensated with their own $SPILLOVER",
-        highlight=False, soft_wrap=True,
-    )
-    console.print(
-        f"[bold]4. gating[/]            {s['gated']} samples gated with the study templates"
-        + (f", {s['gating_failed']} failed (see errors.json)" if s["gating_failed"] else ""),
-        highlight=False, soft_wrap=True,
-    )
-    console.print(
-        f"[bold]5. clustering[/]        {s['clusters']} FlowSOM clusters of TBNK-NK lymphocytes, per woman "
-        f"(annotated, matched to gates)", highlight=False, soft_wrap=True,
-    )
+    stages = [
+        ("synthetic cohort", f"{s['women']} women ({s['rm']} RM, {s['controls']} controls, "
+         f"{s['immune_subgroup']} in the immune subgroup), {s['files']} FCS files on plate(s) "
+         f"{', '.join(s['plates'])}, {s['events']:,} events"),
+        ("FCS scan", f"{s['files']} files read, tubes {', '.join(s['tubes'])}; "
+         f"{s['files_with_warnings']} file(s) with reader warnings"),
+        ("compensation", f"{s['compensated_files']} files compensated with their own $SPILLOVER"),
+        ("gating", f"{s['gated']} samples gated with the study templates"
+         + (f", {s['gating_failed']} failed (see errors.json)" if s["gating_failed"] else "")),
+        ("clustering", f"{s['clusters']} FlowSOM clusters of TBNK-NK lymphocytes, per woman "
+         "(annotated, matched to gates)"),
+    ]
+    ex = s.get("export") or {}
+    if ex:
+        h5ad = ex.get("anndata")
+        h5ad_text = (f"lymphocytes as AnnData ({h5ad['events']:,} events)" if isinstance(h5ad, dict)
+                     else f"AnnData {h5ad}")
+        stages.append(("exports", f"MIFlowCyt record; NK cells as {ex.get('nk_fcs_files', 0)} FCS files; "
+                       f"{h5ad_text}"))
     if "populations_compared" in s:
         auc = s.get("auc") or {}
         pred = (", ".join(f"{k} AUC {v:.2f}" for k, v in auc.items()) if auc
                 else f"prediction skipped: {s.get('prediction_skipped', '')}")
-        console.print(
-            f"[bold]6. statistics[/]        RM vs control on {s['populations_compared']} populations "
-            f"({s['significant_q05']} at q < 0.05); next-loss prediction: {pred}",
-            highlight=False, soft_wrap=True,
-        )
+        stages.append(("statistics", f"RM vs control on {s['populations_compared']} populations "
+                       f"({s['significant_q05']} at q < 0.05); next-loss prediction: {pred}"))
+    if "bead_wells" in s:
+        stages.append(("bead array", f"{s['bead_wells']} wells ({s['bead_failed_wells']} failed), "
+                       f"{s['bead_curves_ok']} standard curves with a quantifiable range; RM vs control on "
+                       f"{s['analytes_compared']} analytes ({s['analytes_significant_q05']} at q < 0.05)"))
+    for k, (label, text) in enumerate(stages, start=1):
+        console.print(f"[bold]{k}. {label:<17}[/] {text}", highlight=False, soft_wrap=True)
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
@@ -330,6 +328,7 @@ def demo(
         ("per woman", res.plate.per_woman_csv if res.plate else "-"),
         ("resolved gates", res.out_dir / "gated" / "gates"),
         ("clusters", res.clusters_dir or "-"), ("statistics", res.stats_dir or "-"),
+        ("exports", res.out_dir / "export"), ("bead array", res.out_dir / "beads"),
         ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
@@ -580,6 +579,21 @@ def _demo_sections(res: Any) -> list[Any]:
                 "only, immune populations only, and both. Real studies report AUC 0.57-0.72; small "
                 "cohorts are noisy.",
                 (), auc_rows))
+    if getattr(res, "beads", None) is not None:
+        from flowtools.report.beads import write_bead_report
+
+        bead_report = write_bead_report(res.beads, Path(res.out_dir) / "beads" / "report.html")
+        table = Path(res.out_dir) / "beads" / "analytes_comparison.csv"
+        keep = ("analyte", "n_case", "n_control", "below_lloq_case", "below_lloq_control", "fold_change",
+                "p_mannwhitney", "q_mannwhitney")
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = tuple({k: r[k] for k in keep if k in r} for r in csv.DictReader(fh))
+        sections.append(ReportSection(
+            "Immune substances in blood (cytokine bead array)",
+            "A bead-array plate for the same women: beads identified per well, a weighted 5PL standard "
+            "curve per analyte and plate, concentrations only inside LLOQ-ULOQ (flagged outside, never "
+            "extrapolated), then RM vs control per analyte on log10 concentration (Mann-Whitney, BH q; "
+            "<LLOQ counted as LLOQ/2).", (), rows, (("bead plate report", bead_report),)))
     record = Path(res.out_dir) / "gated" / "miflowcyt.json"
     if record.is_file():
         sections.append(_miflowcyt_section(record))
@@ -677,7 +691,8 @@ def sheet_check(
 
 # --------------------------------------------------------------------------------------------- groups in _cli
 
-from flowtools._cli.cluster import cluster_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.beads import beads_app  # noqa: E402 - command groups defined in their own modules
+from flowtools._cli.cluster import cluster_app  # noqa: E402
 from flowtools._cli.export import export_app  # noqa: E402
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
 from flowtools._cli.template import template_app  # noqa: E402
@@ -690,6 +705,7 @@ app.add_typer(cluster_app)
 app.command("compare")(compare_command)
 app.add_typer(predict_app, name="predict")
 app.add_typer(export_app, name="export")
+app.add_typer(beads_app, name="beads")
 
 
 if __name__ == "__main__":  # pragma: no cover

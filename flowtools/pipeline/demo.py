@@ -5,7 +5,8 @@ summary row per file) -> compensation with each file's own spillover matrix ->
 batch gating of the whole cohort with the study templates (tables, per-woman
 table, resolved Gating-ML per sample) -> cohort-consistent clustering of the
 lymphocytes (FlowSOM-class) -> exports (MIFlowCyt record, NK cells as FCS files,
-lymphocytes as AnnData) -> case/control comparison and nested-CV prediction. The
+lymphocytes as AnnData) -> case/control comparison and nested-CV prediction -> a cytokine
+bead-array plate for the same women (FCS files to concentrations, RM vs control per analyte). The
 command line adds the HTML report. Each later stage is added here as it lands, so the
 demo always runs the whole study end to end.
 """
@@ -67,6 +68,7 @@ class DemoResult:
     plate: PlateResult | None = None
     clusters_dir: Path | None = None
     stats_dir: Path | None = None
+    beads: Any = None  # the bead plate's BeadPlateResult (its report is drawn by the command line)
 
 
 def run_demo(
@@ -205,6 +207,10 @@ def run_demo(
     if plate.n_ok:
         stats_dir, stats_summary = _stats_stage(plate.out_dir, cohort.clinical_csv, out / "stats", seed=seed)
 
+    # Stage 7: immune substances - a cytokine bead-array plate for the same women, from FCS files to
+    # concentrations (5PL standard curves, LLOQ/ULOQ), then RM vs control per analyte.
+    beads, bead_summary = _beads_stage(cohort.out_dir, out / "beads", seed=seed)
+
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
         inputs={"samples.csv": cohort.samples_csv, "clinical.csv": cohort.clinical_csv},
@@ -232,11 +238,12 @@ def run_demo(
         "clusters": 0 if clusters is None else int(len(clusters.annotation)),
         **stats_summary,
         "export": export_summary,
+        **bead_summary,
         "gating_failed": plate.n_failed,
         "warnings": n_warnings,
     }
     return DemoResult(out, cohort, scan_csv, scan_json, medians_csv, provenance_json, summary, plate,
-                      None if clusters is None else clusters_dir, stats_dir)
+                      None if clusters is None else clusters_dir, stats_dir, beads)
 
 
 def _export_stage(gate_dir: Path, out: Path) -> dict[str, Any]:
@@ -255,6 +262,40 @@ def _export_stage(gate_dir: Path, out: Path) -> dict[str, Any]:
     except ExportError as exc:  # the optional extra is not installed: say so, the rest of the demo runs
         summary["anndata"] = f"skipped: {exc}"
     return summary
+
+
+def _beads_stage(cohort_dir: Path, out: Path, *, seed: int,
+                 events_per_well: int = 2500) -> tuple[Any, dict[str, Any]]:
+    """Bead-array stage: synthetic bead plate(s) for the cohort's women, run, RM vs control per analyte."""
+    from flowtools.beads.plate import run_bead_plate
+    from flowtools.io.sample_sheet import write_sample_sheet
+    from flowtools.io.tables import write_table
+    from flowtools.stats.analytes import compare_analytes
+    from flowtools.synth.beads import MAX_SAMPLES, make_bead_plate
+
+    with open(cohort_dir / "clinical.csv", newline="", encoding="utf-8") as fh:
+        n = sum(1 for _ in csv.DictReader(fh))
+    rows: list[Any] = []
+    panel = None
+    for k, first in enumerate(range(0, n, MAX_SAMPLES)):
+        bp = make_bead_plate(out / "plates" / f"BP{k + 1}", cohort_dir=cohort_dir, first_woman=first,
+                             seed=seed, plate_id=f"BP{k + 1}", events_per_well=events_per_well)
+        rows += list(read_sample_sheet(bp.sheet, tubes=None).rows)
+        panel = bp.panel
+    write_sample_sheet(rows, out / "samples.csv")
+    res = run_bead_plate(out / "samples.csv", panel, out / "results", seed=seed,
+                         command="flowtools demo (beads)")
+    comparison = compare_analytes(res.outputs["per_woman"], cohort_dir / "clinical.csv")
+    prov = provenance_record(
+        inputs={"per_woman": res.outputs["per_woman"], "clinical": cohort_dir / "clinical.csv"},
+        seed=seed, command="flowtools demo (beads compare)",
+        parameters={"test": "Mann-Whitney and Welch on log10 concentration, BH q",
+                    "censoring": "<LLOQ as LLOQ/2, >ULOQ as ULOQ"})
+    write_table(comparison, out / "analytes_comparison", prov)
+    s = res.summary()
+    return res, {"bead_wells": s["wells"], "bead_failed_wells": s["failed_wells"],
+                 "bead_curves_ok": s["curves_ok"], "analytes_compared": int(len(comparison)),
+                 "analytes_significant_q05": int((comparison["q_mannwhitney"] < 0.05).sum())}
 
 
 def _stats_stage(gate_dir: Path, clinical_csv: Path, out: Path, *, seed: int) -> tuple[Path, dict[str, Any]]:

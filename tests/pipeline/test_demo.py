@@ -59,6 +59,17 @@ def test_demo_exports(demo):
     assert "X_pca" in adata.obsm and any(c.startswith("cluster_") for c in adata.obs.columns)
 
 
+def test_demo_bead_plate_concentrations_and_comparison(demo):
+    import pandas as pd
+
+    s = demo.summary
+    assert s["bead_wells"] > 0 and s["bead_failed_wells"] == 0 and s["bead_curves_ok"] >= 10
+    per_woman = pd.read_csv(demo.out_dir / "beads" / "results" / "per_woman.csv")
+    assert set(per_woman["woman_id"]) == {f"W{i:03d}" for i in range(1, 5)}
+    cmp = pd.read_csv(demo.out_dir / "beads" / "analytes_comparison.csv")
+    assert len(cmp) == s["analytes_compared"] == 13 and cmp["p_mannwhitney"].between(0, 1).all()
+
+
 def test_demo_outputs_hold_no_personal_keywords(demo):
     for p in demo.out_dir.rglob("*"):
         if p.is_file() and "cohort" not in p.parts:  # the cohort's FCS files carry the canaries on purpose
