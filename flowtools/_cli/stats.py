@@ -183,6 +183,16 @@ def compare_command(
         raise typer.Exit(1)
 
 
+def _analyte_features(path: Path) -> Any:
+    """log10 of each woman's bead-array concentrations (the censoring rule of flowtools.stats.analytes)."""
+    import numpy as np
+
+    from flowtools.stats.analytes import analyte_wide
+
+    wide = analyte_wide(path).set_index("woman_id")
+    return np.log10(wide.where(wide > 0))
+
+
 @predict_app.command("evaluate")
 def evaluate(
     per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
@@ -199,6 +209,10 @@ def evaluate(
              "left out).")] = "bootstrap",
     bootstrap: Annotated[int, typer.Option(
         min=20, help="Bootstrap replicates of the whole nested CV (--ci bootstrap).")] = 200,
+    analytes: Annotated[Path | None, typer.Option(
+        "--analytes", help="Bead-array per-woman table (flowtools beads run: per_woman.csv): its log10 "
+        "concentrations join the immune features (<LLOQ as LLOQ/2, >ULOQ as ULOQ).",
+        show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -225,6 +239,7 @@ def evaluate(
                 ci=ci,
                 n_bootstrap=bootstrap,
                 seed=seed,
+                extra_immune=None if analytes is None else _analyte_features(analytes),
             )
         paths = ev.to_files(out, inputs=_inputs(per_woman, clinical)) + prediction_figures(ev, out)
     except (FlowtoolsError, ValueError, OSError) as exc:

@@ -950,6 +950,21 @@ def _blocks(xc: pd.DataFrame, imm: pd.DataFrame, models: Sequence[str]) -> dict[
     return {m: all_blocks[m] for m in models}
 
 
+def _join_extra(imm: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    """The immune block with more per-woman features (the cell table's women, in its order)."""
+    x = extra.set_index("woman_id") if "woman_id" in extra.columns else extra
+    x.index = x.index.astype(str)
+    clash = sorted(set(x.columns) & set(imm.columns))
+    if clash:
+        msg = f"extra immune features {clash} clash with the cell features"
+        raise ValueError(msg)
+    bad = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
+    if bad:
+        msg = f"extra immune features must be numbers; not {bad}"
+        raise ValueError(msg)
+    return pd.concat([imm, x.reindex(imm.index).astype("float64")], axis=1)
+
+
 def evaluate_models(
     counts: pd.DataFrame,
     clinical: pd.DataFrame,
@@ -965,6 +980,7 @@ def evaluate_models(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    extra_immune: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Repeated nested cross-validation of clinical, immune and clinical + immune models.
 
@@ -995,6 +1011,11 @@ def evaluate_models(
         Bootstrap replicates of the whole nested CV.
     seed : int
     progress : callable(done, total), optional
+    extra_immune : pandas.DataFrame, optional
+        More immune features per woman (index or column ``woman_id``), e.g. log10 bead-array
+        concentrations (:func:`flowtools.stats.analytes.analyte_wide`): joined to the cell
+        features of the immune block (women without them get NaN, imputed inside each
+        training fold like any gap) and permuted with them in the test of the gain.
 
     Notes
     -----
@@ -1018,6 +1039,8 @@ def evaluate_models(
         need_outcome=True,
         keep_missing=True,
     )
+    if extra_immune is not None:
+        imm = _join_extra(imm, extra_immune)
     ev = cross_validate_models(
         _blocks(xc, imm, models),
         y,

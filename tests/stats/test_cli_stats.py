@@ -115,3 +115,35 @@ def test_predict_evaluate_interval_method_is_chosen_and_recorded(small_cohort, t
     r = CliRunner().invoke(app, ["predict", "evaluate", str(small_cohort), "--clinical", clin,
                                  "--out", str(tmp_path / "x"), "--ci", "wald"])
     assert r.exit_code != 0 and "ci must be one of" in r.output
+
+
+def test_predict_evaluate_with_bead_analytes_in_the_immune_block(small_cohort, tmp_path):
+    """A bead analyte that tracks the outcome lifts the immune model; <LLOQ rows enter as LLOQ/2."""
+    import json
+
+    import numpy as np
+
+    clin = pd.read_csv(small_cohort / "clinical.csv", dtype={"woman_id": str})
+    rng = np.random.default_rng(0)
+    rows = []
+    for _, w in clin.iterrows():
+        loss = str(w.get("next_pregnancy_loss", "")).strip() in ("1", "1.0", "True")
+        conc = float(np.exp(rng.normal(3.0 + 1.5 * loss, 0.3)))
+        rows.append({"woman_id": w.woman_id, "analyte": "IL-6", "concentration": conc, "flag": "ok",
+                     "limit": np.nan})
+        rows.append({"woman_id": w.woman_id, "analyte": "IL-10", "concentration": np.nan, "flag": "<LLOQ",
+                     "limit": 2.0})
+    beads = tmp_path / "beads_per_woman.csv"
+    pd.DataFrame(rows).to_csv(beads, index=False)
+    common = ["predict", "evaluate", str(small_cohort), "--clinical", str(small_cohort / "clinical.csv"),
+              "--repeats", "1", "--permutations", "0", "--ci", "delong", "--missing", "drop", "--json"]
+    auc = {}
+    for name, extra in (("cells", []), ("cells+beads", ["--analytes", str(beads)])):
+        r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+        auc[name] = {row["model"]: row["auc"] for row in json.loads(r.output)["auc"]}
+    assert auc["cells+beads"]["immune"] > max(0.8, auc["cells"]["immune"] + 0.1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("woman_id,analyte\nW001,IL-6\n")
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--analytes", str(bad)])
+    assert r.exit_code == 1 and "bad.csv" in r.output and "concentration" in r.output
