@@ -313,12 +313,22 @@ def demo(
                 else f"prediction skipped: {s.get('prediction_skipped', '')}")
         stages.append(("statistics", f"RM vs control on {s['populations_compared']} populations "
                        f"({s['significant_q05']} at q < 0.05); next-loss prediction: {pred}"))
+    sv = s.get("survival") or {}
+    if sv.get("harrell_c"):
+        c = ", ".join(f"{k} C {v:.2f}" for k, v in sv["harrell_c"].items())
+        g = sv.get("gain_harrell_c") or {}
+        gain = (f"; gain {g['estimate']:+.3f} ({g['ci_low']:+.3f}..{g['ci_high']:+.3f})"
+                if "estimate" in g else "")
+        stages.append(("time to live birth",
+                       f"{sv['n_women']} women, {sv['n_events']} live births: {c}{gain}"))
+    elif sv:
+        stages.append(("time to live birth", f"skipped: {sv.get('survival_skipped', '')}"))
     if "bead_wells" in s:
         stages.append(("bead array", f"{s['bead_wells']} wells ({s['bead_failed_wells']} failed), "
                        f"{s['bead_curves_ok']} standard curves with a quantifiable range; RM vs control on "
                        f"{s['analytes_compared']} analytes ({s['analytes_significant_q05']} at q < 0.05)"))
     for k, (label, text) in enumerate(stages, start=1):
-        console.print(f"[bold]{k}. {label:<17}[/] {text}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{k}. {label:<18}[/] {text}", highlight=False, soft_wrap=True)
     table = Table("output", "path", box=None, header_style="bold")
     for label, path in (
         ("FCS files", res.cohort.fcs_dir), ("sample sheet", res.cohort.samples_csv),
@@ -328,7 +338,8 @@ def demo(
         ("per woman", res.plate.per_woman_csv if res.plate else "-"),
         ("resolved gates", res.out_dir / "gated" / "gates"),
         ("clusters", res.clusters_dir or "-"), ("statistics", res.stats_dir or "-"),
-        ("exports", res.out_dir / "export"), ("bead array", res.out_dir / "beads"),
+        ("exports", res.out_dir / "export"), ("time to live birth", res.out_dir / "survival"),
+        ("bead array", res.out_dir / "beads"),
         ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
@@ -579,6 +590,17 @@ def _demo_sections(res: Any) -> list[Any]:
                 "only, immune populations only, and both. Real studies report AUC 0.57-0.72; small "
                 "cohorts are noisy.",
                 (), auc_rows))
+    surv = Path(res.out_dir) / "survival"
+    if (surv / "survival_concordance.csv").is_file():
+        with open(surv / "survival_concordance.csv", newline="", encoding="utf-8") as fh:
+            rows = tuple(csv.DictReader(fh))
+        sections.append(ReportSection(
+            "Time to live birth",
+            "Outcomes as the follow-up database records them (every pregnancy after sampling, censoring "
+            "at loss to follow-up): penalised Cox models of the clinical record, the immune populations "
+            "and both, in repeated nested CV; Harrell's and Uno's C, time-dependent AUC at 12 and 24 "
+            "months. Cumulative incidence of live birth by group and by predicted risk tertile.",
+            tuple(sorted(surv.glob("*.png"))), rows))
     if getattr(res, "beads", None) is not None:
         from flowtools.report.beads import write_bead_report
 
@@ -695,6 +717,7 @@ from flowtools._cli.beads import beads_app  # noqa: E402 - command groups define
 from flowtools._cli.cluster import cluster_app  # noqa: E402
 from flowtools._cli.export import export_app  # noqa: E402
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
+from flowtools._cli.survival import survival_app  # noqa: E402
 from flowtools._cli.template import template_app  # noqa: E402
 from flowtools._cli.wsp import wsp_app  # noqa: E402
 
@@ -706,6 +729,7 @@ app.command("compare")(compare_command)
 app.add_typer(predict_app, name="predict")
 app.add_typer(export_app, name="export")
 app.add_typer(beads_app, name="beads")
+app.add_typer(survival_app, name="survival")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,8 @@ summary row per file) -> compensation with each file's own spillover matrix ->
 batch gating of the whole cohort with the study templates (tables, per-woman
 table, resolved Gating-ML per sample) -> cohort-consistent clustering of the
 lymphocytes (FlowSOM-class) -> exports (MIFlowCyt record, NK cells as FCS files,
-lymphocytes as AnnData) -> case/control comparison and nested-CV prediction -> a cytokine
+lymphocytes as AnnData) -> case/control comparison and nested-CV prediction -> time to
+live birth from a follow-up database (Cox models, clinical vs immune vs both) -> a cytokine
 bead-array plate for the same women (FCS files to concentrations, RM vs control per analyte). The
 command line adds the HTML report. Each later stage is added here as it lands, so the
 demo always runs the whole study end to end.
@@ -204,8 +205,12 @@ def run_demo(
     # clinical record in predicting the next loss (honest nested CV). Small demo cohorts give wide CIs.
     stats_dir: Path | None = None
     stats_summary: dict[str, Any] = {}
+    survival_summary: dict[str, Any] = {}
     if plate.n_ok:
         stats_dir, stats_summary = _stats_stage(plate.out_dir, cohort.clinical_csv, out / "stats", seed=seed)
+        # Stage 6b: outcomes as the follow-up database records them - time to live birth (Cox models,
+        # clinical vs immune vs both, nested CV), beside the binary next-loss result.
+        survival_summary = _survival_stage(plate.out_dir, cohort.out_dir, out / "survival", seed=seed)
 
     # Stage 7: immune substances - a cytokine bead-array plate for the same women, from FCS files to
     # concentrations (5PL standard curves, LLOQ/ULOQ), then RM vs control per analyte.
@@ -238,6 +243,7 @@ def run_demo(
         "clusters": 0 if clusters is None else int(len(clusters.annotation)),
         **stats_summary,
         "export": export_summary,
+        "survival": survival_summary,
         **bead_summary,
         "gating_failed": plate.n_failed,
         "warnings": n_warnings,
@@ -261,6 +267,26 @@ def _export_stage(gate_dir: Path, out: Path) -> dict[str, Any]:
         summary["anndata"] = {"path": str(out / "lymphocytes.h5ad"), "events": int(adata.n_obs)}
     except ExportError as exc:  # the optional extra is not installed: say so, the rest of the demo runs
         summary["anndata"] = f"skipped: {exc}"
+    return summary
+
+
+def _survival_stage(gate_dir: Path, cohort_dir: Path, out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+    """Time to live birth: a synthetic follow-up database for the cohort (SQLite), then Cox models."""
+    from flowtools.io.clinical_db import read_followup
+    from flowtools.stats.errors import StatsError
+    from flowtools.stats.survival import run_survival_stage
+    from flowtools.stats.tables import tables_from_gate
+    from flowtools.synth.followup import make_followup
+
+    fu = make_followup(cohort_dir, out_dir / "followup", seed=seed)
+    db = read_followup(fu.sqlite)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small demo cohorts: notes of tiny folds
+            summary = run_survival_stage(tables_from_gate(gate_dir), db, out_dir, seed=seed)
+    except (StatsError, ValueError) as exc:  # e.g. too few live births in a tiny cohort
+        return {"survival_skipped": str(exc), "followup_db": str(fu.sqlite)}
+    summary["followup_db"] = str(fu.sqlite)
     return summary
 
 

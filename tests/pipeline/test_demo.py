@@ -59,6 +59,16 @@ def test_demo_exports(demo):
     assert "X_pca" in adata.obsm and any(c.startswith("cluster_") for c in adata.obs.columns)
 
 
+def test_demo_time_to_live_birth(demo):
+    sv = demo.summary["survival"]
+    assert (demo.out_dir / "survival" / "followup" / "followup.sqlite").is_file()
+    if "survival_skipped" in sv:  # a 4-woman cohort may have too few live births: said, not hidden
+        assert sv["survival_skipped"]
+        return
+    assert set(sv["harrell_c"]) == {"clinical", "immune", "clinical + immune"}
+    assert all(0.0 <= v <= 1.0 for v in sv["harrell_c"].values())
+
+
 def test_demo_bead_plate_concentrations_and_comparison(demo):
     import pandas as pd
 

@@ -1,0 +1,351 @@
+"""Validity of flowtools.stats.survival (time to live birth), on synthetic cohorts with follow-up databases.
+
+Each cohort: ``make_cohort(write_fcs=False)`` (immune tables from the truth) and
+``make_followup(write=False)`` (follow-up database in memory).
+
+* **Null cohorts** (``make_cohort(null=True)``: no immune effect on anything):
+  the mean nested-CV Harrell C of the immune Cox model (target 0.50 +- 0.03),
+  and the type-I error at alpha 0.05 of the Wald test of one immune feature in
+  an unpenalised Cox model adjusted for age (lifelines ``CoxPHFitter``), every
+  immune feature in turn, pooled over cohorts (target 0.035-0.065; Wilson CI).
+* **Leaky variant**: 200 pure-noise features added; the 10 with the highest
+  |C - 0.5| on all women chosen before the CV (the mistake), then the same
+  nested CV: must score above 0.5 (the benchmark sees leakage). The honest
+  version (choice inside the folds) is printed beside it.
+* **Planted cohorts** (the default effects): the gain in Harrell C (and Uno C,
+  AUC at 12/24 months) of clinical + immune over clinical, per cohort with its
+  bootstrap CI and summarised over cohorts; external calibration slope: each
+  cohort's final model (``fit_survival_model``) applied to a large independent
+  cohort, slope of a Cox model of its outcome on the predicted linear predictor
+  (median, target 0.8-1.2).
+* **Known answers**: our ridge Cox coefficients and baseline hazard against
+  lifelines' ``CoxPHFitter(penalizer=...)`` on the same data (clinical + immune),
+  and Harrell's C against ``lifelines.utils.concordance_index``.
+* **Riley et al. 2020** criterion (i) for a survival outcome, expected
+  shrinkage 0.9: ``n >= p / ((S - 1) ln(1 - R2_CS / S))`` with the Cox-Snell
+  R2 (``1 - exp(-LR / n)``) of each unpenalised Cox model on the large cohort,
+  and the expected (van Houwelingen) shrinkage ``1 - p / LR`` at the default size.
+
+Prints a table and writes JSON (default ``benchmarks/results/survival_validity.json``).
+Usage: ``python benchmarks/bench_survival_validity.py [--quick] [--null 60] [--planted 10] [--women 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TARGETS = {"null_c": (0.47, 0.53), "type1": (0.035, 0.065), "calibration_slope": (0.8, 1.2)}
+
+
+def _cohort(tmp: str, n: int, seed: int, *, null: bool) -> tuple:
+    from flowtools.stats.predict import build_features
+    from flowtools.stats.survival import clinical_features, derive_outcomes
+    from flowtools.stats.tables import tables_from_truth
+    from flowtools.synth import make_cohort
+    from flowtools.synth.followup import make_followup
+
+    d = Path(tmp) / f"c{seed}"
+    make_cohort(d, n_women=n, seed=seed, null=null, write_fcs=False)
+    db = make_followup(d, d / "fu", seed=seed, write=False).db
+    imm = build_features(tables_from_truth(d))
+    out, clin = derive_outcomes(db), clinical_features(db)
+    return imm.reindex(out.index), out, clin
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    z, p = 1.959964, k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(c - h), float(c + h)
+
+
+def _wald_pvalues(imm: pd.DataFrame, out: pd.DataFrame, clin: pd.DataFrame) -> list[float]:
+    from lifelines import CoxPHFitter
+
+    ps = []
+    base = pd.DataFrame({"T": out["ttlb_months"], "E": out["ttlb_event"], "age": clin["age"]})
+    for f in imm.columns:
+        df = base.assign(x=imm[f].to_numpy(float)).dropna()
+        m = CoxPHFitter().fit(df, "T", "E")
+        ps.append(float(m.summary.loc["x", "p"]))
+    return ps
+
+
+def null_job(seed: int, n: int, *, cv: bool) -> dict:
+    from flowtools.stats.survival import evaluate_survival
+
+    with tempfile.TemporaryDirectory() as tmp:
+        imm, out, clin = _cohort(tmp, n, seed, null=True)
+    res = {"seed": seed, "p": _wald_pvalues(imm, out, clin)}
+    if cv:
+        ev = evaluate_survival(imm, (out, clin), models=["immune"], n_repeats=1, n_bootstrap=0, seed=seed)
+        res["c_immune"] = float(ev.concordance["harrell_c"].iloc[0])
+        res["uno_immune"] = float(ev.concordance["uno_c"].iloc[0])
+    return res
+
+
+def leaky_job(seed: int, n: int) -> dict:
+    from flowtools.stats.survival import evaluate_survival, harrell_c
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, out, clin = _cohort(tmp, n, seed, null=True)
+    rng = np.random.default_rng(seed)
+    noise = pd.DataFrame(
+        rng.standard_normal((len(out), 200)), index=out.index, columns=[f"noise{j}" for j in range(200)]
+    )
+    t, e = out["ttlb_months"].to_numpy(), out["ttlb_event"].to_numpy()
+    score = np.array([abs(harrell_c(t, e, noise[c].to_numpy()) - 0.5) for c in noise.columns])
+    chosen = noise.iloc[:, np.argsort(-score)[:10]]
+    ev = evaluate_survival(chosen, (out, clin), models=["immune"], n_repeats=1, n_bootstrap=0, seed=seed)
+    honest = evaluate_survival(
+        noise.iloc[:, :10], (out, clin), models=["immune"], n_repeats=1, n_bootstrap=0, seed=seed
+    )
+    return {
+        "seed": seed,
+        "c_leaky": float(ev.concordance["harrell_c"].iloc[0]),
+        "c_honest_10_noise": float(honest.concordance["harrell_c"].iloc[0]),
+    }
+
+
+def planted_job(seed: int, n: int, ext: dict, n_repeats: int, n_bootstrap: int) -> dict:
+    from flowtools.stats.survival import cox_ridge, evaluate_survival, fit_survival_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        imm, out, clin = _cohort(tmp, n, seed, null=False)
+    ev = evaluate_survival(imm, (out, clin), n_repeats=n_repeats, n_bootstrap=n_bootstrap, seed=seed)
+    c = ev.concordance.set_index("model")
+    res = {
+        "seed": seed,
+        "gain": ev.gain,
+        **{f"c_{m}": float(c.loc[m, "harrell_c"]) for m in c.index},
+        **{f"uno_{m}": float(c.loc[m, "uno_c"]) for m in c.index},
+        **{f"auc12_{m}": float(c.loc[m, "auc_12"]) for m in c.index},
+    }
+    for model in ("clinical", "clinical + immune"):
+        fm = fit_survival_model(imm, (out, clin), model=model, n_bootstrap=1, seed=seed)
+        x = ext["x"][list(fm.features)].to_numpy(float)
+        x = np.where(np.isnan(x), fm.median, x)
+        lp = ((x - fm.mean) / fm.sd) @ fm.beta
+        slope = cox_ridge((lp - lp.mean())[:, None], ext["t"], ext["e"], 0.0)[0][0]
+        res[f"ext_slope_{model}"] = float(slope)
+    return res
+
+
+def known_answers(seed: int, n: int) -> dict:
+    from lifelines import CoxPHFitter
+    from lifelines.utils import concordance_index
+
+    from flowtools.stats.survival import _breslow_h0, cox_ridge, harrell_c
+
+    with tempfile.TemporaryDirectory() as tmp:
+        imm, out, clin = _cohort(tmp, n, seed, null=False)
+    x = pd.concat([clin, imm], axis=1)
+    x = x.fillna(x.median())
+    t, e = out["ttlb_months"].to_numpy(float), out["ttlb_event"].to_numpy(float)
+    res = {}
+    for pen in (0.05, 0.5):
+        df = x.assign(T=t, E=e)
+        ref = CoxPHFitter(penalizer=pen).fit(df, "T", "E")
+        xc = x.to_numpy(float) - x.to_numpy(float).mean(0)
+        beta, ok = cox_ridge(xc, t, e, len(t) * pen * x.to_numpy(float).var(0, ddof=1))
+        h0 = _breslow_h0(xc, t, e, beta, [12.0, 24.0])
+        bch = ref.baseline_cumulative_hazard_.iloc[:, 0]
+        ref_h0 = [bch.loc[:12.0].iloc[-1], bch.loc[:24.0].iloc[-1]]
+        lp = xc @ beta
+        res[str(pen)] = {
+            "n_coefficients": int(beta.size),
+            "max_abs_coef_diff": float(np.max(np.abs(beta - ref.params_.to_numpy()))),
+            "max_rel_h0_diff": float(np.max(np.abs(h0 / np.asarray(ref_h0) - 1))),
+            "harrell_c_ours": harrell_c(t, e, lp),
+            "harrell_c_lifelines": float(concordance_index(t, -lp, e)),
+            "lifelines_model_concordance": float(ref.concordance_index_),
+            "converged": bool(ok),
+        }
+    return res
+
+
+def riley(ext: dict, n_default: int) -> dict:
+    from lifelines import CoxPHFitter
+
+    t, e = ext["t"], ext["e"]
+    res = {}
+    for model, cols in (("clinical", ext["clin_cols"]), ("clinical + immune", list(ext["x"].columns))):
+        df = ext["x"][cols].fillna(ext["x"][cols].median()).assign(T=t, E=e)
+        # a whisper of ridge: some immune features are nearly collinear (shares of one parent)
+        m = CoxPHFitter(penalizer=1e-4).fit(df, "T", "E")
+        lr = float(m.log_likelihood_ratio_test().test_statistic)
+        n = len(t)
+        r2 = 1 - np.exp(-lr / n)
+        p = len(cols)
+        need = p / ((0.9 - 1) * np.log(1 - r2 / 0.9))
+        lr_default = -n_default * np.log(1 - r2)
+        res[model] = {
+            "parameters": p,
+            "lr_statistic": lr,
+            "r2_cs": float(r2),
+            "women_needed": float(need),
+            "events_needed": float(need * e.mean()),
+            "expected_shrinkage_at_default": float(1 - p / lr_default),
+        }
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="Small run (< 3 min).")
+    ap.add_argument("--null", type=int, default=100, help="Null cohorts (Wald type-I error).")
+    ap.add_argument("--null-cv", type=int, default=40, help="Null cohorts with the nested CV (C of immune).")
+    ap.add_argument("--leaky", type=int, default=10)
+    ap.add_argument("--planted", type=int, default=20)
+    ap.add_argument("--women", type=int, default=200)
+    ap.add_argument("--external", type=int, default=2000, help="Women of the independent cohort.")
+    ap.add_argument(
+        "--out-json", type=Path, default=Path(__file__).parent / "results" / "survival_validity.json"
+    )
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.null, a.null_cv, a.leaky, a.planted, a.external = 40, 12, 3, 4, 1500
+    warnings.simplefilter("ignore")
+    t0 = time.time()
+    from flowtools.stats.survival import CLINICAL_FEATURES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        imm, out, clin = _cohort(tmp, a.external, 987654, null=False)
+    ext = {
+        "x": pd.concat([clin, imm], axis=1),
+        "t": out["ttlb_months"].to_numpy(float),
+        "e": out["ttlb_event"].to_numpy(float),
+        "clin_cols": list(CLINICAL_FEATURES),
+    }
+    nulls = [null_job(1000 + s, a.women, cv=s < a.null_cv) for s in range(a.null)]
+    t_null = time.time() - t0
+    leaks = [leaky_job(5000 + s, a.women) for s in range(a.leaky)]
+    planted = [planted_job(2000 + s, a.women, ext, 1 if a.quick else 2, 100) for s in range(a.planted)]
+    known = known_answers(7, a.women)
+    rl = riley(ext, a.women)
+
+    p = np.concatenate([r["p"] for r in nulls])
+    k = int(np.sum(p < 0.05))
+    lo, hi = _wilson(k, p.size)
+    first = np.array([r["p"][0] for r in nulls])
+    c_null = np.array([r["c_immune"] for r in nulls if "c_immune" in r])
+    u_null = np.array([r["uno_immune"] for r in nulls if "uno_immune" in r])
+    gains = np.array([r["gain"]["harrell_c"]["estimate"] for r in planted])
+    g_lo = np.array([r["gain"]["harrell_c"]["ci_low"] for r in planted])
+    g_hi = np.array([r["gain"]["harrell_c"]["ci_high"] for r in planted])
+    slopes = {m: np.array([r[f"ext_slope_{m}"] for r in planted]) for m in ("clinical", "clinical + immune")}
+    result = {
+        "parameters": vars(a) | {"out_json": str(a.out_json)},
+        "null": {
+            "cohorts": a.null,
+            "wald_tests": int(p.size),
+            "type1_error": k / p.size,
+            "type1_ci": [lo, hi],
+            "type1_first_feature_only": float(np.mean(first < 0.05)),
+            "cv_cohorts": int(c_null.size),
+            "mean_c_immune": float(c_null.mean()),
+            "se_c_immune": float(c_null.std(ddof=1) / np.sqrt(c_null.size)),
+            "mean_uno_immune": float(u_null.mean()),
+        },
+        "leaky": {
+            "cohorts": a.leaky,
+            "mean_c_leaky": float(np.mean([r["c_leaky"] for r in leaks])),
+            "mean_c_honest": float(np.mean([r["c_honest_10_noise"] for r in leaks])),
+            "per_cohort": leaks,
+        },
+        "planted": {
+            "cohorts": a.planted,
+            "mean_c": {
+                m: float(np.mean([r[f"c_{m}"] for r in planted]))
+                for m in ("clinical", "immune", "clinical + immune")
+            },
+            "mean_uno": {
+                m: float(np.mean([r[f"uno_{m}"] for r in planted]))
+                for m in ("clinical", "immune", "clinical + immune")
+            },
+            "mean_auc12": {
+                m: float(np.mean([r[f"auc12_{m}"] for r in planted]))
+                for m in ("clinical", "immune", "clinical + immune")
+            },
+            "mean_gain_harrell": float(gains.mean()),
+            "gain_se_over_cohorts": float(gains.std(ddof=1) / np.sqrt(gains.size))
+            if gains.size > 1
+            else None,
+            "mean_ci_width": float(np.mean(g_hi - g_lo)),
+            "share_ci_above_zero": float(np.mean(g_lo > 0)),
+            "external_slope_median": {m: float(np.median(v)) for m, v in slopes.items()},
+            "external_slope_quartiles": {m: np.quantile(v, [0.25, 0.75]).tolist() for m, v in slopes.items()},
+            "per_cohort_gain": [r["gain"]["harrell_c"] | {"seed": r["seed"]} for r in planted],
+        },
+        "known_answers": known,
+        "riley": rl,
+        "seconds": time.time() - t0,
+        "seconds_null": t_null,
+    }
+    nb, lk, pl = result["null"], result["leaky"], result["planted"]
+    checks = {
+        "null_c_within_0.50+-0.03": bool(abs(nb["mean_c_immune"] - 0.5) <= 0.03),
+        "type1_in_0.035-0.065": bool(TARGETS["type1"][0] <= nb["type1_error"] <= TARGETS["type1"][1]),
+        "leaky_above_0.5": bool(lk["mean_c_leaky"] > 0.53),
+        "coefficients_equal_lifelines": bool(all(v["max_abs_coef_diff"] < 1e-4 for v in known.values())),
+        "c_equal_lifelines": bool(
+            all(abs(v["harrell_c_ours"] - v["harrell_c_lifelines"]) < 1e-12 for v in known.values())
+        ),
+        "external_slope_median_in_0.8-1.2": bool(
+            0.8 <= pl["external_slope_median"]["clinical + immune"] <= 1.2
+        ),
+    }
+    result["checks"] = checks
+    lines = [
+        "| check | value | target |",
+        "|---|---|---|",
+        f"| null: mean nested-CV Harrell C, immune ({nb['cv_cohorts']} cohorts) | {nb['mean_c_immune']:.3f} "
+        f"(SE {nb['se_c_immune']:.3f}; Uno {nb['mean_uno_immune']:.3f}) | 0.50 +- 0.03 |",
+        f"| null: type-I error, Wald test of one immune feature ({nb['wald_tests']} tests) | "
+        f"{nb['type1_error']:.3f} ({lo:.3f}-{hi:.3f}) | 0.035-0.065 |",
+        f"| leaky: C after choosing 10 of 200 noise features on all women | {lk['mean_c_leaky']:.3f} "
+        f"(honest 10 noise: {lk['mean_c_honest']:.3f}) | > 0.5 |",
+        "| planted: mean Harrell C clinical / immune / clinical + immune | "
+        + " / ".join(f"{v:.3f}" for v in pl["mean_c"].values())
+        + " | reported |",
+        f"| planted: mean gain in Harrell C (mean per-cohort 95% CI width) | {pl['mean_gain_harrell']:+.3f} "
+        f"({pl['mean_ci_width']:.3f}); CI above 0 in {pl['share_ci_above_zero']:.0%} | reported |",
+        "| planted: external calibration slope, median (clinical / clinical + immune) | "
+        + " / ".join(f"{v:.2f}" for v in pl["external_slope_median"].values())
+        + " | 0.8-1.2 |",
+    ]
+    for pen, v in known.items():
+        lines.append(
+            f"| known answer (penalizer {pen}, {v['n_coefficients']} coef.): max |coef - lifelines|, "
+            f"C ours vs lifelines | {v['max_abs_coef_diff']:.1e}, {v['harrell_c_ours']:.6f} vs "
+            f"{v['harrell_c_lifelines']:.6f} | equal |"
+        )
+    for m, v in rl.items():
+        lines.append(
+            f"| Riley 2020 (S = 0.9), {m}: p = {v['parameters']}, R2_CS = {v['r2_cs']:.3f} | "
+            f"{v['women_needed']:.0f} women ({v['events_needed']:.0f} events); expected shrinkage at "
+            f"{a.women}: {v['expected_shrinkage_at_default']:.2f} | printed |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    print("checks:", json.dumps(checks))
+    print(f"{time.time() - t0:.0f} s")
+    a.out_json.parent.mkdir(parents=True, exist_ok=True)
+    result["table"] = text
+    a.out_json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
