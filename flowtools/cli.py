@@ -323,6 +323,11 @@ def demo(
                        f"{sv['n_women']} women, {sv['n_events']} live births: {c}{gain}"))
     elif sv:
         stages.append(("time to live birth", f"skipped: {sv.get('survival_skipped', '')}"))
+    nz = s.get("normalize") or {}
+    if nz:
+        stages.append(("normalisation", f"{nz['plates']} plates, {nz['markers']} markers normalised on "
+                       f"anchors: mean EMD between plates {nz['mean_emd_before']:.3f} -> "
+                       f"{nz['mean_emd_after']:.3f}; flagged {nz['flagged'] or 'none'}"))
     if "bead_wells" in s:
         stages.append(("bead array", f"{s['bead_wells']} wells ({s['bead_failed_wells']} failed), "
                        f"{s['bead_curves_ok']} standard curves with a quantifiable range; RM vs control on "
@@ -339,7 +344,7 @@ def demo(
         ("resolved gates", res.out_dir / "gated" / "gates"),
         ("clusters", res.clusters_dir or "-"), ("statistics", res.stats_dir or "-"),
         ("exports", res.out_dir / "export"), ("time to live birth", res.out_dir / "survival"),
-        ("bead array", res.out_dir / "beads"),
+        ("bead array", res.out_dir / "beads"), ("normalisation", res.out_dir / "normalize"),
         ("provenance", res.provenance_json),
     ):
         table.add_row(label, str(path))
@@ -616,6 +621,24 @@ def _demo_sections(res: Any) -> list[Any]:
             "curve per analyte and plate, concentrations only inside LLOQ-ULOQ (flagged outside, never "
             "extrapolated), then RM vs control per analyte on log10 concentration (Mann-Whitney, BH q; "
             "<LLOQ counted as LLOQ/2).", (), rows, (("bead plate report", bead_report),)))
+    if getattr(res, "normalization", None) is not None:
+        from flowtools.report.batch_qc import write_batch_qc
+
+        fit, norm = res.normalization
+        page = write_batch_qc(
+            Path(res.out_dir) / "normalize" / "batch_qc.html", medians=norm.medians, drift=norm.drift,
+            drift_anchors=norm.drift_anchors, before=norm.before, after=norm.after, markers=fit.markers,
+            title="Batch QC (synthetic multi-plate cohort)",
+            notes=[f"One anchor donor per plate; model {fit.model.mode}, goal {fit.model.goal}."])
+        keep = ("marker", "emd_before", "emd_after", "mad_change", "flagged")
+        rows = tuple({k: r[k] for k in keep if k in r} for r in norm.drift)
+        sections.append(ReportSection(
+            "Plates on one scale (anchor normalisation)",
+            "A multi-plate cohort with a per-plate batch effect and the same anchor donor on every plate, "
+            "normalised CytoNorm-style (FlowSOM clusters of the pooled anchors, one monotone spline per "
+            "cluster, marker and plate towards the mean of the plates). Earth Mover's Distance between "
+            "plates before and after, per marker, on the files the fit did not see; a marker made worse "
+            "(MAD change > 0.25) is flagged.", (), rows, (("batch QC page", page),)))
     record = Path(res.out_dir) / "gated" / "miflowcyt.json"
     if record.is_file():
         sections.append(_miflowcyt_section(record))
@@ -716,6 +739,7 @@ def sheet_check(
 from flowtools._cli.beads import beads_app  # noqa: E402 - command groups defined in their own modules
 from flowtools._cli.cluster import cluster_app  # noqa: E402
 from flowtools._cli.export import export_app  # noqa: E402
+from flowtools._cli.normalize import normalize_app  # noqa: E402
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
 from flowtools._cli.survival import survival_app  # noqa: E402
 from flowtools._cli.template import template_app  # noqa: E402
@@ -730,6 +754,7 @@ app.add_typer(predict_app, name="predict")
 app.add_typer(export_app, name="export")
 app.add_typer(beads_app, name="beads")
 app.add_typer(survival_app, name="survival")
+app.add_typer(normalize_app, name="normalize")
 
 
 if __name__ == "__main__":  # pragma: no cover

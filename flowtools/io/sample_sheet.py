@@ -29,18 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from flowtools.errors import SampleSheetError, SheetIssue
+from flowtools.errors import NormalizationError, SampleSheetError, SheetIssue
 from flowtools.provenance import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
+    "ANCHOR_COLUMN",
+    "BATCH_COLUMN",
     "REQUIRED_COLUMNS",
     "STUDY_TUBES",
     "SampleSheet",
     "SampleSheetRow",
+    "check_anchors",
     "normalize_well",
+    "parse_anchor",
     "read_sample_sheet",
     "write_sample_sheet",
 ]
@@ -51,7 +55,16 @@ STUDY_TUBES: tuple[str, ...] = ("TBNK-NK", "Treg-Th")
 #: Columns every sample sheet must have, in the order they are written.
 REQUIRED_COLUMNS: tuple[str, ...] = ("file", "sample_id", "woman_id", "tube", "plate", "well")
 
+#: Optional column marking the anchor (reference) samples of batch normalisation.
+ANCHOR_COLUMN = "anchor"
+#: Optional column naming the normalisation batch of a row; empty or absent: the row's plate.
+BATCH_COLUMN = "batch"
+
 _ID_COLUMNS = ("sample_id", "woman_id")
+_OPTIONAL_COLUMNS = (ANCHOR_COLUMN, BATCH_COLUMN)
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0", ""})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _WELL_PATTERN = re.compile(r"([A-Za-z])0*([0-9]+)")
 _PLATE_ROWS = "ABCDEFGH"
@@ -99,6 +112,49 @@ def normalize_well(well: str) -> str | None:
     return f"{row}{column:02d}"
 
 
+def parse_anchor(cell: str) -> tuple[bool, str | None] | None:
+    """Read an ``anchor`` cell.
+
+    Parameters
+    ----------
+    cell : str
+        ``true``/``false``, ``yes``/``no``, ``1``/``0`` (any case; empty is false),
+        or the anchor donor's ID (meaning true).
+
+    Returns
+    -------
+    tuple of (bool, str or None), or None
+        ``(is_anchor, donor_id)``: ``donor_id`` is the ID when one was given, else None.
+        None when the cell is neither a truth value nor a valid ID.
+
+    Examples
+    --------
+    >>> parse_anchor("Yes")
+    (True, None)
+    >>> parse_anchor("D07")
+    (True, 'D07')
+    >>> parse_anchor("")
+    (False, None)
+    """
+    value = cell.strip()
+    folded = value.casefold()
+    if folded in _TRUE:
+        return True, None
+    if folded in _FALSE:
+        return False, None
+    if _ID_PATTERN.fullmatch(value) is not None:
+        return True, value
+    return None
+
+
+def _extra_cell(extra: dict[str, str], column: str) -> str | None:
+    """The cell of an optional column, its header matched case-insensitively."""
+    for name, value in extra.items():
+        if _normalize_header(name) == column:
+            return value
+    return None
+
+
 @dataclass(frozen=True)
 class SampleSheetRow:
     """One row of a sample sheet: one FCS file and the sample it holds.
@@ -138,6 +194,28 @@ class SampleSheetRow:
     def __post_init__(self) -> None:
         object.__setattr__(self, "file", Path(self.file))
         object.__setattr__(self, "extra", dict(self.extra))
+
+    @property
+    def batch(self) -> str:
+        """The normalisation batch: the ``batch`` cell, or the plate when it is absent or empty."""
+        cell = _extra_cell(self.extra, BATCH_COLUMN)
+        return cell.strip() if cell is not None and cell.strip() else self.plate
+
+    @property
+    def is_anchor(self) -> bool:
+        """Whether the ``anchor`` cell marks this row as an anchor (False without the column)."""
+        cell = _extra_cell(self.extra, ANCHOR_COLUMN)
+        parsed = parse_anchor(cell) if cell is not None else None
+        return bool(parsed and parsed[0])
+
+    @property
+    def anchor_id(self) -> str | None:
+        """The anchor donor: the ID in the ``anchor`` cell, else the woman of a ``true`` row; None if none."""
+        cell = _extra_cell(self.extra, ANCHOR_COLUMN)
+        parsed = parse_anchor(cell) if cell is not None else None
+        if not parsed or not parsed[0]:
+            return None
+        return parsed[1] if parsed[1] is not None else self.woman_id
 
 
 @dataclass(frozen=True)
@@ -414,6 +492,12 @@ def _read_header(
         else:
             seen_extra.add(name)
             extra.append((name, index))
+    for optional in _OPTIONAL_COLUMNS:
+        same = [name for name, _ in extra if _normalize_header(name) == optional]
+        if len(same) > 1:
+            issues.append(
+                SheetIssue(line, same[1], f"column {optional!r} appears more than once in the header: {same}")
+            )
     for required in REQUIRED_COLUMNS:
         if required in columns:
             continue
@@ -475,6 +559,7 @@ class _RowChecker:
                     "and '-', starting with a letter or digit (no spaces, names or paths)",
                 )
         self._check_tube(line, values.get("tube", ""))
+        self._check_optional(line, cells, extra_columns)
         well = self._check_well(line, values.get("well", ""))
         self._check_duplicates(line, values, well)
 
@@ -490,6 +575,23 @@ class _RowChecker:
             line=line,
             extra={name: cells[index] for name, index in extra_columns},
         )
+
+    def _check_optional(self, line: int, cells: list[str], extra_columns: list[tuple[str, int]]) -> None:
+        """Check the optional ``anchor`` and ``batch`` cells (when the sheet has those columns)."""
+        for name, index in extra_columns:
+            key = _normalize_header(name)
+            cell = cells[index]
+            if key == ANCHOR_COLUMN and parse_anchor(cell) is None:
+                self._issue(
+                    line,
+                    name,
+                    f"anchor {_show(cell)} is neither true/false (yes/no, 1/0) nor an anchor donor ID "
+                    "(letters, digits, '.', '_' and '-', starting with a letter or digit)",
+                )
+            elif key == BATCH_COLUMN and (_CONTROL.search(cell) or len(cell.strip()) > 100):
+                self._issue(
+                    line, name, f"batch {_show(cell)} has a control character or is over 100 characters long"
+                )
 
     def _check_file(self, line: int, cell: str) -> Path | None:
         if not cell:
@@ -638,3 +740,50 @@ def write_sample_sheet(
                     *(row.extra.get(name, "") for name in extra_columns),
                 ]
             )
+
+
+def check_anchors(
+    sheet: SampleSheet,
+    batches: Iterable[str] | None = None,
+    *,
+    tube: str | None = None,
+) -> dict[str, list[SampleSheetRow]]:
+    """Return the anchor rows of every batch, refusing a batch without one.
+
+    Parameters
+    ----------
+    sheet : SampleSheet
+        A sheet with an ``anchor`` column.
+    batches : iterable of str, optional
+        The batches to be normalised; default every batch of the sheet (of ``tube``).
+    tube : str, optional
+        Only rows of this tube count (an anchor must be stained in the tube it normalises).
+
+    Returns
+    -------
+    dict of str to list of SampleSheetRow
+        Batch -> its anchor rows, in sheet order; batches sorted.
+
+    Raises
+    ------
+    NormalizationError
+        The sheet has no ``anchor`` column, or a batch has no anchor (every such batch named).
+    """
+    rows = [r for r in sheet.rows if tube is None or r.tube == tube]
+    if not any(_normalize_header(c) == ANCHOR_COLUMN for c in sheet.extra_columns):
+        msg = (f"{sheet.path}: the sample sheet has no {ANCHOR_COLUMN!r} column; mark the anchor "
+               "(reference) sample of every batch with anchor=true (or the anchor donor's ID)")
+        raise NormalizationError(msg)
+    wanted = sorted({r.batch for r in rows}) if batches is None else list(dict.fromkeys(batches))
+    found: dict[str, list[SampleSheetRow]] = {b: [] for b in wanted}
+    for r in rows:
+        if r.is_anchor and r.batch in found:
+            found[r.batch].append(r)
+    missing = [b for b in wanted if not found[b]]
+    if missing:
+        what = f" of tube {tube!r}" if tube is not None else ""
+        msg = (f"{sheet.path}: batch{'es' if len(missing) > 1 else ''} {', '.join(repr(b) for b in missing)} "
+               f"{'have' if len(missing) > 1 else 'has'} no anchor sample{what} (column {ANCHOR_COLUMN!r}); "
+               "every batch to be normalised needs one")
+        raise NormalizationError(msg)
+    return {b: found[b] for b in sorted(found)}

@@ -69,6 +69,14 @@ def test_demo_time_to_live_birth(demo):
     assert all(0.0 <= v <= 1.0 for v in sv["harrell_c"].values())
 
 
+def test_demo_normalises_plates_on_anchors(demo):
+    nz = demo.summary["normalize"]
+    assert nz["plates"] == 4 and nz["markers"] > 0
+    assert nz["mean_emd_after"] < nz["mean_emd_before"]  # the planted batch effect is reduced
+    assert (demo.out_dir / "normalize" / "model.json").is_file()
+    assert len(list((demo.out_dir / "normalize" / "normalized" / "fcs").glob("*.fcs"))) > 0
+
+
 def test_demo_bead_plate_concentrations_and_comparison(demo):
     import pandas as pd
 
