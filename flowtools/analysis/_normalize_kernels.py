@@ -16,6 +16,31 @@ from flowtools._config import NUMBA_CACHE
 __all__ = ["apply_blend", "apply_tables"]
 
 
+@njit(cache=NUMBA_CACHE, nogil=True, inline="always")
+def _spline_at(v: float, c: int, m: int, x0: np.ndarray, xn: np.ndarray, inv: np.ndarray, slo: np.ndarray,
+               shi: np.ndarray, blo: np.ndarray, bhi: np.ndarray,
+               tab: np.ndarray) -> float:  # pragma: no cover
+    """Spline ``(c, m)`` at ``v``: table lookup inside, linear ends outside, clipped to ``[blo, bhi]``."""
+    g = tab.shape[2]
+    a = x0[c, m]
+    if v < a:
+        r = tab[c, m, 0] + slo[c, m] * (v - a)
+    elif v > xn[c, m]:
+        r = tab[c, m, g - 1] + shi[c, m] * (v - xn[c, m])
+    else:
+        t = (v - a) * inv[c, m]
+        k = int(t)
+        if k > g - 2:
+            k = g - 2
+        f = t - k
+        r = tab[c, m, k] + f * (tab[c, m, k + 1] - tab[c, m, k])
+    if r < blo[c, m]:
+        r = blo[c, m]
+    elif r > bhi[c, m]:
+        r = bhi[c, m]
+    return r
+
+
 @njit(cache=NUMBA_CACHE, nogil=True)
 def apply_tables(
     x: np.ndarray, labels: np.ndarray, x0: np.ndarray, xn: np.ndarray, inv: np.ndarray, slo: np.ndarray,
@@ -23,7 +48,6 @@ def apply_tables(
 ) -> None:  # pragma: no cover - compiled
     """``out[e, m]`` = spline ``(labels[e], m)`` at ``x[e, m]``; label < 0 or NaN: copied unchanged."""
     n, nm = x.shape
-    g = tab.shape[2]
     for e in range(n):
         c = labels[e]
         for m in range(nm):
@@ -31,23 +55,7 @@ def apply_tables(
             if c < 0 or v != v:
                 out[e, m] = v
                 continue
-            a = x0[c, m]
-            if v < a:
-                r = tab[c, m, 0] + slo[c, m] * (v - a)
-            elif v > xn[c, m]:
-                r = tab[c, m, g - 1] + shi[c, m] * (v - xn[c, m])
-            else:
-                t = (v - a) * inv[c, m]
-                k = int(t)
-                if k > g - 2:
-                    k = g - 2
-                f = t - k
-                r = tab[c, m, k] + f * (tab[c, m, k + 1] - tab[c, m, k])
-            if r < blo[c, m]:
-                r = blo[c, m]
-            elif r > bhi[c, m]:
-                r = bhi[c, m]
-            out[e, m] = r
+            out[e, m] = _spline_at(v, c, m, x0, xn, inv, slo, shi, blo, bhi, tab)
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)
@@ -61,7 +69,6 @@ def apply_blend(
     """
     n, nm = x.shape
     k = weights.shape[1]
-    g = tab.shape[2]
     for e in range(n):
         for m in range(nm):
             v = x[e, m]
@@ -73,21 +80,5 @@ def apply_blend(
                 w = weights[e, c]
                 if w == 0.0:
                     continue
-                a = x0[c, m]
-                if v < a:
-                    r = tab[c, m, 0] + slo[c, m] * (v - a)
-                elif v > xn[c, m]:
-                    r = tab[c, m, g - 1] + shi[c, m] * (v - xn[c, m])
-                else:
-                    t = (v - a) * inv[c, m]
-                    j = int(t)
-                    if j > g - 2:
-                        j = g - 2
-                    f = t - j
-                    r = tab[c, m, j] + f * (tab[c, m, j + 1] - tab[c, m, j])
-                if r < blo[c, m]:
-                    r = blo[c, m]
-                elif r > bhi[c, m]:
-                    r = bhi[c, m]
-                acc += w * r
+                acc += w * _spline_at(v, c, m, x0, xn, inv, slo, shi, blo, bhi, tab)
             out[e, m] = acc
