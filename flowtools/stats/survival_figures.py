@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -11,27 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flowtools.provenance import atomic_write_bytes
+from flowtools.stats.figures import _new, _save  # one figure factory and PNG writer for stats
 
 __all__ = ["cumulative_incidence", "survival_figures"]
 
 _COLOURS = {"control": "#4C72B0", "rm": "#C44E52", "1": "#55A868", "2": "#DD8452", "3": "#C44E52"}
-
-
-def _new(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def cumulative_incidence(time: np.ndarray, event: np.ndarray, *, cause: int = 1) -> pd.Series:
