@@ -153,7 +153,9 @@ def _residuals(theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray, m
     return (y - logistic(x, a, b, c, d, g)) / w
 
 
-def fit_curve(x: np.ndarray, y: np.ndarray, *, model: str = "5pl", floor: float = 1.0) -> CurveFit:
+def fit_curve(
+    x: np.ndarray, y: np.ndarray, *, model: str = "5pl", floor: float = 1.0, weighting: str = "cv"
+) -> CurveFit:
     """Fit a weighted 5PL or 4PL curve (weights ``1 / y**2``; see the module docstring).
 
     Parameters
@@ -165,6 +167,9 @@ def fit_curve(x: np.ndarray, y: np.ndarray, *, model: str = "5pl", floor: float 
     model : {"5pl", "4pl"}
     floor : float
         Smallest ``y`` used as a weight.
+    weighting : {"cv", "none"}
+        ``cv``: weights ``1 / y**2`` (constant CV, the bead-assay default); ``none``:
+        ordinary least squares (as R's ``drc::drm`` fits ``LL.4``/``LL.5`` by default).
 
     Returns
     -------
@@ -175,11 +180,14 @@ def fit_curve(x: np.ndarray, y: np.ndarray, *, model: str = "5pl", floor: float 
     if model not in ("5pl", "4pl"):
         msg = f"model must be '5pl' or '4pl', not {model!r}"
         raise ValueError(msg)
+    if weighting not in ("cv", "none"):
+        msg = f"weighting must be 'cv' or 'none', not {weighting!r}"
+        raise ValueError(msg)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y) & (x >= 0)
     x, y = x[ok], y[ok]
-    w = np.maximum(np.abs(y), floor)
+    w = np.maximum(np.abs(y), floor) if weighting == "cv" else np.ones_like(y)
     k = 5 if model == "5pl" else 4
     pos = x[x > 0]
     if len(x) < k + 1 or len(pos) < 3:
@@ -203,7 +211,10 @@ def fit_curve(x: np.ndarray, y: np.ndarray, *, model: str = "5pl", floor: float 
     starts = (0.5, 1.0, 2.0) if k == 5 else (1.0,)
     best = None
     for g0 in starts:
-        t0 = [float(y.min()) * 0.95, float(y.max()) * 1.05, math.log(c0), 1.0]
+        # a (the response at zero) starts at the low end for a rising curve, the high end for a falling one
+        rising = np.corrcoef(np.log(pos), y[x > 0])[0, 1] >= 0 if len(pos) > 1 and np.ptp(y) > 0 else True
+        lo_y, hi_y = float(y.min()) * 0.95, float(y.max()) * 1.05
+        t0 = [lo_y, hi_y, math.log(c0), 1.0] if rising else [hi_y, lo_y, math.log(c0), 1.0]
         if k == 5:
             t0.append(math.log(g0))
         t0 = np.clip(t0, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
