@@ -103,6 +103,10 @@ def compare_command(
     figures: Annotated[
         bool, typer.Option("--figures/--no-figures", help="Draw volcano, forest, distributions.")
     ] = True,
+    analytes: Annotated[Path | None, typer.Option(
+        "--analytes", help="Bead-array per-woman table (flowtools beads run: per_woman.csv): also compare "
+        "each analyte (log10 concentration, Mann-Whitney and Welch, BH q) into analytes_comparison.csv.",
+        show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Compare RM women with controls, population by population (logit-normal regression, BH q-values)."""
@@ -127,6 +131,20 @@ def compare_command(
             from flowtools.stats.figures import comparison_figures
 
             paths += comparison_figures(res, out)
+        analyte_hits: list[dict[str, Any]] = []
+        if analytes is not None:
+            from flowtools.io.tables import write_table
+            from flowtools.provenance import provenance_record
+            from flowtools.stats.analytes import compare_analytes
+
+            cmp = compare_analytes(analytes, clinical)
+            params = {"test": "Mann-Whitney and Welch on log10 concentration, BH q",
+                      "censoring": "<LLOQ as LLOQ/2, >ULOQ as ULOQ"}
+            prov = provenance_record(inputs={"analytes": analytes, "clinical": clinical}, parameters=params,
+                                     command="flowtools compare --analytes")
+            paths += list(write_table(cmp, out / "analytes_comparison", prov))
+            sig = cmp[cmp["q_mannwhitney"] < 0.05]
+            analyte_hits = sig[["analyte", "fold_change", "q_mannwhitney"]].to_dict(orient="records")
     except (FlowtoolsError, ValueError, OSError) as exc:
         _fail(exc)
     t = res.table
@@ -139,6 +157,7 @@ def compare_command(
                     "out": str(out),
                     "files": [str(p) for p in paths],
                     "significant": hits[["population", "scale", "effect", "q"]].to_dict(orient="records"),
+                    "significant_analytes": analyte_hits,
                     "parameters": res.parameters,
                 },
                 indent=2,
@@ -172,6 +191,12 @@ def compare_command(
             highlight=False,
             soft_wrap=True,
         )
+    if analytes is not None:
+        console.print(f"analytes: {len(analyte_hits)} with q < 0.05 (Mann-Whitney on log10 concentration) -> "
+                      f"{escape(str(out / 'analytes_comparison.csv'))}", highlight=False, soft_wrap=True)
+        for h in analyte_hits:
+            text = f"  {h['analyte']} fold change {h['fold_change']:.2f} q={h['q_mannwhitney']:.3g}"
+            console.print(escape(text), highlight=False)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if len(main) and estimable == 0:

@@ -147,3 +147,29 @@ def test_predict_evaluate_with_bead_analytes_in_the_immune_block(small_cohort, t
     bad.write_text("woman_id,analyte\nW001,IL-6\n")
     r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--analytes", str(bad)])
     assert r.exit_code == 1 and "bad.csv" in r.output and "concentration" in r.output
+
+
+def test_compare_with_bead_analytes(small_cohort, tmp_path):
+    import json
+
+    import numpy as np
+
+    clin = pd.read_csv(small_cohort / "clinical.csv", dtype={"woman_id": str})
+    rng = np.random.default_rng(1)
+    rows = [{"woman_id": w.woman_id, "analyte": "IL-6", "flag": "ok", "limit": np.nan,
+             "concentration": float(np.exp(rng.normal(3.0 + 1.0 * (w.group == "RM"), 0.3)))}
+            for _, w in clin.iterrows()]
+    rows += [{"woman_id": w.woman_id, "analyte": "IL-10", "flag": "ok", "limit": np.nan,
+              "concentration": float(np.exp(rng.normal(2.0, 0.3)))} for _, w in clin.iterrows()]
+    beads = tmp_path / "beads.csv"
+    pd.DataFrame(rows).to_csv(beads, index=False)
+    out = tmp_path / "cmp"
+    clin_csv = str(small_cohort / "clinical.csv")
+    r = CliRunner().invoke(app, ["compare", str(small_cohort), "--clinical", clin_csv, "--out", str(out),
+                                 "--no-figures", "--analytes", str(beads), "--json"])
+    assert r.exit_code == 0, r.output
+    hits = {h["analyte"]: h for h in json.loads(r.output)["significant_analytes"]}
+    assert hits["IL-6"]["q_mannwhitney"] < 1e-10 and hits["IL-6"]["fold_change"] > 2  # planted: e^1 = 2.7
+    table = pd.read_csv(out / "analytes_comparison.csv").set_index("analyte")
+    assert set(table.index) == {"IL-6", "IL-10"} and (out / "analytes_comparison.parquet").is_file()
+    assert 0.8 < table.loc["IL-10", "fold_change"] < 1.25  # no effect planted
