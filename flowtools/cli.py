@@ -468,8 +468,17 @@ def gate(
         bool, typer.Option("--no-report", help="Skip gate plots and the HTML report.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    normalize: Annotated[
+        Path | None,
+        typer.Option("--normalize", help="Normalisation model (from `flowtools normalize fit`): every sample "
+                     "is normalised for its batch before it is gated.", show_default=False),
+    ] = None,
 ) -> None:
     """Gate every sample of a plate or study with the template of its tube; write tables, gates and a report.
+
+    With --normalize MODEL.json each sample is first normalised for its batch (the sheet's
+    batch column, default its plate) exactly as `flowtools normalize apply` would write it; a
+    sample whose batch is not in the model fails, the others are gated.
 
     Exit status: 0 all samples gated, 2 some failed (see errors.json), 1 none gated.
     """
@@ -497,7 +506,7 @@ def gate(
             if not no_report:  # each worker draws its sample's gate plots from the values in memory
                 from flowtools.report.html import draw_after_gating as draw
             res = run_plate(samples, template, out, jobs=jobs, scheduler=scheduler, seed=seed,
-                            progress=on_progress, after_gate=draw)
+                            progress=on_progress, after_gate=draw, normalize=normalize)
             miflowcyt = None
             if res.n_ok:  # keywords only: cheap
                 from flowtools.pipeline.miflowcyt import write_miflowcyt
@@ -518,6 +527,7 @@ def gate(
         "per_woman_csv": str(res.per_woman_csv) if res.per_woman_csv else None,
         "errors_json": str(res.errors_json), "report": str(res.report_html) if res.report_html else None,
         "seconds": round(time.perf_counter() - t0, 2),
+        "normalize": str(normalize) if normalize is not None else None,
         "errors": [{"sample_id": o.sample_id, "error": o.error} for o in res.outcomes if not o.ok],
     }
     if json_out:

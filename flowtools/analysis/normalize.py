@@ -34,7 +34,9 @@ File level: :func:`fit_sheet` reads the anchors of a sample sheet (``anchor`` an
 transforms them as a template says, and fits; :func:`apply_sheet` normalises every file
 of a sheet, maps the values back to the raw scale (inverse transform, then the
 spillover re-applied) and writes new FCS files and a sample sheet pointing at them, so
-that ``flowtools gate`` runs on them as on any file. Models are JSON files with
+that ``flowtools gate`` runs on them as on any file. :func:`normalize_sample` is that step for
+one file (``apply_sheet`` writes what it returns; ``run_plate(normalize=MODEL)`` gates it
+without writing, so the two never differ). Models are JSON files with
 provenance (:meth:`CytoNorm.save`, :meth:`CytoNorm.load`).
 """
 
@@ -65,7 +67,10 @@ __all__ = [
     "cluster_cv",
     "drift_table",
     "fit_sheet",
+    "NormalizedSample",
     "mad_change",
+    "model_template",
+    "normalize_sample",
     "read_transformed",
 ]
 
@@ -1174,7 +1179,6 @@ def apply_sheet(
         A row's batch is not in the model, a file lacks a marker of the model, the
         template is not the one the model was fitted with.
     """
-    from flowtools.io.fcs_write import write_fcs
     from flowtools.io.sample_sheet import SampleSheetRow, read_sample_sheet, write_sample_sheet
     from flowtools.provenance import atomic_write_text, file_sha256, provenance_record, safe_name
 
@@ -1184,20 +1188,7 @@ def apply_sheet(
         model_path = Path(model)
         model = CytoNorm.load(model_path)
     prov = getattr(model, "provenance_", {}) or {}
-    info = prov.get("template_info") or {}
-    if template is None:
-        src = info.get("source")
-        if not src or not Path(src).is_file():
-            msg = (f"the normalisation model does not name a template file that exists ({src!r}); "
-                   "give the template (-t)")
-            raise NormalizationError(msg)
-        template = src
-    t = _template(template)
-    _check_template(t)
-    if info.get("sha256") and info["sha256"] != t.sha256:
-        msg = (f"template {t.source} is not the one the model was fitted with ({info.get('source')}, "
-               f"sha256 {info['sha256'][:12]}...): the transformed scale would differ")
-        raise NormalizationError(msg)
+    t = model_template(model, template)
     sh = read_sample_sheet(sheet, tubes=None)
     rows = [r for r in sh.rows if not t.tube or r.tube == t.tube] or list(sh.rows)
     unknown = sorted({r.batch for r in rows} - set(model.batches_))
@@ -1222,16 +1213,11 @@ def apply_sheet(
     try:
         (tmp / "fcs").mkdir()
         for r in rows:
-            rd = read_transformed(r.file, t, model.markers_, batch=r.batch)
-            y = model.transform(rd.x, r.batch, where=f"batch {r.batch!r}, file {r.file}")
-            raw = _back_to_raw(rd, t, y)
-            s = rd.sample
+            ns = normalize_sample(r.file, model, r.batch, template=t, checked=True)
+            rd, y = ns.read, ns.after
             name = f"{safe_name(r.sample_id)}.fcs"
             names.append(name)
-            kw = {k: s.keywords[k] for k in _KEEP_KEYWORDS if s.keywords.get(k)}
-            kw["FLOWTOOLS NORMALIZED"] = f"CytoNorm {model.mode}, batch {r.batch}"
-            write_fcs(tmp / "fcs" / name, raw, s.pnn, markers=[c.pns or None for c in s.channels],
-                      ranges=[c.pnr or 262144.0 for c in s.channels], spillover=s.spillover, keywords=kw)
+            ns.write(tmp / "fcs" / name)
             new_rows.append(SampleSheetRow(file=out / "fcs" / name, sample_id=r.sample_id,
                                            woman_id=r.woman_id, tube=r.tube, plate=r.plate, well=r.well,
                                            line=r.line, extra=r.extra))
@@ -1288,6 +1274,141 @@ def apply_sheet(
         shutil.rmtree(tmp, ignore_errors=True)
     return ApplyResult(out, out / "samples.csv", [out / "fcs" / n for n in names], drift, drift_anchors,
                        bb, aa, medians, time.perf_counter() - t0, drift_others)
+
+
+def model_template(model: CytoNorm, template: Any = None) -> Any:
+    """The template a model is applied with: ``template``, or the one its provenance names; checked.
+
+    Parameters
+    ----------
+    model : CytoNorm
+        A fitted model (its ``provenance_`` names the template it was fitted with).
+    template : path or Template, optional
+        Default: the template file recorded in the model.
+
+    Returns
+    -------
+    flowtools.gating.templates.Template
+
+    Raises
+    ------
+    NormalizationError
+        No template given and the recorded one is not there; the template is not the one the
+        model was fitted with (its SHA-256 differs); or it estimates its transforms per file.
+    """
+    info = (getattr(model, "provenance_", {}) or {}).get("template_info") or {}
+    if template is None:
+        src = info.get("source")
+        if not src or not Path(src).is_file():
+            msg = (f"the normalisation model does not name a template file that exists ({src!r}); "
+                   "give the template (-t)")
+            raise NormalizationError(msg)
+        template = src
+    t = _template(template)
+    _check_template(t)
+    if info.get("sha256") and info["sha256"] != t.sha256:
+        msg = (f"template {t.source} is not the one the model was fitted with ({info.get('source')}, "
+               f"sha256 {info['sha256'][:12]}...): the transformed scale would differ")
+        raise NormalizationError(msg)
+    return t
+
+
+@dataclass
+class NormalizedSample:
+    """One file normalised for its batch (:func:`normalize_sample`).
+
+    Attributes
+    ----------
+    read : _Read
+        The file as read, compensated and transformed (``read.x``: the values before).
+    after : ndarray, shape (n_events, n_markers)
+        The normalised transformed values (columns: the model's markers).
+    raw : ndarray, shape (n_events, n_channels)
+        Every channel back on the file's raw (uncompensated, untransformed) scale.
+    keywords : dict of str to str
+        The TEXT keywords the normalised file carries (never free text).
+    """
+
+    read: _Read = field(repr=False)
+    after: np.ndarray = field(repr=False)
+    raw: np.ndarray = field(repr=False)
+    keywords: dict[str, str]
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the normalised file (FCS 3.1, float32; atomically)."""
+        from flowtools.io.fcs_write import write_fcs
+
+        s = self.read.sample
+        return write_fcs(path, self.raw, s.pnn, markers=[c.pns or None for c in s.channels],
+                         ranges=[c.pnr or 262144.0 for c in s.channels], spillover=s.spillover,
+                         keywords=self.keywords)
+
+    def to_sample(self) -> Any:
+        """The normalised file as :func:`~flowtools.io.fcs.read_fcs` reads it back, in memory.
+
+        Written and read back (a temporary file), so that it is the sample of the file
+        :func:`apply_sheet` writes to the last bit (float32 storage, keywords, scaling).
+        """
+        from flowtools.io.fcs import read_fcs
+
+        with tempfile.TemporaryDirectory(prefix="flowtools-norm-") as d:
+            data = self.write(Path(d) / "sample.fcs").read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_fcs(data)
+
+
+def normalize_sample(
+    file: str | os.PathLike[str],
+    model: CytoNorm,
+    batch: str,
+    *,
+    template: Any = None,
+    checked: bool = False,
+) -> NormalizedSample:
+    """Normalise one FCS file for its batch, as :func:`apply_sheet` does for each file of a sheet.
+
+    The file is compensated and transformed as the model's template says, its markers go
+    through the model's map for ``batch``, and every channel goes back to the raw scale
+    (inverse transform, spillover re-applied). :func:`apply_sheet` writes
+    :meth:`NormalizedSample.write`; a gate run (``run_plate(normalize=...)``) gates
+    :meth:`NormalizedSample.to_sample`: the same function, so the two never differ.
+
+    Parameters
+    ----------
+    file : path
+    model : CytoNorm
+        A fitted model.
+    batch : str
+        The file's batch (the sample sheet's ``batch``, by default its plate).
+    template : path or Template, optional
+        Default: the template recorded in the model (its hash must match).
+    checked : bool, default False
+        ``template`` is already :func:`model_template`'s (skip the check).
+
+    Returns
+    -------
+    NormalizedSample
+
+    Raises
+    ------
+    NormalizationError
+        The batch is not in the model, the file lacks a marker of the model, the template is
+        not the model's (batch, file and marker named).
+    """
+    t = template if checked else model_template(model, template)
+    where = f"batch {batch!r}, file {file}"
+    if batch not in model.batches_:
+        msg = (f"{where}: batch {batch!r} is not in the normalisation model (fitted on batches "
+               f"{model.batches_}); fit a model with an anchor of this batch")
+        raise NormalizationError(msg)
+    rd = read_transformed(file, t, model.markers_, batch=batch)
+    y = model.transform(rd.x, batch, where=where)
+    raw = _back_to_raw(rd, t, y)
+    s = rd.sample
+    kw = {k: s.keywords[k] for k in _KEEP_KEYWORDS if s.keywords.get(k)}
+    kw["FLOWTOOLS NORMALIZED"] = f"CytoNorm {model.mode}, batch {batch}"
+    return NormalizedSample(rd, y, raw, kw)
 
 
 def _transform_of(t: Any, rd: _Read, marker: str, pnn: str) -> Any:

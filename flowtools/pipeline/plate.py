@@ -12,6 +12,12 @@ flowtools version: a re-run on unchanged inputs recomputes nothing, and a run
 killed mid-way resumes where it stopped. Final tables are written only at the
 end, atomically, so no partial table ever exists.
 
+``normalize=MODEL.json`` (a model of :func:`flowtools.analysis.normalize.fit_sheet`): each worker
+normalises its sample for the sample's batch (the sheet's ``batch``, by default its plate) with
+:func:`~flowtools.analysis.normalize.normalize_sample`, the function ``flowtools normalize apply``
+writes its files with, and gates the normalised sample. The model's hash is part of the cache
+key and of the provenance; ``decisions.csv`` says, per sample, which model normalised it.
+
 A sample's rows are the population table's (:mod:`flowtools.analysis.populations`:
 identity, counts, MFIs); ``populations.csv`` and ``per_woman.csv`` (with their Parquet twins)
 are written by :func:`flowtools.io.tables.write_table`, each documented column by column in
@@ -143,12 +149,44 @@ def _outcome_base(row: dict[str, Any]) -> SampleOutcome:
 
 
 def _load_task(task: dict[str, Any]) -> tuple[Template, Any, dict[str, Any]]:
-    """The template, the FCS sample and the pinned (pooled) geometries a worker task needs."""
+    """The template, the FCS sample and the pinned (pooled) geometries a worker task needs.
+
+    With a normalisation model (``task["normalize"]``), the sample is the normalised one.
+    """
     template = _template(task["template"], task["template_sha"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # repairs are recorded on the sample
-        sample = read_fcs(task["row"]["file"])
+    norm = task.get("normalize")
+    if norm is not None:
+        from flowtools.analysis.normalize import normalize_sample
+
+        model = _model(norm["path"], norm["sha256"])
+        sample = normalize_sample(task["row"]["file"], model, task["row"]["batch"], template=template,
+                                  checked=True).to_sample()
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # repairs are recorded on the sample
+            sample = read_fcs(task["row"]["file"])
     return template, sample, {k: _geometry_from_json(v) for k, v in task["pinned"].items()}
+
+
+_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _model(path: str, sha256: str) -> Any:
+    """The normalisation model, cached per process by path and content hash."""
+    from flowtools.analysis.normalize import CytoNorm
+
+    key = (path, sha256)
+    if key not in _MODEL_CACHE:
+        if file_sha256(path) != sha256:
+            msg = f"{path}: normalisation model changed while the run was going on; run again"
+            raise GatingError(msg)
+        _MODEL_CACHE[key] = CytoNorm.load(path)
+    return _MODEL_CACHE[key]
+
+
+def _normalize_note(norm: dict[str, Any], batch: str) -> str:
+    return (f"normalised for batch {batch} with model {Path(norm['path']).name} "
+            f"(sha256 {norm['sha256'][:12]}, CytoNorm {norm['mode']}, goal {norm['goal']})")
 
 
 def _gate_task(task: dict[str, Any]) -> SampleOutcome:
@@ -165,7 +203,9 @@ def _gate_task(task: dict[str, Any]) -> SampleOutcome:
         else:
             out.rows = populations.sample_rows(resolved, sample, template)
             out.decisions = resolved.decisions
-            out.notes = resolved.notes
+            out.notes = dict(resolved.notes)
+            if task.get("normalize") is not None:
+                out.notes["normalize"] = _normalize_note(task["normalize"], row["batch"])
             out.gatingml = to_gatingml_string(resolved.strategy, resolved.gate_decisions()).decode("utf-8")
             out.n_events = sample.n_events
             out.vol_nl = vol_nl(sample.keywords)
@@ -477,7 +517,7 @@ class _Executor:
 def _row_dict(r: SampleSheetRow) -> dict[str, Any]:
     return {"sample_id": r.sample_id, "woman_id": r.woman_id, "tube": r.tube, "plate": r.plate,
             "well": r.well,
-            "file": str(r.file)}
+            "file": str(r.file), "batch": r.batch}
 
 
 def _group_value(row: dict[str, Any], column: str, sheet: Any) -> str:
@@ -512,10 +552,13 @@ def _with_row(o: SampleOutcome, row: dict[str, Any]) -> SampleOutcome:
 _ROWS_FORMAT = "4"
 
 
-def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int) -> str:
+def _cache_key(file_hash: str, template: Template, pinned: dict[str, Any], seed: int,
+               model_sha: str = "") -> str:
     h = hashlib.sha256()
+    # The normalisation model's hash only where there is one: the keys of plain runs stay as they were.
+    extra = (f"normalize:{model_sha}",) if model_sha else ()
     for part in (file_hash, template.sha256, json.dumps(pinned, sort_keys=True), str(seed), __version__,
-                 _ROWS_FORMAT):
+                 _ROWS_FORMAT, *extra):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -531,6 +574,7 @@ def run_plate(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     after_gate: Callable[..., None] | None = None,
+    normalize: str | os.PathLike[str] | None = None,
 ) -> PlateResult:
     """Gate every sample of a sample sheet with the template of its tube and write the tables.
 
@@ -555,6 +599,12 @@ def run_plate(
         report's :func:`~flowtools.report.html.draw_after_gating`, so the report draws
         nothing again. Not called for cached samples, nor on a dask scheduler (workers
         there may not share this output folder).
+    normalize : path, optional
+        A normalisation model (``flowtools normalize fit``): every sample is normalised for
+        its batch (the sheet's ``batch``, default its plate) before it is gated, exactly as
+        ``flowtools normalize apply`` would write it. A sample whose batch is not in the
+        model, whose tube's template is not the model's, or whose file lacks a marker of the
+        model fails (batch, file and marker named); the others are gated.
 
     Returns
     -------
@@ -564,13 +614,16 @@ def run_plate(
     ------
     SampleSheetError, TemplateError
         Before any file is processed, when the sheet or a template is invalid.
+    NormalizationError
+        Before any file is processed, when the model cannot be read, or no sample of the
+        sheet can be normalised with it (no template or no batch of the model's).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _OutputLock(out):
         _remove_stale_temp_files(out)  # safe: the lock keeps other runs out of this folder
         return _run_plate_locked(samples_csv, templates, out, jobs=jobs, scheduler=scheduler, seed=seed,
-                                 progress=progress, after_gate=after_gate)
+                                 progress=progress, after_gate=after_gate, normalize=normalize)
 
 
 def _run_plate_locked(
@@ -583,6 +636,7 @@ def _run_plate_locked(
     seed: int,
     progress: ProgressCallback | None,
     after_gate: Callable[..., None] | None,
+    normalize: str | os.PathLike[str] | None = None,
 ) -> PlateResult:
     tmpl = [load_template(t) for t in templates]
     by_tube: dict[str | None, Template] = {}
@@ -602,6 +656,7 @@ def _run_plate_locked(
     rows = [r for r in all_rows if None in by_tube or r["tube"] in by_tube]
     skipped = [r["sample_id"] for r in all_rows if r not in rows]
     outcomes: dict[str, SampleOutcome] = {}
+    norm = _normalize_info(normalize, rows, by_tube, sheet.path) if normalize is not None else None
     todo: list[dict[str, Any]] = []
     total = len(rows)
     done = 0
@@ -613,6 +668,14 @@ def _run_plate_locked(
             progress(done, total, o)
 
     with _Executor(jobs, scheduler) as ex:
+        if norm is not None:  # samples that cannot be normalised fail now, before any work
+            for r in rows:
+                err = _normalize_refusal(norm, r, by_tube)
+                if err is not None:
+                    o = _outcome_base(r)
+                    o.error = err
+                    outcomes[r["sample_id"]] = o
+                    report(o)
         if len(rows) > sum(1 for _ in cache_dir.glob("*.json")):
             ex.warm_up()  # some samples are not cached yet: workers load while the inputs are hashed
         # Hash inputs once (also the provenance record).
@@ -640,7 +703,7 @@ def _run_plate_locked(
                     live = [r for r in grp if r["sample_id"] not in outcomes]
                     tasks = [{"row": r, "template": t.source, "template_sha": t.sha256,
                               "pinned": _pins_for(t, pinned, r, sheet), "population": spec.path,
-                              "seed": seed, "position": k} for k, r in enumerate(live)]
+                              "seed": seed, "position": k, "normalize": norm} for k, r in enumerate(live)]
                     got = {sid: (values, err) for sid, values, err in ex.map(_pool_task, tasks)}
                     # Concatenate in sheet order, not completion order: the pooled gate is the same on
                     # every executor.
@@ -667,7 +730,7 @@ def _run_plate_locked(
             t = by_tube.get(r["tube"]) or by_tube.get(None)
             assert t is not None  # noqa: S101 - the sheet was validated against the templates' tubes
             pins = _pins_for(t, pinned_by_tube.get(t.tube, {}), r, sheet)
-            key = _cache_key(hashes[r["sample_id"]], t, pins, seed)
+            key = _cache_key(hashes[r["sample_id"]], t, pins, seed, norm["sha256"] if norm else "")
             cached = cache_dir / f"{safe_name(r['sample_id'])}.{key}.json"
             if cached.is_file():
                 # The cache holds what was computed; the IDs come from today's sample sheet.
@@ -677,7 +740,7 @@ def _run_plate_locked(
                 report(o)
                 continue
             todo.append({"row": r, "template": t.source, "template_sha": t.sha256, "pinned": pins,
-                         "seed": seed,
+                         "seed": seed, "normalize": norm,
                          "cache": str(cached),
                          "after_gate": None if ex._client is not None else after_gate, "out_dir": str(out),
                          "sha256": hashes[r["sample_id"]]})
@@ -699,8 +762,54 @@ def _run_plate_locked(
     ordered = [outcomes[r["sample_id"]] for r in rows]
     result = _write_outputs(out, ordered, sheet_path=Path(samples_csv), templates=tmpl, hashes=hashes,
                             seed=seed, jobs=jobs, scheduler=scheduler, skipped=skipped,
-                            gates_written=gates_written, extras={r.sample_id: dict(r.extra) for r in sheet})
+                            gates_written=gates_written, extras={r.sample_id: dict(r.extra) for r in sheet},
+                            normalize=norm)
     return result
+
+
+def _normalize_info(normalize: str | os.PathLike[str], rows: list[dict[str, Any]],
+                    by_tube: Mapping[str | None, Template], sheet_path: Any) -> dict[str, Any]:
+    """The model a run normalises with (plain data for the workers); refuses a model no sample can use."""
+    from flowtools.analysis.normalize import CytoNorm, model_template
+    from flowtools.errors import NormalizationError
+
+    path = str(Path(normalize).resolve())
+    model = CytoNorm.load(path)  # NormalizationError naming the file when missing or not a model
+    info = (getattr(model, "provenance_", {}) or {}).get("template_info") or {}
+    norm = {"path": path, "sha256": file_sha256(path), "mode": model.mode, "goal": model.goal,
+            "batches": list(model.batches_), "markers": list(model.markers_),
+            "template_sha256": info.get("sha256") or "", "template": info.get("name") or "",
+            "template_tube": info.get("tube")}
+    ok_templates = [t for t in by_tube.values() if not norm["template_sha256"]
+                    or t.sha256 == norm["template_sha256"]]
+    if not ok_templates:
+        msg = (f"normalisation model {path} was fitted with template {norm['template']!r} "
+               f"(sha256 {norm['template_sha256'][:12]}...), which is none of this run's templates "
+               f"{[str(t.source) for t in by_tube.values()]}: the transformed scale would differ")
+        raise NormalizationError(msg)
+    if rows and all(_normalize_refusal(norm, r, by_tube) is not None for r in rows):
+        batches = sorted({r["batch"] for r in rows})
+        msg = (f"{sheet_path}: no sample can be normalised with model {path}: its batches are {batches}, "
+               f"the model's {norm['batches']}")
+        raise NormalizationError(msg)
+    for t in ok_templates:
+        model_template(model, t)  # refuses a template that estimates its transforms per file
+    return norm
+
+
+def _normalize_refusal(norm: dict[str, Any], row: dict[str, Any],
+                       by_tube: Mapping[str | None, Template]) -> str | None:
+    """Why a sample cannot be normalised with the run's model (None: it can)."""
+    t = by_tube.get(row["tube"]) or by_tube.get(None)
+    where = f"batch {row['batch']!r}, file {row['file']}"
+    if t is not None and norm["template_sha256"] and t.sha256 != norm["template_sha256"]:
+        return (f"{where}: tube {row['tube']!r} is gated with template {t.name!r}, not {norm['template']!r} "
+                f"that the normalisation model {Path(norm['path']).name} was fitted with")
+    if row["batch"] not in norm["batches"]:
+        return (f"{where}: batch {row['batch']!r} is not in the normalisation model "
+                f"{Path(norm['path']).name} (fitted on batches {norm['batches']}); fit a model with an "
+                "anchor of this batch")
+    return None
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -766,6 +875,7 @@ def _write_outputs(
     skipped: list[str],
     gates_written: Iterable[str] = (),
     extras: Mapping[str, Mapping[str, str]] | None = None,
+    normalize: Mapping[str, Any] | None = None,
 ) -> PlateResult:
     prov = provenance_record(
         inputs={"samples.csv": sheet_path},
@@ -778,6 +888,12 @@ def _write_outputs(
     prov["templates"] = {t.name: {"tube": t.tube, "sha256": t.sha256, "file": Path(t.source).name,
                                   "path": str(Path(t.source).resolve())} for t in templates}
     prov["input_paths"] = {"samples.csv": str(Path(sheet_path).resolve())}
+    if normalize is not None:
+        prov["normalize"] = {"model": Path(normalize["path"]).name, "path": normalize["path"],
+                             "sha256": normalize["sha256"], "mode": normalize["mode"],
+                             "goal": normalize["goal"], "batches": normalize["batches"],
+                             "markers": normalize["markers"], "template": normalize["template"],
+                             "template_sha256": normalize["template_sha256"]}
 
     records = []
     for o in outcomes:
@@ -850,8 +966,9 @@ gate was decided. Every automatic decision of a run is here, so that it can be c
 |---|---|
 | sample_id, woman_id, tube, plate, well | from the sample sheet |
 | population | the template entry's path (a quad entry: its parent + the entry name); empty on a sample row |
-| method | the gating method; on a sample row `sample:time` (which parameter is time, and why) or |
-| | `sample:processing` (the file looks already compensated or transformed: done again) |
+| method | the gating method; on a sample row `sample:time` (which parameter is time, and why), |
+| | `sample:processing` (the file looks already compensated or transformed: done again) or |
+| | `sample:normalize` (a `--normalize` run: the model, its hash and the batch it normalised for) |
 | status | `ok`, `flagged` (numbers kept; see `reasons`) or `failed` (no numbers) |
 | fallback | the fallback that produced the gate and why (empty: the method's main rule did) |
 | rule | the rule that set the gate, in words (e.g. the valley between two peaks) |

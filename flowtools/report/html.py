@@ -117,6 +117,14 @@ def write_report(
     peaks, fallback; the peaks and cut drawn on its plot), and still draws
     all its other gates. A sample whose plots cannot be drawn (its FCS file
     is gone or changed) still gets its page, saying why.
+
+    When the run's sample sheet has anchor rows (its ``anchor`` column), a "Batch QC"
+    section links ``report/batch_qc.html``
+    (:func:`~flowtools.report.batch_qc.write_batch_qc`): Levey-Jennings charts and tables of
+    every anchor population's % of parent across batches (mean, ± 2 SD and ± 3 SD; a batch
+    outside ± 2 SD is ``warn``, outside ± 3 SD ``fail``) and of the anchors' marker medians
+    (the transformed MFI of the anchor's largest population), and the section lists the
+    flagged batches.
     """
     out = Path(plate_result.out_dir)
     rep = out / "report"
@@ -126,7 +134,8 @@ def write_report(
     errors_doc = _read_json(plate_result.errors_json)
     outcomes = list(plate_result.outcomes)
 
-    tasks = [_plot_task_for(o, out, pages, prov) for o in outcomes if o.ok]
+    batches = _sheet_batches(prov) if prov.get("normalize") else {}
+    tasks = [_plot_task_for(o, out, pages, prov, batches) for o in outcomes if o.ok]
     plots = {r["sample_id"]: r for r in _run(_plot_task, [t for t in tasks if t is not None], jobs)}
     _remove_stale(pages, outcomes, plots)
 
@@ -146,11 +155,106 @@ def write_report(
         )
         atomic_write_text(pages / f"{safe_name(o.sample_id)}.html", page)
     index = rep / "index.html"
-    extra = _sections_html(rep, sections)
+    qc = _batch_qc_section(plate_result, prov, rep)
+    extra = _sections_html(rep, [*sections, *([qc] if qc is not None else [])])
     page = _index_page(plate_result, outcomes, prov, errors_doc, flags, outliers, n_tested, extra)
     atomic_write_text(index, page)
     _log.info("report written: %s (%d sample pages)", index, len(outcomes))
     return index
+
+
+_LJ_FLAGS = ("warn", "fail")
+
+
+def _batch_qc_section(plate_result: PlateResult, prov: Mapping[str, Any], rep: Path) -> ReportSection | None:
+    """Write ``report/batch_qc.html`` for a run whose sheet has anchors; its section (None: no anchors)."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.io.sample_sheet import read_sample_sheet
+    from flowtools.report.batch_qc import levey_jennings, write_batch_qc
+
+    sheet_path = (prov.get("input_paths") or {}).get("samples.csv")
+    if not sheet_path:
+        return None
+    try:
+        sheet = read_sample_sheet(sheet_path, tubes=None)
+    except (FlowtoolsError, OSError):
+        return None  # the sheet moved since the run: the rest of the report stands
+    anchor_of = {r.sample_id: r for r in sheet.rows if r.is_anchor}
+    if not anchor_of:
+        return None
+    from flowtools.analysis.populations import qc_populations
+
+    gated = [o for o in plate_result.outcomes if o.sample_id in anchor_of and o.ok and o.rows]
+    tubes = sorted({o.tube for o in gated})
+    # the populations past the QC gates (the QC chain is on the sample pages), named short
+    keep: set[tuple[str, str]] = set()
+    for o in gated:
+        qc = qc_populations(o.rows)
+        past_qc = [r for r in o.rows if r["population"] not in qc] or o.rows
+        keep |= {(o.tube, r["population"]) for r in past_qc}
+    label = _short_labels(keep, with_tube=len(tubes) > 1)
+    pops: list[dict[str, Any]] = []
+    medians: list[dict[str, Any]] = []
+    markers: set[str] = set()
+    for o in gated:
+        r = anchor_of[o.sample_id]
+        for row in o.rows:
+            if (o.tube, row["population"]) in keep:
+                pops.append({"sample_id": o.sample_id, "population": label[(o.tube, row["population"])],
+                             "pct_parent": row.get("pct_parent")})
+        # marker medians: the transformed MFI of the anchor's largest population (~ the whole file)
+        top = max(o.rows, key=lambda x: x.get("count") or 0)
+        for k, v in top.items():
+            if k.startswith("mfi_") and k.endswith("_transformed") and isinstance(v, int | float) and v == v:
+                m = f"{o.tube}|{k[4:-12]}" if len(tubes) > 1 else k[4:-12]
+                markers.add(m)
+                medians.append({"sample_id": o.sample_id, "batch": r.batch, "plate": r.plate, "anchor": True,
+                                "marker": m, "median_before": math.nan, "median_after": float(v)})
+    if not medians:
+        return ReportSection("Batch QC", text=f"The sample sheet names {len(anchor_of)} anchor sample(s), "
+                             "but none was gated: no Levey-Jennings charts.")
+    norm = prov.get("normalize")
+    said = (f"normalised with model {norm.get('model')} (sha256 {str(norm.get('sha256'))[:12]})" if norm
+            else "not normalised")
+    notes = [f"Anchor samples of this gate run ({said}), per batch (the sample sheet's batch column, default "
+             "the plate). Only the blue series (as gated) is drawn."]
+    page = write_batch_qc(rep / "batch_qc.html", medians=medians, drift=(), before={}, after={},
+                          markers=sorted(markers), populations=pops, title="Batch QC: anchor samples",
+                          notes=notes)
+    batch_of = {sid: r.batch for sid, r in anchor_of.items()}
+    series: dict[str, dict[str, list[float]]] = {}
+    for p in pops:
+        v = p["pct_parent"]
+        if isinstance(v, int | float) and v == v:
+            series.setdefault(p["population"], {}).setdefault(batch_of[p["sample_id"]], []).append(float(v))
+    flagged = []
+    for name, by_b in series.items():
+        vals = {b: sum(v) / len(v) for b, v in sorted(by_b.items())}
+        lj = levey_jennings(vals)
+        flagged += [{"population": name, "batch": b, "pct_parent": round(vals[b], 3),
+                     "mean": round(lj["mean"], 3), "sd": round(lj["sd"], 3), "flag": fl}
+                    for b, fl in lj["flags"].items() if fl in _LJ_FLAGS]
+    batches = sorted({r.batch for r in anchor_of.values()})
+    n_anchors = len({m["sample_id"] for m in medians})
+    text = (f"{n_anchors} anchor sample(s) over {len(batches)} batch(es), {said}: "
+            f"% of parent of {len(series)} population(s) on Levey-Jennings charts (mean, ± 2 SD, ± 3 SD). "
+            + (f"{len(flagged)} population-batch value(s) outside ± 2 SD, listed below."
+               if flagged else "No batch outside ± 2 SD."))
+    return ReportSection("Batch QC", text=text, rows=tuple(flagged), links=(("batch QC page", page),))
+
+
+def _short_labels(pairs: set[tuple[str, str]], *, with_tube: bool) -> dict[tuple[str, str], str]:
+    """(tube, population path) -> the shortest tail of the path that no other pair shares (chart titles)."""
+    out: dict[tuple[str, str], str] = {}
+    for tube, path in pairs:
+        parts = path.split("/")
+        for k in range(1, len(parts) + 1):
+            tail = "/".join(parts[-k:])
+            if k == len(parts) or sum(1 for t, p in pairs if (t == tube or not with_tube)
+                                      and (p == tail or p.endswith("/" + tail))) == 1:
+                break
+        out[(tube, path)] = f"{tube}|{tail}" if with_tube else tail
+    return out
 
 
 def _sections_html(rep: Path, sections: Sequence[ReportSection]) -> list[str]:
@@ -182,11 +286,27 @@ def _sections_html(rep: Path, sections: Sequence[ReportSection]) -> list[str]:
 # ------------------------------------------------------------------------------------------ plots (workers)
 
 
+def _sheet_batches(prov: Mapping[str, Any]) -> dict[str, str]:
+    """sample_id -> batch, from the run's sample sheet (a normalised run redraws its plots normalised)."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.io.sample_sheet import read_sample_sheet
+
+    path = (prov.get("input_paths") or {}).get("samples.csv")
+    try:
+        return {r.sample_id: r.batch for r in read_sample_sheet(path, tubes=None)} if path else {}
+    except (FlowtoolsError, OSError):
+        return {}  # the sheet moved or changed: those samples' pages say their plots cannot be drawn
+
+
 def _plot_task_for(
-    o: SampleOutcome, out: Path, pages: Path, prov: Mapping[str, Any]
+    o: SampleOutcome, out: Path, pages: Path, prov: Mapping[str, Any],
+    batches: Mapping[str, str] | None = None,
 ) -> dict[str, Any] | None:
     gml = out / "gates" / f"{safe_name(o.sample_id)}.gating-ml.xml"
+    norm = prov.get("normalize")
     return {
+        "normalize": None if not norm else {"path": norm["path"], "sha256": norm["sha256"],
+                                            "batch": (batches or {}).get(o.sample_id)},
         "sample_id": o.sample_id,
         "file": o.file,
         "gatingml": str(gml) if gml.is_file() else None,
@@ -283,7 +403,6 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
     """
     from flowtools.gating.engine import gate_sample
     from flowtools.gating.formats.gatingml import read_gatingml
-    from flowtools.io.fcs import read_fcs
     from flowtools.provenance import file_sha256
 
     res: dict[str, Any] = {"sample_id": task["sample_id"], "plots": [], "error": None, "changed": False}
@@ -302,9 +421,7 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
             return res
         if task["sha256"] is not None:
             res["changed"] = file_sha256(task["file"]) != task["sha256"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sample = read_fcs(task["file"])
+        sample = _plot_sample(task)
         strategy = read_gatingml(source)
         result = gate_sample(strategy, sample, sample_id=task["sample_id"])
         res["plots"] = _draw(task, sample, strategy, result, None)
@@ -313,6 +430,29 @@ def _plot_task(task: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - one sample's plots must not stop the report; shown on its page
         res["error"] = f"{type(exc).__name__}: {exc}"
     return res
+
+
+def _plot_sample(task: Mapping[str, Any]) -> Any:
+    """The sample as it was gated: the FCS file, normalised for its batch when the run was."""
+    from flowtools.io.fcs import read_fcs
+
+    norm = task.get("normalize")
+    if not norm:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_fcs(task["file"])
+    from flowtools.analysis.normalize import CytoNorm, normalize_sample
+    from flowtools.provenance import file_sha256
+
+    if norm.get("batch") is None:
+        msg = "the run was normalised, but the sample's batch is not in its sample sheet any more"
+        raise ValueError(msg)
+    if file_sha256(norm["path"]) != norm["sha256"]:
+        msg = f"{norm['path']}: the normalisation model changed since the run"
+        raise ValueError(msg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return normalize_sample(task["file"], CytoNorm.load(norm["path"]), norm["batch"]).to_sample()
 
 
 def _reuse(task: Mapping[str, Any], source: bytes) -> list[dict[str, Any]] | None:
