@@ -18,6 +18,13 @@ Each cohort: ``make_cohort(write_fcs=False)`` (immune tables from the truth) and
   cohort's final model (``fit_survival_model``) applied to a large independent
   cohort, slope of a Cox model of its outcome on the predicted linear predictor
   (median, target 0.8-1.2).
+* **Interval coverage** (``--coverage`` planted and null cohorts each): for
+  ``ci="fixed"`` and ``ci="bootstrap"``, the share of cohorts whose 95% CI of
+  the Harrell C of clinical + immune, and of its gain over clinical, covers the
+  external value: each cohort's final models applied to a large independent
+  cohort of the same generator (planted or null), and the mean of those over
+  cohorts (the expected performance at this size, what a CV estimates);
+  Wilson CIs of the shares and the mean widths (target >= 0.93 for bootstrap).
 * **Known answers**: our ridge Cox coefficients and baseline hazard against
   lifelines' ``CoxPHFitter(penalizer=...)`` on the same data (clinical + immune),
   and Harrell's C against ``lifelines.utils.concordance_index``.
@@ -27,7 +34,8 @@ Each cohort: ``make_cohort(write_fcs=False)`` (immune tables from the truth) and
   and the expected (van Houwelingen) shrinkage ``1 - p / LR`` at the default size.
 
 Prints a table and writes JSON (default ``benchmarks/results/survival_validity.json``).
-Usage: ``python benchmarks/bench_survival_validity.py [--quick] [--null 60] [--planted 10] [--women 200]``.
+Usage: ``python benchmarks/bench_survival_validity.py [--quick] [--null 60] [--planted 10] [--women 200]
+[--coverage 20 --coverage-women 200 --coverage-bootstrap 50] [--only-coverage]``.
 """
 
 from __future__ import annotations
@@ -142,6 +150,86 @@ def planted_job(seed: int, n: int, ext: dict, n_repeats: int, n_bootstrap: int) 
     return res
 
 
+def _external_c(fm: object, ext: dict) -> float:
+    from flowtools.stats.survival import harrell_c
+
+    x = ext["x"][list(fm.features)].to_numpy(float)
+    x = np.where(np.isnan(x), fm.median, x)
+    return harrell_c(ext["t"], ext["e"], ((x - fm.mean) / fm.sd) @ fm.beta)
+
+
+def coverage_job(seed: int, n: int, ext: dict, *, null: bool, n_bootstrap: int) -> dict:
+    """One cohort: the C of clinical + immune and the gain with both intervals, and their external values.
+
+    The external value of a cohort: its final models (``fit_survival_model``,
+    fitted on all its women) applied to the large independent cohort of the
+    same generator (null or planted), Harrell C there; the gain is that of
+    clinical + immune over clinical.
+    """
+    from flowtools.stats.survival import evaluate_survival, fit_survival_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        imm, out, clin = _cohort(tmp, n, seed, null=null)
+    res: dict = {"seed": seed, "null": null}
+    for ci, nb in (("fixed", 200), ("bootstrap", n_bootstrap)):
+        t0 = time.time()
+        ev = evaluate_survival(imm, (out, clin), n_repeats=1, n_bootstrap=nb, ci=ci, seed=seed)
+        c = ev.concordance.set_index("model").loc["clinical + immune"]
+        g = ev.gain["harrell_c"]
+        res[ci] = {
+            "c": float(c["harrell_c"]),
+            "c_ci": [float(c["harrell_ci_low"]), float(c["harrell_ci_high"])],
+            "gain": float(g["estimate"]),
+            "gain_ci": [float(g["ci_low"]), float(g["ci_high"])],
+            "seconds": time.time() - t0,
+        }
+    ext_c = {}
+    for model in ("clinical", "clinical + immune"):
+        fm = fit_survival_model(imm, (out, clin), model=model, n_bootstrap=1, seed=seed)
+        ext_c[model] = _external_c(fm, ext)
+    res["ext_c"] = ext_c["clinical + immune"]
+    res["ext_gain"] = ext_c["clinical + immune"] - ext_c["clinical"]
+    return res
+
+
+def _covers(ci: list[float], v: float) -> bool:
+    return bool(ci[0] <= v <= ci[1])
+
+
+def coverage_summary(jobs: list[dict]) -> dict:
+    """Share of cohorts whose interval covers the external value (the cohort's own; the mean over cohorts).
+
+    Wilson 95% CI of each share; mean interval width.
+    """
+    out: dict = {"cohorts": len(jobs)}
+    if not jobs:
+        return out
+    mean_ext = {
+        "c": float(np.mean([j["ext_c"] for j in jobs])),
+        "gain": float(np.mean([j["ext_gain"] for j in jobs])),
+    }
+    out["mean_external"] = mean_ext
+    out["mean_estimate"] = {
+        ci: {q: float(np.mean([j[ci][q] for j in jobs])) for q in ("c", "gain")}
+        for ci in ("fixed", "bootstrap")
+    }
+    for ci in ("fixed", "bootstrap"):
+        r = {}
+        for q, ext_key in (("c", "ext_c"), ("gain", "ext_gain")):
+            own = sum(_covers(j[ci][f"{q}_ci"], j[ext_key]) for j in jobs)
+            mean = sum(_covers(j[ci][f"{q}_ci"], mean_ext[q]) for j in jobs)
+            r[q] = {
+                "coverage_own_external": own / len(jobs),
+                "coverage_own_external_ci": _wilson(own, len(jobs)),
+                "coverage_mean_external": mean / len(jobs),
+                "coverage_mean_external_ci": _wilson(mean, len(jobs)),
+                "mean_width": float(np.mean([np.diff(j[ci][f"{q}_ci"])[0] for j in jobs])),
+            }
+        r["mean_seconds"] = float(np.mean([j[ci]["seconds"] for j in jobs]))
+        out[ci] = r
+    return out
+
+
 def known_answers(seed: int, n: int) -> dict:
     from lifelines import CoxPHFitter
     from lifelines.utils import concordance_index
@@ -203,19 +291,27 @@ def riley(ext: dict, n_default: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="Small run (< 3 min).")
+    ap.add_argument("--quick", action="store_true", help="Small run (< 8 min).")
     ap.add_argument("--null", type=int, default=100, help="Null cohorts (Wald type-I error).")
     ap.add_argument("--null-cv", type=int, default=40, help="Null cohorts with the nested CV (C of immune).")
     ap.add_argument("--leaky", type=int, default=10)
     ap.add_argument("--planted", type=int, default=20)
     ap.add_argument("--women", type=int, default=200)
     ap.add_argument("--external", type=int, default=2000, help="Women of the independent cohort.")
+    ap.add_argument("--coverage", type=int, default=20, help="Planted and null cohorts each, CI coverage.")
+    ap.add_argument("--coverage-women", type=int, default=200, help="Women per coverage cohort.")
+    ap.add_argument("--coverage-bootstrap", type=int, default=50, help="Replicates of ci='bootstrap'.")
+    ap.add_argument("--only-coverage", action="store_true", help="Run the coverage section alone.")
     ap.add_argument(
         "--out-json", type=Path, default=Path(__file__).parent / "results" / "survival_validity.json"
     )
     a = ap.parse_args(argv)
     if a.quick:
         a.null, a.null_cv, a.leaky, a.planted, a.external = 40, 12, 3, 4, 1500
+        if "--coverage" not in (argv if argv is not None else sys.argv):
+            a.coverage, a.coverage_women, a.coverage_bootstrap = 4, 100, 25
+    if a.only_coverage:
+        a.null = a.null_cv = a.leaky = a.planted = 0
     warnings.simplefilter("ignore")
     t0 = time.time()
     from flowtools.stats.survival import CLINICAL_FEATURES
@@ -228,6 +324,69 @@ def main(argv: list[str] | None = None) -> int:
         "e": out["ttlb_event"].to_numpy(float),
         "clin_cols": list(CLINICAL_FEATURES),
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        imm0, out0, clin0 = _cohort(tmp, a.external, 987655, null=True)
+    ext_null = {
+        "x": pd.concat([clin0, imm0], axis=1),
+        "t": out0["ttlb_months"].to_numpy(float),
+        "e": out0["ttlb_event"].to_numpy(float),
+    }
+    t1 = time.time()
+    cov = {
+        "planted": [
+            coverage_job(3000 + s, a.coverage_women, ext, null=False, n_bootstrap=a.coverage_bootstrap)
+            for s in range(a.coverage)
+        ],
+        "null": [
+            coverage_job(4000 + s, a.coverage_women, ext_null, null=True, n_bootstrap=a.coverage_bootstrap)
+            for s in range(a.coverage)
+        ],
+    }
+    coverage = {k: coverage_summary(v) | {"per_cohort": v} for k, v in cov.items()}
+    coverage["seconds"] = time.time() - t1
+    cov_lines = [
+        f"| coverage (cohorts of {a.coverage_women}, {a.coverage_bootstrap} replicates) | target | "
+        "C of clinical + immune: own ext. / mean ext. [Wilson CI] (width) | "
+        "gain: own ext. / mean ext. [Wilson CI] (width) |",
+        "|---|---|---|---|",
+    ]
+    for kind in ("planted", "null"):
+        sm = coverage[kind]
+        if not sm.get("cohorts"):
+            continue
+        for ci in ("fixed", "bootstrap"):
+            cells = []
+            for q in ("c", "gain"):
+                r = sm[ci][q]
+                lo_, hi_ = r["coverage_mean_external_ci"]
+                cells.append(
+                    f"{r['coverage_own_external']:.2f} / {r['coverage_mean_external']:.2f} "
+                    f"[{lo_:.2f}-{hi_:.2f}] ({r['mean_width']:.3f})"
+                )
+            cov_lines.append(
+                f"| {kind} ({sm['cohorts']}), ci={ci} | {'>= 0.93' if ci == 'bootstrap' else 'reported'} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    if a.only_coverage:
+        text = "\n".join(cov_lines)
+        print(text)
+        a.out_json.parent.mkdir(parents=True, exist_ok=True)
+        a.out_json.write_text(
+            json.dumps(
+                {
+                    "parameters": vars(a) | {"out_json": str(a.out_json)},
+                    "coverage": coverage,
+                    "table": text,
+                    "seconds": time.time() - t0,
+                },
+                indent=1,
+                default=float,
+            )
+            + "\n"
+        )
+        print(f"{time.time() - t0:.0f} s")
+        return 0
     nulls = [null_job(1000 + s, a.women, cv=s < a.null_cv) for s in range(a.null)]
     t_null = time.time() - t0
     leaks = [leaky_job(5000 + s, a.women) for s in range(a.leaky)]
@@ -290,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "known_answers": known,
         "riley": rl,
+        "coverage": coverage,
         "seconds": time.time() - t0,
         "seconds_null": t_null,
     }
@@ -337,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{v['women_needed']:.0f} women ({v['events_needed']:.0f} events); expected shrinkage at "
             f"{a.women}: {v['expected_shrinkage_at_default']:.2f} | printed |"
         )
-    text = "\n".join(lines)
+    text = "\n".join([*lines, "", *cov_lines])
     print(text)
     print("checks:", json.dumps(checks))
     print(f"{time.time() - t0:.0f} s")

@@ -48,7 +48,7 @@ def test_cli_round_trip(cohort):
             "--splits",
             "3",
             "--bootstrap",
-            "20",
+            "3",
             "--no-figures",
             "--json",
         ],
@@ -57,6 +57,16 @@ def test_cli_round_trip(cohort):
     doc = json.loads(r.stdout)
     assert set(doc["harrell_c"]) == {"clinical", "immune", "clinical + immune"}
     assert (out / "survival_evaluation.json").is_file()
+    assert doc["gain"]["ci_method"] == "bootstrap"
+    r = runner.invoke(
+        survival_app,
+        ["evaluate", str(cohort / "cohort"), str(fu), "--out", str(out), "--repeats", "1", "--splits", "3"]
+        + ["--bootstrap", "20", "--ci", "fixed", "--no-figures"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "treated as fixed" in r.output
+    r = runner.invoke(survival_app, ["evaluate", str(cohort / "cohort"), str(fu), "--ci", "wide"])
+    assert r.exit_code == 1 and "ci must be 'bootstrap' or 'fixed'" in r.output
     model = cohort / "m.json"
     r = runner.invoke(
         survival_app, ["fit", str(cohort / "cohort"), str(fu), "--out", str(model), "--bootstrap", "10"]

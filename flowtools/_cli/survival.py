@@ -120,7 +120,15 @@ def evaluate(
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of the outer CV.")] = 3,
     splits: Annotated[int, typer.Option(min=2, help="Outer folds.")] = 5,
     permutations: Annotated[int, typer.Option(min=0, help="Permutations for the test of the gain.")] = 0,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap replicates of the intervals.")] = 200,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap replicates of the intervals.")] = 50,
+    ci: Annotated[
+        str,
+        typer.Option(
+            "--ci",
+            help="Intervals: 'bootstrap' (women resampled, the whole nested CV re-run: honest) or 'fixed' "
+            "(the out-of-fold predictions treated as fixed: fast, narrower).",
+        ),
+    ] = "bootstrap",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw KM / CIF figures.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -140,6 +148,7 @@ def evaluate(
             n_splits=splits,
             n_permutations=permutations,
             n_bootstrap=bootstrap,
+            ci=ci,
             seed=seed,
         )
         paths = ev.to_files(out)
@@ -166,6 +175,7 @@ def evaluate(
             + (f", permutation p = {ev.gain['p_permutation']:.3g}" if ev.gain.get("p_permutation") else ""),
             highlight=False,
         )
+    console.print(f"intervals: {ev.parameters['ci_description']}", highlight=False)
     console.print(f"[green]written[/] {out}", highlight=False)
 
 

@@ -51,10 +51,16 @@ score count one half) and Uno's C (the same pairs weighted by
 distribution, up to ``tau``), time-dependent cumulative/dynamic AUC at 12 and
 24 months (cases ``T <= t`` with an event weighted by ``1 / G(T_i-)``, controls
 ``T > t``), all on each repeat's stacked out-of-fold predicted cumulative
-incidence at the last horizon and averaged over repeats. Intervals: bootstrap
-over women of the repeat-averaged out-of-fold predictions (they are treated as
-fixed, so the intervals are narrower than a bootstrap around the whole
-procedure; ``sd_repeats`` is reported beside them). Calibration at each
+incidence at the last horizon and averaged over repeats. Intervals
+(``ci="bootstrap"``, the default): women resampled with replacement and the
+whole nested CV (one repeat, inner tuning included) re-run on each replicate,
+with outer and inner folds over distinct women so a woman's copies never
+straddle training and test; estimate +- 1.96 bootstrap SE, as
+:func:`flowtools.stats.predict.evaluate_models` (issue 22 showed this is what
+covers). ``ci="fixed"`` keeps the cheap percentile bootstrap of the
+repeat-averaged out-of-fold predictions treated as fixed (narrower: it ignores
+the refitting). Coverage of both: ``benchmarks/bench_survival_validity.py``.
+Calibration at each
 horizon: predicted cumulative incidence ``1 - S(t | x)`` against the observed
 ``1 - KM(t)`` by tertile of predicted risk, and observed / expected overall.
 """
@@ -322,54 +328,90 @@ def td_auc(
 # ------------------------------------------------------------------------------------------ Cox fits
 
 
+def _efron_setup(x: np.ndarray, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
+    """The data-only part of the Efron likelihood (sort order, tie groups), computed once per fit."""
+    order = np.argsort(-t, kind="stable")
+    xs, ts, es = x[order], t[order], e[order].astype(bool)
+    # groups of equal times, in decreasing time
+    _, first = np.unique(-ts, return_index=True)
+    bounds = np.append(first, ts.size)
+    last = bounds[1:] - 1
+    grp = np.repeat(np.arange(first.size), np.diff(bounds))
+    d_cnt = np.bincount(grp, weights=es, minlength=first.size)
+    dg = grp[es]  # one entry per death: its group (non-decreasing)
+    starts = np.flatnonzero(np.diff(dg, prepend=-1))  # first death of each group with deaths
+    rank = np.arange(dg.size) - np.repeat(starts, np.diff(np.append(starts, dg.size)))
+    return {
+        "xs": xs,
+        "x1": np.hstack([np.ones((xs.shape[0], 1)), xs]),  # a column of ones: s0 and s1 in one cumsum
+        "es": es,
+        "last": last,
+        "dg": dg,
+        "starts": starts,
+        "ug": dg[starts],
+        "frac": rank / d_cnt[dg],
+        "xd_sum": xs[es].sum(0),
+    }
+
+
+def _efron_sorted(
+    pre: Mapping[str, Any], beta: np.ndarray, *, hessian: bool = True
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Efron partial log-likelihood, gradient and Hessian from :func:`_efron_setup` (vectorised)."""
+    xs, es, last, dg, starts, ug, frac = (pre[k] for k in ("xs", "es", "last", "dg", "starts", "ug", "frac"))
+    eta = xs @ beta
+    shift = eta.max()
+    w = np.exp(eta - shift)
+    # risk set sums at each distinct time (all with T >= t): cumulative sums in decreasing time;
+    # column 0 is s0 (sum of w), the others s1 (sum of w x)
+    w1 = w[:, None] * pre["x1"]
+    s01 = np.cumsum(w1, axis=0)[last]
+    # sums over the deaths of each tied group (deaths are contiguous per group)
+    d01 = np.zeros_like(s01)
+    d01[ug] = np.add.reduceat(w1[es], starts, axis=0)
+    m01 = s01[dg] - frac[:, None] * d01[dg]
+    phi = m01[:, 0]
+    a = m01[:, 1:] / phi[:, None]
+    wx = w1[:, 1:]
+    # eta was shifted by its max: add the shift back (each death's log phi shifts by the same amount)
+    ll = float(eta[es].sum() - (np.log(phi) + shift).sum())
+    grad = pre["xd_sum"] - a.sum(0)
+    if not hessian:
+        return ll, grad, None
+    wxx = wx[:, :, None] * xs[:, None, :]
+    s2 = np.cumsum(wxx, axis=0)[last]
+    d2 = np.zeros_like(s2)
+    d2[ug] = np.add.reduceat(wxx[es], starts, axis=0)
+    m2 = (s2[dg] - frac[:, None, None] * d2[dg]) / phi[:, None, None]
+    hess = -(m2.sum(0) - a.T @ a)
+    return ll, grad, hess
+
+
 def _efron_parts(
     x: np.ndarray, t: np.ndarray, e: np.ndarray, beta: np.ndarray, *, hessian: bool = True
 ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Efron partial log-likelihood, gradient and Hessian (vectorised over the deaths)."""
-    order = np.argsort(-t, kind="stable")
-    xs, ts, es = x[order], t[order], e[order].astype(bool)
-    eta = xs @ beta
-    eta -= eta.max()
-    w = np.exp(eta)
-    # risk set sums at each distinct time (all with T >= t): cumulative sums in decreasing time
-    ut, first = np.unique(-ts, return_index=True)  # groups of equal times, in decreasing time
-    last = np.r_[first[1:], ts.size] - 1
-    s0 = np.cumsum(w)[last]
-    wx = w[:, None] * xs
-    s1 = np.cumsum(wx, axis=0)[last]
-    grp = np.repeat(np.arange(ut.size), np.diff(np.r_[first, ts.size]))
-    d_cnt = np.bincount(grp, weights=es, minlength=ut.size)
-    d0 = np.bincount(grp, weights=w * es, minlength=ut.size)
-    d1 = np.zeros_like(s1)
-    np.add.at(d1, grp[es], wx[es])
-    # one entry per death: its group and its Efron fraction l / d
-    dg = grp[es]
-    rank = np.arange(dg.size) - np.searchsorted(dg, dg, side="left")
-    frac = rank / d_cnt[dg]
-    phi = s0[dg] - frac * d0[dg]
-    a = (s1[dg] - frac[:, None] * d1[dg]) / phi[:, None]
-    # eta was shifted by its max: add the shift back (each death's log phi shifts by the same amount)
-    ll = float((xs[es] @ beta).sum() - (np.log(phi) + (xs @ beta).max()).sum())
-    grad = xs[es].sum(0) - a.sum(0)
-    if not hessian:
-        return ll, grad, None
-    wxx = np.einsum("i,ij,ik->ijk", w, xs, xs)
-    s2 = np.cumsum(wxx, axis=0)[last]
-    d2 = np.zeros_like(s2)
-    np.add.at(d2, grp[es], wxx[es])
-    m2 = (s2[dg] - frac[:, None, None] * d2[dg]) / phi[:, None, None]
-    hess = -(m2.sum(0) - np.einsum("ij,ik->jk", a, a))
-    return ll, grad, hess
+    if not np.asarray(e).astype(bool).any():
+        return 0.0, np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1])) if hessian else None
+    return _efron_sorted(_efron_setup(x, t, e), beta, hessian=hessian)
 
 
 def cox_ridge(
-    x: np.ndarray, time: np.ndarray, event: np.ndarray, penalty: np.ndarray | float, *, max_iter: int = 50
+    x: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
+    penalty: np.ndarray | float,
+    *,
+    max_iter: int = 50,
+    beta0: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Ridge Cox (Efron ties) by damped Newton: maximise ``ll(beta) - sum(penalty * beta^2) / 2``.
 
     lifelines' ``CoxPHFitter(penalizer=p)`` on a frame ``x`` equals
     ``penalty = n * p * var(x, ddof=1)`` here (lifelines penalises the
     coefficients of its internally standardised columns), on centred ``x``.
+    ``beta0`` starts Newton elsewhere than 0 (a neighbouring penalty's
+    solution along a grid: the optimum is the same, reached in fewer steps).
 
     Returns
     -------
@@ -379,32 +421,35 @@ def cox_ridge(
     x = np.asarray(x, float)
     t, e = np.asarray(time, float), np.asarray(event, float)
     pen = np.broadcast_to(np.asarray(penalty, float), (x.shape[1],))
-    beta = np.zeros(x.shape[1])
+    beta = np.zeros(x.shape[1]) if beta0 is None else np.asarray(beta0, float).copy()
     if not e.any():
-        return beta, True
+        return np.zeros(x.shape[1]), True
+    pre = _efron_setup(x, t, e)
 
-    def obj(b: np.ndarray) -> float:
-        return _efron_parts(x, t, e, b, hessian=False)[0] - 0.5 * float(np.sum(pen * b * b))
+    def parts(b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        ll, g, h = _efron_sorted(pre, b)
+        assert h is not None
+        return ll - 0.5 * float(np.sum(pen * b * b)), g - pen * b, h - np.diag(pen)
 
-    f = obj(beta)
+    # each accepted point's gradient and Hessian are reused by the next step (one evaluation per step)
+    f, g, h = parts(beta)
     for _ in range(max_iter):
-        _, g, h = _efron_parts(x, t, e, beta)
-        g = g - pen * beta
-        h = h - np.diag(pen)
         try:
             step = np.linalg.solve(-h, g)
         except np.linalg.LinAlgError:
             step = np.linalg.lstsq(-h, g, rcond=None)[0]
+        if np.max(np.abs(step)) < 1e-9:  # converged: the last Newton step needs no evaluation
+            return beta + step, True
         s = 1.0
         while True:
             nb = beta + s * step
-            nf = obj(nb)
+            nf, ng, nh = parts(nb)
             if nf >= f - 1e-12 or s < 1e-8:
                 break
             s /= 2
         if s < 1e-8:
             return beta, False
-        beta, f_old, f = nb, f, nf
+        beta, f_old, f, g, h = nb, f, nf, ng, nh
         if np.max(np.abs(s * step)) < 1e-9 or abs(f - f_old) < 1e-12 * (1 + abs(f)):
             return beta, True
     return beta, False
@@ -440,7 +485,13 @@ def _prep(x_tr: np.ndarray, x_te: np.ndarray) -> tuple[np.ndarray, np.ndarray, d
 
 
 def _fit_one(
-    z: np.ndarray, t: np.ndarray, e: np.ndarray, pen: np.ndarray, engine: str, l1_ratio: float = 0.0
+    z: np.ndarray,
+    t: np.ndarray,
+    e: np.ndarray,
+    pen: np.ndarray,
+    engine: str,
+    l1_ratio: float = 0.0,
+    beta0: np.ndarray | None = None,
 ) -> np.ndarray:
     """Coefficients on standardised ``z`` with lifelines-convention penalizers ``pen`` (one per column)."""
     n = z.shape[0]
@@ -454,7 +505,7 @@ def _fit_one(
             m = CoxPHFitter(penalizer=np.asarray(pen, float), l1_ratio=l1_ratio).fit(df, "T", "E")
         return m.params_.to_numpy(float)
     var1 = z.var(0, ddof=1) if n > 1 else np.ones(z.shape[1])
-    return cox_ridge(z, t, e, n * pen * var1)[0]
+    return cox_ridge(z, t, e, n * pen * var1, beta0=beta0)[0]
 
 
 def _heldout_ll(
@@ -483,6 +534,31 @@ def _folds(n: int, e: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, n
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), e))
 
 
+def _grouped_folds(
+    groups: np.ndarray, e: np.ndarray, k: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds over distinct women, stratified by their event: every copy of a resampled woman is in one fold.
+
+    Used on bootstrap resamples (women drawn with replacement): a woman's copies
+    split between training and test folds would be predicted from herself,
+    which inflates C. Within each class the women are shuffled and dealt round
+    robin, so fold sizes differ by at most one woman per class.
+    """
+    g = np.asarray(groups)
+    _, first, inv = np.unique(g, return_index=True, return_inverse=True)
+    ev = np.asarray(e, float)[first] > 0
+    k = max(2, min(k, int(ev.sum()), int((~ev).sum()) or k, first.size))
+    rng = np.random.default_rng(seed)
+    fold_u = np.empty(first.size, int)
+    offset = 0
+    for cls in (np.flatnonzero(ev), np.flatnonzero(~ev)):
+        perm = rng.permutation(cls)
+        fold_u[perm] = (np.arange(perm.size) + offset) % k
+        offset += perm.size
+    fold = fold_u[inv.ravel()]
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+
 def _choose(
     x_tr: np.ndarray,
     t_tr: np.ndarray,
@@ -499,8 +575,10 @@ def _choose(
     score = np.zeros(len(grid))
     for itr, ite in folds:
         a, b, _ = _prep(x_tr[itr], x_tr[ite])
+        beta = None
         for j, lam in enumerate(grid):
-            beta = _fit_one(a, t_tr[itr], e_tr[itr], pen_of(float(lam)), engine, l1_ratio)
+            # warm start from the neighbouring penalty's solution (same optimum, fewer Newton steps)
+            beta = _fit_one(a, t_tr[itr], e_tr[itr], pen_of(float(lam)), engine, l1_ratio, beta)
             score[j] += _heldout_ll(a, t_tr[itr], e_tr[itr], b, t_tr[ite], e_tr[ite], beta)
     return float(grid[int(np.argmax(score))])
 
@@ -516,6 +594,8 @@ def _tuned_fit(
     engine: str,
     l1_ratio: float,
     clinical_penalizers: Sequence[float] = (CLINICAL_PENALIZER,),
+    groups: np.ndarray | None = None,
+    memo: dict[Any, float] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], float]:
     """Inner CV of the penalties (held-out partial likelihood), then a refit on all of ``x_tr``.
 
@@ -523,9 +603,30 @@ def _tuned_fit(
     the clinical model would choose it); the immune penalty then, with the
     clinical one fixed. ``stats["clinical_penalizer"]`` holds the former.
     """
-    folds = _folds(t_tr.size, e_tr, inner_folds, seed)
+    folds = (
+        _folds(t_tr.size, e_tr, inner_folds, seed)
+        if groups is None
+        else _grouped_folds(groups, e_tr, inner_folds, seed)
+    )
     lam_c = float(clinical_penalizers[0])
-    if free.any() and len(clinical_penalizers) > 1:
+    # The clinical + immune model chooses its clinical penalty exactly as the clinical model does on the
+    # same folds: the choice is kept (keyed by all its inputs, bytes included) and reused, not redone.
+    key = None
+    if memo is not None:
+        key = (
+            seed,
+            inner_folds,
+            engine,
+            l1_ratio,
+            tuple(clinical_penalizers),
+            x_tr[:, free].tobytes(),
+            t_tr.tobytes(),
+            e_tr.tobytes(),
+            None if groups is None else np.asarray(groups).tobytes(),
+        )
+    if free.any() and len(clinical_penalizers) > 1 and key is not None and key in memo:
+        lam_c = memo[key]
+    elif free.any() and len(clinical_penalizers) > 1:
         k = int(free.sum())
         lam_c = _choose(
             x_tr[:, free],
@@ -537,6 +638,8 @@ def _tuned_fit(
             engine,
             l1_ratio,
         )
+        if memo is not None:
+            memo[key] = lam_c
     pen_of = lambda lam: np.where(free, lam_c, lam)  # noqa: E731
     best = float(penalizers[0])
     if (~free).any():
@@ -573,10 +676,11 @@ class SurvivalEvaluation:
         One row per model: harrell_c, harrell_ci_low/high, uno_c, uno_ci_low/high,
         auc_<h> and its CI per horizon, harrell_c_folds (mean over outer
         folds), sd_repeats, penalizer and clinical_penalizer (medians of the
-        values chosen in the outer folds), n, n_events.
+        values chosen in the outer folds), n, n_events, ci_method
+        (``"bootstrap"`` or ``"fixed"``, see :func:`evaluate_survival`).
     gain : dict
-        clinical + immune minus clinical: harrell (estimate, ci_low, ci_high),
-        uno (same), auc_<h>, p_permutation, n_permutations.
+        clinical + immune minus clinical: harrell_c (estimate, ci_low, ci_high),
+        uno_c (same), auc_<h>, ci_method, p_permutation, n_permutations.
     calibration : pandas.DataFrame
         model, horizon, group (risk tertile 1-3 or ``all``), mean_predicted,
         observed (1 - KM), n; repeat 0 of the stacked out-of-fold predictions.
@@ -714,8 +818,13 @@ def _cv_predict(
     l1_ratio: float,
     horizons: Sequence[float],
     clinical_penalizers: Sequence[float],
+    groups: np.ndarray | None = None,
+    memo: dict[Any, float] | None = None,
 ) -> tuple[np.ndarray, list[float], list[tuple[float, float]]]:
-    """Out-of-fold cumulative incidence (n, n_horizons), per-fold Harrell C and chosen penalizers."""
+    """Out-of-fold cumulative incidence (n, n_horizons), per-fold Harrell C and chosen penalizers.
+
+    ``groups`` (woman of each row, for bootstrap resamples) keeps a woman's copies in one inner fold.
+    """
     pred = np.full((t.size, len(horizons)), np.nan)
     cs, lams = [], []
     for f, (tr, te) in enumerate(folds):
@@ -730,12 +839,68 @@ def _cv_predict(
             engine,
             l1_ratio,
             clinical_penalizers,
+            None if groups is None else groups[tr],
+            memo,
         )
         z_tr, z_te, _ = _prep(x[tr], x[te])
         pred[te] = _predict_ci(z_tr, t[tr], e[tr], beta, z_te, horizons)
         cs.append(harrell_c(t[te], e[te], z_te @ beta))
         lams.append((lam, stats["clinical_penalizer"]))
     return pred, cs, lams
+
+
+def _nanmean(a: np.ndarray, axis: int | None = None) -> Any:
+    """``np.nanmean`` without the warning where a metric is undefined everywhere (NaN, as reported)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def _bootstrap_cv(
+    xs: Mapping[str, np.ndarray],
+    t: np.ndarray,
+    e: np.ndarray,
+    frees: Mapping[str, np.ndarray],
+    models: Sequence[str],
+    n_splits: int,
+    n_bootstrap: int,
+    seed: int,
+    metrics: Callable[[np.ndarray, np.ndarray, np.ndarray], list[float]],
+    kw: Mapping[str, Any],
+    tick: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """The whole nested CV (one repeat) re-run on women resampled with replacement.
+
+    As :func:`flowtools.stats.predict._bootstrap_cv`: women are drawn within
+    the event and the censored women (the event count is kept); outer and
+    inner folds are drawn over the distinct women of the resample
+    (:func:`_grouped_folds`), so the copies of a woman are never split between
+    training and test. Returns the metrics of each model's stacked
+    out-of-fold risk in each replicate, shape ``(n_bootstrap, len(models),
+    n_metrics)``.
+    """
+    rng = np.random.default_rng([int(seed), 23])
+    ev, ce = np.flatnonzero(e > 0), np.flatnonzero(e <= 0)
+    last = len(kw["horizons"]) - 1
+    out = np.full((n_bootstrap, len(models), 2 + len(kw["horizons"])), np.nan)
+    for b in range(n_bootstrap):
+        while True:  # redraw the rare resample with a single distinct woman in a class (tiny cohorts)
+            draw = rng.choice(ev, ev.size), rng.choice(ce, ce.size)
+            if np.unique(draw[0]).size >= 2 and (ce.size == 0 or np.unique(draw[1]).size >= 2):
+                break
+        idx = np.concatenate(draw)
+        tb, eb = t[idx], e[idx]
+        fold_seed = int(rng.integers(2**31 - 1))
+        folds = _grouped_folds(idx, eb, n_splits, fold_seed)
+        memo: dict[Any, float] = {}
+        for j, m in enumerate(models):
+            p, _, _ = _cv_predict(
+                xs[m][idx], tb, eb, frees[m], folds, seed=fold_seed, groups=idx, memo=memo, **kw
+            )
+            out[b, j] = metrics(tb, eb, p[:, last])
+            if tick is not None:
+                tick()
+    return out
 
 
 def evaluate_survival(
@@ -753,7 +918,8 @@ def evaluate_survival(
     l1_ratio: float = 0.0,
     horizons: Sequence[float] = HORIZONS,
     n_permutations: int = 0,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = 50,
+    ci: str = "bootstrap",
     engine: str = "fast",
     seed: int = 0,
     progress: ProgressCallback | None = None,
@@ -784,7 +950,19 @@ def evaluate_survival(
         Months for the time-dependent AUC and calibration.
     n_permutations : int, default 0
         Permutations of the immune block across women for the test of the gain.
-    n_bootstrap : int, default 200
+    n_bootstrap : int, default 50
+        Bootstrap replicates of the intervals (0: no intervals).
+    ci : {"bootstrap", "fixed"}, default "bootstrap"
+        ``"bootstrap"``: women resampled with replacement (within event /
+        censored, as :func:`flowtools.stats.predict.evaluate_models` does) and
+        the whole nested CV (one repeat, inner tuning included) re-run on each
+        replicate, outer and inner folds drawn over distinct women so a woman's
+        copies never straddle training and test; interval = estimate +- 1.96
+        bootstrap SE (C and AUC clipped to [0, 1]), as ``predict``'s. This is
+        the interval that covers (``benchmarks/bench_survival_validity.py``).
+        ``"fixed"``: percentile bootstrap over women of the repeat-averaged
+        out-of-fold predictions, treated as fixed: much faster and narrower,
+        it ignores the refitting (a lower bound on the uncertainty).
     engine : {"fast", "lifelines"}
     seed : int
     progress : callable(done, total), optional
@@ -795,6 +973,9 @@ def evaluate_survival(
     """
     if engine not in ("fast", "lifelines"):
         msg = f"engine must be 'fast' or 'lifelines', not {engine!r}"
+        raise ValueError(msg)
+    if ci not in ("bootstrap", "fixed"):
+        msg = f"ci must be 'bootstrap' or 'fixed', not {ci!r}"
         raise ValueError(msg)
     blocks, t, e, ids = _frames(counts, db_or_outcomes, outcome, models, transform)
     if e.sum() < 4:
@@ -811,8 +992,10 @@ def evaluate_survival(
     }
     xs = {m: b.to_numpy(float) for m, b in blocks.items()}
     frees = {m: np.isin(np.asarray(b.columns), CLINICAL_FEATURES) for m, b in blocks.items()}
-    total = n_repeats * len(models) + n_permutations
+    n_boot_cv = n_bootstrap if ci == "bootstrap" else 0
+    total = (n_repeats + n_boot_cv) * len(models) + n_permutations
     done = 0
+    memo: dict[Any, float] = {}
     preds: dict[str, list[np.ndarray]] = {m: [] for m in models}
     fold_c: dict[str, list[float]] = {m: [] for m in models}
     lams: dict[str, list[tuple[float, float]]] = {m: [] for m in models}
@@ -821,7 +1004,7 @@ def evaluate_survival(
         folds = _folds(t.size, e, n_splits, seed + 1000 * r)
         rep_folds.append(folds)
         for m in models:
-            p, cs, lm = _cv_predict(xs[m], t, e, frees[m], folds, seed=seed + 1000 * r, **kw)
+            p, cs, lm = _cv_predict(xs[m], t, e, frees[m], folds, seed=seed + 1000 * r, memo=memo, **kw)
             preds[m].append(p)
             fold_c[m] += cs
             lams[m] += lm
@@ -835,23 +1018,47 @@ def evaluate_survival(
 
     per_rep = {m: np.array([metrics(t, e, p[:, last]) for p in preds[m]]) for m in models}
     avg = {m: np.mean(preds[m], axis=0) for m in models}
-    rng = np.random.default_rng([int(seed), 19])
-    boot = {m: [] for m in models}
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, t.size, t.size)
-        if e[idx].sum() < 2:
-            continue
-        for m in models:
-            boot[m].append(metrics(t[idx], e[idx], avg[m][idx, last]))
-    bt = {m: np.asarray(boot[m]).reshape(-1, 2 + len(hz)) for m in models}
+    if ci == "fixed":
+        rng = np.random.default_rng([int(seed), 19])
+        boot = {m: [] for m in models}
+        for _ in range(n_bootstrap):
+            idx = rng.integers(0, t.size, t.size)
+            if e[idx].sum() < 2:
+                continue
+            for m in models:
+                boot[m].append(metrics(t[idx], e[idx], avg[m][idx, last]))
+        bt = {m: np.asarray(boot[m]).reshape(-1, 2 + len(hz)) for m in models}
+    else:
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        arr = _bootstrap_cv(xs, t, e, frees, models, n_splits, n_boot_cv, seed, metrics, kw, tick)
+        bt = {m: arr[:, j] for j, m in enumerate(models)}
+    z975 = 1.959963984540054
+
+    def interval(est: float, reps: np.ndarray, *, clip: bool) -> tuple[float, float]:
+        if reps.size == 0 or np.isnan(est) or np.isnan(reps).all():
+            return float("nan"), float("nan")
+        if ci == "fixed":
+            lo, hi = np.nanpercentile(reps, [2.5, 97.5])
+            return float(lo), float(hi)
+        # predict's interval: estimate +- z * bootstrap SE of the whole procedure
+        se = float(np.nanstd(reps, ddof=1)) if np.sum(~np.isnan(reps)) > 1 else float("nan")
+        lo, hi = est - z975 * se, est + z975 * se
+        return (max(0.0, lo), min(1.0, hi)) if clip else (lo, hi)
+
     names = ["harrell_c", "uno_c"] + [f"auc_{h:g}" for h in hz]
     rows = []
     for m in models:
-        est = np.nanmean(per_rep[m], axis=0)
+        est = _nanmean(per_rep[m], axis=0)
         row: dict[str, Any] = {"model": m}
         for k, nm in enumerate(names):
             short = nm.replace("_c", "")
-            lo, hi = np.nanpercentile(bt[m][:, k], [2.5, 97.5]) if bt[m].size else (np.nan, np.nan)
+            lo, hi = interval(float(est[k]), bt[m][:, k], clip=True)
             row[nm] = float(est[k])
             row[f"{short}_ci_low"], row[f"{short}_ci_high"] = float(lo), float(hi)
         row["harrell_c_folds"] = float(np.nanmean(fold_c[m]))
@@ -860,6 +1067,7 @@ def evaluate_survival(
         row["penalizer"] = float(np.median(chosen[:, 0])) if (~frees[m]).any() else float("nan")
         row["clinical_penalizer"] = float(np.median(chosen[:, 1])) if frees[m].any() else float("nan")
         row["n"], row["n_events"] = int(t.size), int(e.sum())
+        row["ci_method"] = ci
         rows.append(row)
     conc = pd.DataFrame(rows)
     gain: dict[str, Any] = {}
@@ -870,12 +1078,10 @@ def evaluate_survival(
         diff_rep = per_rep[aug] - per_rep[base]
         diff_boot = bt[aug] - bt[base]
         for k, nm in enumerate(names):
-            lo, hi = np.nanpercentile(diff_boot[:, k], [2.5, 97.5]) if diff_boot.size else (np.nan, np.nan)
-            gain[nm] = {
-                "estimate": float(np.nanmean(diff_rep[:, k])),
-                "ci_low": float(lo),
-                "ci_high": float(hi),
-            }
+            g_est = float(_nanmean(diff_rep[:, k]))
+            lo, hi = interval(g_est, diff_boot[:, k], clip=False)
+            gain[nm] = {"estimate": g_est, "ci_low": float(lo), "ci_high": float(hi)}
+        gain["ci_method"] = ci
         gain["n_permutations"] = int(n_permutations)
         gain["p_permutation"] = None
         if n_permutations:
@@ -919,7 +1125,14 @@ def evaluate_survival(
         "n_permutations": n_permutations,
         "engine": engine,
         "seed": seed,
-        "ci": "bootstrap over women of the repeat-averaged out-of-fold predictions (treated as fixed)",
+        "ci": ci,
+        "ci_description": (
+            "estimate +- 1.96 SE of a bootstrap over women around the whole nested CV (one repeat, "
+            "inner tuning included; a woman's copies never split across folds)"
+            if ci == "bootstrap"
+            else "percentile bootstrap over women of the repeat-averaged out-of-fold predictions, treated "
+            "as fixed (narrower than a bootstrap around the whole nested CV)"
+        ),
         "risk_score": f"out-of-fold predicted cumulative incidence at {hz[-1]:g} months",
         "clinical_features": list(blocks["clinical"].columns) if "clinical" in blocks else [],
     }
@@ -1193,6 +1406,7 @@ def run_survival_stage(
     *,
     seed: int = 0,
     n_repeats: int = 2,
+    n_bootstrap: int = 50,
 ) -> dict[str, Any]:
     """Evaluate the three models for time to live birth, write tables, figures and a model; return a summary.
 
@@ -1214,7 +1428,7 @@ def run_survival_stage(
     counts = counts[counts["woman_id"].astype(str).isin(set(db.women["woman_id"]))]
 
     out = Path(out_dir)
-    ev = evaluate_survival(counts, db, n_repeats=n_repeats, n_splits=3, n_bootstrap=100, seed=seed)
+    ev = evaluate_survival(counts, db, n_repeats=n_repeats, n_splits=3, n_bootstrap=n_bootstrap, seed=seed)
     files = ev.to_files(out)
     figs = survival_figures(derive_outcomes(db), ev, out)
     model = fit_survival_model(counts, db, n_bootstrap=50, seed=seed)

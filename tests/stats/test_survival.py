@@ -126,7 +126,9 @@ def _noise_frames(n: int, seed: int) -> tuple[pd.DataFrame, tuple[pd.DataFrame, 
 
 def test_nested_cv_noise_near_half(tmp_path):
     imm, frames = _noise_frames(150, 2)
-    ev = S.evaluate_survival(imm, frames, n_repeats=1, n_splits=4, n_bootstrap=30, n_permutations=2, seed=0)
+    ev = S.evaluate_survival(
+        imm, frames, n_repeats=1, n_splits=4, n_bootstrap=30, ci="fixed", n_permutations=2, seed=0
+    )
     c = ev.concordance.set_index("model")
     assert 0.40 < c.loc["immune", "harrell_c"] < 0.60
     assert 0.40 < c.loc["immune", "uno_c"] < 0.60
@@ -174,6 +176,8 @@ def test_outcome_and_engine_checked():
         S.evaluate_survival(imm, frames, outcome="death")
     with pytest.raises(ValueError, match="engine"):
         S.evaluate_survival(imm, frames, engine="R")
+    with pytest.raises(ValueError, match="ci must be 'bootstrap' or 'fixed', not 'wide'"):
+        S.evaluate_survival(imm, frames, ci="wide")
 
 
 def test_demo_stage_on_24_women(tmp_path):
@@ -190,7 +194,7 @@ def test_demo_stage_on_24_women(tmp_path):
     counts = counts[counts["woman_id"] != "W024"]  # a woman whose gate failed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tiny folds
-        s = S.run_survival_stage(counts, read_followup(fu.sqlite), tmp_path / "out", seed=0)
+        s = S.run_survival_stage(counts, read_followup(fu.sqlite), tmp_path / "out", seed=0, n_bootstrap=3)
     assert s["dropped_women"] == ["W024"] and s["n_women"] == 23
     assert set(s["harrell_c"]) == {"clinical", "immune", "clinical + immune"}
     assert all(0 <= v <= 1 for v in s["harrell_c"].values())
@@ -206,3 +210,93 @@ def test_km_equals_lifelines():
     ts, vs = S._km(t, e)
     ref = KaplanMeierFitter().fit(t, e).survival_function_.iloc[:, 0]
     np.testing.assert_allclose(vs, ref.loc[ts].to_numpy(), rtol=1e-12)
+
+
+_FAST = {
+    "n_repeats": 1,
+    "n_splits": 3,
+    "inner_folds": 2,
+    "penalizers": (0.3, 3.0),
+    "clinical_penalizers": (0.01, 0.1),
+}
+
+
+def test_bootstrap_interval_contains_estimate_and_is_reproducible():
+    imm, frames = _noise_frames(60, 6)
+    imm = imm.iloc[:, :2]
+    ev = S.evaluate_survival(imm, frames, n_bootstrap=6, seed=1, **_FAST)
+    c = ev.concordance
+    assert (c["ci_method"] == "bootstrap").all() and ev.parameters["ci"] == "bootstrap"
+    for short, col in (
+        ("harrell", "harrell_c"),
+        ("uno", "uno_c"),
+        ("auc_12", "auc_12"),
+        ("auc_24", "auc_24"),
+    ):
+        assert (c[f"{short}_ci_low"] <= c[col]).all() and (c[col] <= c[f"{short}_ci_high"]).all()
+        assert (c[f"{short}_ci_high"] > c[f"{short}_ci_low"]).all()
+    for k in ("harrell_c", "uno_c", "auc_12", "auc_24"):
+        g = ev.gain[k]
+        assert g["ci_low"] < g["estimate"] < g["ci_high"]
+    assert ev.gain["ci_method"] == "bootstrap"
+    again = S.evaluate_survival(imm, frames, n_bootstrap=6, seed=1, **_FAST)
+    pd.testing.assert_frame_equal(again.concordance, c)
+    assert again.gain == ev.gain
+    other = S.evaluate_survival(imm, frames, n_bootstrap=6, seed=2, **_FAST)
+    assert not np.allclose(other.concordance["harrell_ci_low"], c["harrell_ci_low"])
+
+
+def test_bootstrap_interval_widens_with_fewer_women():
+    imm, frames = _noise_frames(240, 7)
+    widths = []
+    for n in (240, 40):
+        sub = (frames[0].iloc[:n], frames[1].iloc[:n])
+        ev = S.evaluate_survival(None, sub, models=["clinical"], n_bootstrap=12, seed=0, **_FAST)
+        r = ev.concordance.iloc[0]
+        widths.append(r["harrell_ci_high"] - r["harrell_ci_low"])
+    assert widths[1] > 1.5 * widths[0]
+
+
+def test_grouped_folds_keep_copies_of_a_woman_together():
+    rng = np.random.default_rng(0)
+    groups = rng.choice(30, 30)  # a bootstrap resample: duplicated women
+    e = (groups % 3 == 0).astype(float)  # the event belongs to the woman
+    folds = S._grouped_folds(groups, e, 4, seed=5)
+    assert len(folds) == 4
+    test_rows = np.concatenate([te for _, te in folds])
+    assert np.array_equal(np.sort(test_rows), np.arange(30))  # every row tested once
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        assert e[te].sum() > 0  # stratified by event over distinct women
+    assert [te.tolist() for _, te in S._grouped_folds(groups, e, 4, seed=5)] == [
+        te.tolist() for _, te in folds
+    ]
+
+
+def test_bootstrap_folds_never_split_a_woman(monkeypatch):
+    imm, frames = _noise_frames(40, 8)
+    calls = []
+    real = S._grouped_folds
+
+    def checked(groups, e, k, seed):
+        folds = real(groups, e, k, seed)
+        for tr, te in folds:
+            assert not set(np.asarray(groups)[tr]) & set(np.asarray(groups)[te])
+        calls.append(len(np.unique(groups)) < len(groups))
+        return folds
+
+    monkeypatch.setattr(S, "_grouped_folds", checked)
+    S.evaluate_survival(imm.iloc[:, :2], frames, n_bootstrap=2, seed=0, **_FAST)
+    # outer folds of each replicate and the inner folds of every outer training set, all with copies
+    assert len(calls) >= 2 * (1 + 3) and all(calls)
+
+
+def test_cox_warm_start_reaches_the_same_optimum():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((80, 4))
+    t = rng.exponential(10, 80).round(1)
+    e = (rng.random(80) < 0.7).astype(float)
+    cold, ok = S.cox_ridge(x, t, e, 2.0)
+    warm, ok2 = S.cox_ridge(x, t, e, 2.0, beta0=np.full(4, 0.5))
+    assert ok and ok2
+    np.testing.assert_allclose(warm, cold, atol=1e-8)
