@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_PARTIAL", "console", "csv_text", "err_console", "fail", "progress"]
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_PARTIAL", "console", "err_console", "fail", "progress"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,16 +27,3 @@ def progress():  # noqa: ANN201 - rich type only needed at run time
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=True,
     )
-
-
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV text, the first row's keys as the header; empty text for no rows."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()

@@ -28,7 +28,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from flowtools._cli._common import EXIT_FAIL, EXIT_PARTIAL, console, err_console
-from flowtools._cli._common import csv_text as _csv_text
 from flowtools._cli._common import fail as _fail
 from flowtools._cli._common import progress as _progress
 
@@ -148,10 +147,11 @@ def template_diff(
         raise _fail(exc) from None
     summary = sorted(diff.summary(), key=lambda r: -r["max_abs_delta"])
     if out is not None:
+        from flowtools.io.tables import csv_text
         from flowtools.provenance import atomic_write_text
         from flowtools.report.plots import delta_heatmap
 
-        atomic_write_text(out / "diff.csv", _csv_text(diff.rows))
+        atomic_write_text(out / "diff.csv", csv_text(diff.rows))
         if diff.rows:
             delta_heatmap(diff.rows, out / "diff.png", title=f"{t_new.name} - {t_old.name}: % of parent")
     if json_out:

@@ -8,7 +8,6 @@ inside the commands so that ``flowtools --help`` stays light. Exit status: 0 suc
 from __future__ import annotations
 
 import csv
-import io
 import json
 import warnings
 from pathlib import Path
@@ -156,15 +155,6 @@ def _find_fcs(fcs_dir: Path, sample: Any) -> Path | None:
     return None
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ROW_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r[k] is None else r[k]) for k in ROW_COLUMNS})
-    return buf.getvalue()
-
-
 @wsp_app.command("apply")
 def apply(
     workspace: Annotated[Path, typer.Argument(help="FlowJo .wsp file.", exists=True, dir_okay=False)],
@@ -199,7 +189,9 @@ def apply(
         except FlowtoolsError as exc:
             problems[s.name] = str(exc)
     if rows:
-        atomic_write_text(out, _csv_text(rows))
+        from flowtools.io.tables import csv_text
+
+        atomic_write_text(out, csv_text(rows, ROW_COLUMNS))
     diffs = [abs(r["count_difference"]) for r in rows if r["count_difference"] is not None]
     summary = {
         "out": str(out) if rows else None,

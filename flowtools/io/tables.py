@@ -21,7 +21,7 @@ from typing import Any
 
 from flowtools.provenance import atomic_write_bytes, atomic_write_text
 
-__all__ = ["PROVENANCE_KEY", "Table", "table_bytes", "write_table"]
+__all__ = ["PROVENANCE_KEY", "Table", "csv_text", "table_bytes", "write_table"]
 
 #: Parquet schema metadata key of the provenance record (JSON).
 PROVENANCE_KEY = b"flowtools.provenance"
@@ -170,3 +170,21 @@ def write_table(
         atomic_write_text(prov_path, sidecar)
         paths.append(prov_path)
     return paths
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Plain rows as CSV text (LF line ends; None as empty).
+
+    ``columns`` fixes the header (other keys are left out, and the header is written even for
+    no rows); otherwise the first row's keys, and empty text for no rows.
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows or columns is not None:
+        fields = list(columns) if columns is not None else list(rows[0])
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()

@@ -16,7 +16,6 @@ demo always runs the whole study end to end.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import warnings
@@ -31,6 +30,7 @@ from flowtools._resources import study_template
 from flowtools.compensation import SpilloverMatrix
 from flowtools.io.fcs import read_fcs
 from flowtools.io.sample_sheet import read_sample_sheet
+from flowtools.io.tables import csv_text
 from flowtools.pipeline.plate import PlateResult, run_plate
 from flowtools.provenance import atomic_write_text, provenance_record
 from flowtools.synth import CohortResult, make_cohort
@@ -167,9 +167,9 @@ def run_demo(
             step(k, len(sheet))
 
     scan_csv = out / "fcs_scan.csv"
-    atomic_write_text(scan_csv, _csv_text(rows))
+    atomic_write_text(scan_csv, csv_text(rows))
     medians_csv = out / "compensated_medians.csv"
-    atomic_write_text(medians_csv, _csv_text(medians))
+    atomic_write_text(medians_csv, csv_text(medians))
 
     # Stage 4: gate every sample with the study template of its tube.
     gate_step = report("gate")
@@ -380,12 +380,3 @@ def _stats_stage(gate_dir: Path, clinical_csv: Path, out: Path, *, seed: int) ->
     except (StatsError, ValueError) as exc:  # e.g. too few RM women with each outcome in a tiny cohort
         summary["prediction_skipped"] = str(exc)
     return out, summary
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
