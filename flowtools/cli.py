@@ -632,14 +632,11 @@ def _demo_sections(res: Any) -> list[Any]:
             "extrapolated), then RM vs control per analyte on log10 concentration (Mann-Whitney, BH q; "
             "<LLOQ counted as LLOQ/2).", (), rows, (("bead plate report", bead_report),)))
     if getattr(res, "normalization", None) is not None:
-        from flowtools.report.batch_qc import write_batch_qc
+        from flowtools.report.batch_qc import write_normalization_page
 
         fit, norm = res.normalization
-        page = write_batch_qc(
-            Path(res.out_dir) / "normalize" / "batch_qc.html", medians=norm.medians, drift=norm.drift,
-            drift_anchors=norm.drift_anchors, before=norm.before, after=norm.after, markers=fit.markers,
-            title="Batch QC (synthetic multi-plate cohort)",
-            notes=[f"One anchor donor per plate; model {fit.model.mode}, goal {fit.model.goal}."])
+        page = write_normalization_page(fit, norm, Path(res.out_dir) / "normalize" / "batch_qc.html",
+                                        notes=["One anchor donor per plate."])
         keep = ("marker", "emd_before", "emd_after", "mad_change", "flagged")
         rows = tuple({k: r[k] for k in keep if k in r} for r in norm.drift)
         sections.append(ReportSection(

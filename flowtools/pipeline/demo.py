@@ -35,7 +35,7 @@ from flowtools.pipeline.plate import PlateResult, run_plate
 from flowtools.provenance import atomic_write_text, provenance_record
 from flowtools.synth import CohortResult, make_cohort
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "bead_array_stage", "normalize_stage", "run_demo"]
 
 StageCallback = Callable[[str, int, int], None]
 
@@ -216,11 +216,11 @@ def run_demo(
 
     # Stage 7: immune substances - a cytokine bead-array plate for the same women, from FCS files to
     # concentrations (5PL standard curves, LLOQ/ULOQ), then RM vs control per analyte.
-    beads, bead_summary = _beads_stage(cohort.out_dir, out / "beads", seed=seed)
+    beads, bead_summary = bead_array_stage(cohort.out_dir, out / "beads", seed=seed)
 
     # Stage 8: plates on one scale - a multi-plate cohort with a batch effect and an anchor donor on every
     # plate, normalised on the anchors (CytoNorm-class); the command line draws its batch QC page.
-    normalization, norm_summary = _normalize_stage(out / "normalize", seed=seed)
+    normalization, norm_summary = normalize_stage(out / "normalize", seed=seed)
 
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
@@ -277,7 +277,7 @@ def _export_stage(gate_dir: Path, out: Path) -> dict[str, Any]:
     return summary
 
 
-def _normalize_stage(out: Path, *, seed: int, n_plates: int = 4, n_women: int = 8,
+def normalize_stage(out: Path, *, seed: int, n_plates: int = 4, n_women: int = 8,
                      events: int = 5000) -> tuple[Any, dict[str, Any]]:
     """A multi-plate cohort with a batch effect, normalised on its anchors: (fit, result), summary."""
     from flowtools.analysis.normalize import apply_sheet, fit_sheet
@@ -295,9 +295,12 @@ def _normalize_stage(out: Path, *, seed: int, n_plates: int = 4, n_women: int = 
     summary = {"plates": n_plates, "markers": len(fit.markers),
                "mean_emd_before": float(np.mean(before)) if before else float("nan"),
                "mean_emd_after": float(np.mean(after)) if after else float("nan"),
+               "emd_before": {r["marker"]: r["emd_before"] for r in res.drift},
+               "emd_after": {r["marker"]: r["emd_after"] for r in res.drift},
                "flagged": [r["marker"] for r in res.drift if r["flagged"]],
                "unstable_clusters": list(fit.model.cluster_cv_["unstable"]),
-               "samples_csv": str(res.samples_csv), "model": str(fit.path)}
+               "samples_csv": str(res.samples_csv), "model": str(fit.path),
+               "cohort_samples_csv": str(cohort.samples_csv)}
     return (fit, res), summary
 
 
@@ -321,7 +324,7 @@ def _survival_stage(gate_dir: Path, cohort_dir: Path, out_dir: Path, *, seed: in
     return summary
 
 
-def _beads_stage(cohort_dir: Path, out: Path, *, seed: int,
+def bead_array_stage(cohort_dir: Path, out: Path, *, seed: int,
                  events_per_well: int = 2500) -> tuple[Any, dict[str, Any]]:
     """Bead-array stage: synthetic bead plate(s) for the cohort's women, run, RM vs control per analyte."""
     from flowtools.beads.plate import run_bead_plate
@@ -351,6 +354,8 @@ def _beads_stage(cohort_dir: Path, out: Path, *, seed: int,
     write_table(comparison, out / "analytes_comparison", prov)
     s = res.summary()
     return res, {"bead_wells": s["wells"], "bead_failed_wells": s["failed_wells"],
+                 "per_woman": str(res.outputs["per_woman"]),
+                 "comparison": str(out / "analytes_comparison.csv"),
                  "bead_curves_ok": s["curves_ok"], "analytes_compared": int(len(comparison)),
                  "analytes_significant_q05": int((comparison["q_mannwhitney"] < 0.05).sum())}
 

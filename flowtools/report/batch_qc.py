@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["levey_jennings", "file_outliers", "run_normalize_demo", "write_batch_qc"]
+__all__ = ["file_outliers", "levey_jennings", "run_normalize_demo", "write_batch_qc",
+           "write_normalization_page"]
 
 _Z_OUTLIER = 3.5
 _MAD_FLOOR = 0.05  # transformed units: a plate of near-identical files is not a plate of outliers
@@ -292,6 +293,15 @@ def _population_series(
     return {p: {"after": {b: float(np.mean(v)) for b, v in sorted(d.items())}} for p, d in acc.items()}
 
 
+def write_normalization_page(fit: Any, res: Any, path: str | os.PathLike[str], *,
+                             notes: Sequence[str] = ()) -> Path:
+    """The batch QC page of a fit (``fit_sheet``) and its application (``apply_sheet``)."""
+    return write_batch_qc(path, medians=res.medians, drift=res.drift, drift_anchors=res.drift_anchors,
+                          before=res.before, after=res.after, markers=fit.markers,
+                          title="Batch QC (synthetic multi-plate cohort)",
+                          notes=[*notes, f"Model {fit.model.mode}, goal {fit.model.goal}."])
+
+
 def run_normalize_demo(
     out_dir: Path, *, seed: int = 0, n_plates: int = 4, n_women: int = 8, events: int = 5000,
 ) -> dict[str, Any]:
@@ -310,26 +320,11 @@ def run_normalize_demo(
         ``emd_before`` / ``emd_after`` (marker -> EMD between batches, all files), flagged
         markers, and the paths written.
     """
-    from flowtools._resources import study_template
-    from flowtools.analysis.normalize import apply_sheet, fit_sheet
-    from flowtools.synth.batch import make_batch_cohort
+    from flowtools.pipeline.demo import normalize_stage
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cohort = make_batch_cohort(out / "cohort", n_plates=n_plates, n_women=n_women, events=events, seed=seed,
-                               overwrite=True)
-    template = study_template("TBNK-NK")
-    fit = fit_sheet(cohort.samples_csv, template, out / "model.json", min_events=min(1000, events // 2),
-                    command="demo normalize", random_state=seed)
-    res = apply_sheet(cohort.samples_csv, fit.path, out / "normalized", command="demo normalize")
-    qc = write_batch_qc(out / "batch_qc.html", medians=res.medians, drift=res.drift,
-                        drift_anchors=res.drift_anchors, before=res.before, after=res.after,
-                        markers=fit.markers, title="Batch QC (synthetic multi-plate cohort)",
-                        notes=[f"{n_plates} plates, {n_women} women, one anchor donor per plate; model "
-                               f"{fit.model.mode}, goal {fit.model.goal}."])
-    return {"emd_before": {r["marker"]: r["emd_before"] for r in res.drift},
-            "emd_after": {r["marker"]: r["emd_after"] for r in res.drift},
-            "flagged": [r["marker"] for r in res.drift if r["flagged"]],
-            "unstable_clusters": fit.model.cluster_cv_["unstable"],
-            "samples_csv": str(res.samples_csv), "model": str(fit.path), "batch_qc": str(qc),
-            "cohort_samples_csv": str(cohort.samples_csv)}
+    (fit, res), summary = normalize_stage(out, seed=seed, n_plates=n_plates, n_women=n_women, events=events)
+    qc = write_normalization_page(fit, res, out / "batch_qc.html",
+                                  notes=[f"{n_plates} plates, {n_women} women, one anchor donor per plate."])
+    return {k: summary[k] for k in ("emd_before", "emd_after", "flagged", "unstable_clusters", "samples_csv",
+                                    "model", "cohort_samples_csv")} | {"batch_qc": str(qc)}

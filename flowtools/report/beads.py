@@ -337,54 +337,16 @@ def beads_stage(
         The run's summary plus ``per_woman`` (path of the per-woman table), ``report``,
         ``comparison``, ``seconds``.
     """
-    from flowtools.beads.plate import run_bead_plate
-    from flowtools.io.sample_sheet import read_sample_sheet, write_sample_sheet
-    from flowtools.stats.analytes import compare_analytes
-    from flowtools.synth.beads import MAX_SAMPLES, make_bead_plate
+    from flowtools.pipeline.demo import bead_array_stage
 
     t0 = time.perf_counter()
-    cohort_dir, out = Path(cohort_dir), Path(out_dir)
-    import csv
-
-    with open(cohort_dir / "clinical.csv", newline="", encoding="utf-8") as fh:
-        n = sum(1 for _ in csv.DictReader(fh))
-    rows = []
-    panel = None
-    for k, first in enumerate(range(0, n, MAX_SAMPLES)):
-        plate = make_bead_plate(
-            out / "plates" / f"BP{k + 1}",
-            cohort_dir=cohort_dir,
-            first_woman=first,
-            seed=seed,
-            plate_id=f"BP{k + 1}",
-            events_per_well=events_per_well,
-        )
-        rows += list(read_sample_sheet(plate.sheet, tubes=None).rows)
-        panel = plate.panel
-    write_sample_sheet(rows, out / "samples.csv")
-    assert panel is not None
-    res = run_bead_plate(
-        out / "samples.csv", panel, out / "results", seed=seed, command="flowtools demo (beads)"
-    )
+    out = Path(out_dir)
+    res, summary = bead_array_stage(Path(cohort_dir), out, seed=seed, events_per_well=events_per_well)
     report = write_bead_report(res, out / "report.html")
-    comparison = compare_analytes(res.outputs["per_woman"], cohort_dir / "clinical.csv")
-    from flowtools.io.tables import write_table
-    from flowtools.provenance import provenance_record
-
-    prov = provenance_record(
-        inputs={"per_woman": res.outputs["per_woman"], "clinical": cohort_dir / "clinical.csv"},
-        seed=seed,
-        command="flowtools demo (beads compare)",
-        parameters={
-            "test": "Mann-Whitney and Welch on log10; BH q",
-            "censoring": "<LLOQ as LLOQ/2, >ULOQ as ULOQ",
-        },
-    )
-    comp_path = write_table(comparison, out / "analytes_comparison", prov)[0]
     return {
         **res.summary(),
-        "per_woman": str(res.outputs["per_woman"]),
+        "per_woman": summary["per_woman"],
         "report": str(report),
-        "comparison": str(comp_path),
+        "comparison": summary["comparison"],
         "seconds": round(time.perf_counter() - t0, 2),
     }
