@@ -21,6 +21,7 @@ Layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -441,18 +442,26 @@ def _plot_sample(task: Mapping[str, Any]) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return read_fcs(task["file"])
-    from flowtools.analysis.normalize import CytoNorm, normalize_sample
-    from flowtools.provenance import file_sha256
+    from flowtools.analysis.normalize import normalize_sample
 
     if norm.get("batch") is None:
         msg = "the run was normalised, but the sample's batch is not in its sample sheet any more"
         raise ValueError(msg)
-    if file_sha256(norm["path"]) != norm["sha256"]:
-        msg = f"{norm['path']}: the normalisation model changed since the run"
-        raise ValueError(msg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return normalize_sample(task["file"], CytoNorm.load(norm["path"]), norm["batch"]).to_sample()
+        return normalize_sample(task["file"], _model(norm["path"], norm["sha256"]), norm["batch"]).to_sample()
+
+
+@functools.lru_cache(maxsize=2)
+def _model(path: str, sha256: str) -> Any:
+    """The run's normalisation model, read and checked once per worker (not once per sample)."""
+    from flowtools.analysis.normalize import CytoNorm
+    from flowtools.provenance import file_sha256
+
+    if file_sha256(path) != sha256:
+        msg = f"{path}: the normalisation model changed since the run"
+        raise ValueError(msg)
+    return CytoNorm.load(path)
 
 
 def _reuse(task: Mapping[str, Any], source: bytes) -> list[dict[str, Any]] | None:
