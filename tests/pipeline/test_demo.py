@@ -60,13 +60,14 @@ def test_demo_exports(demo):
 
 
 def test_demo_time_to_live_birth(demo):
+    """The 4-woman fixture has one live birth: the stage says why it skipped the models, and keeps the db.
+
+    The models themselves run on a 24-woman demo cohort in tests/stats/test_survival.py
+    (``test_demo_stage_on_24_women``).
+    """
     sv = demo.summary["survival"]
     assert (demo.out_dir / "survival" / "followup" / "followup.sqlite").is_file()
-    if "survival_skipped" in sv:  # a 4-woman cohort may have too few live births: said, not hidden
-        assert sv["survival_skipped"]
-        return
-    assert set(sv["harrell_c"]) == {"clinical", "immune", "clinical + immune"}
-    assert all(0.0 <= v <= 1.0 for v in sv["harrell_c"].values())
+    assert "events" in sv["survival_skipped"] and "cross-validation" in sv["survival_skipped"]
 
 
 def test_demo_normalises_plates_on_anchors(demo):
