@@ -5,7 +5,7 @@ take ~0.2 s; compiled, ~25-35 s of one core (most of a new user's first plate). 
 (a new install, a new machine, edited kernels) :func:`prime` compiles them in parallel: helper
 processes take the warm-up :data:`STEPS` from a queue, each step compiling and saving its own
 kernels, and the caller then loads all of them from the cache. The batch runner primes in its
-fork server before any worker is forked (:func:`flowtools.pipeline.plate._warm_worker`), or, with
+fork server before any worker is forked (:func:`flowtools.pipeline.executor._warm_worker`), or, with
 spawned workers, in the coordinator before it starts them.
 
 Whether the cache is warm is recorded by a stamp next to numba's cache files (in the folder

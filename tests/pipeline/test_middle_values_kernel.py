@@ -10,7 +10,7 @@ from reference.tables_ref import middle_values_partition_ref
 
 from flowtools.analysis import _population_kernels as _kernels
 from flowtools.analysis._population_kernels import middle_values
-from flowtools.pipeline import plate
+from flowtools.pipeline import plate, tasks
 
 ROOT = plate.__file__.rsplit("/flowtools/", 1)[0]
 _NEG_NAN = np.uint64(0xFFF8000000000000).view(np.float64)  # a NaN with the sign bit set
@@ -159,7 +159,7 @@ def plate_inputs(tmp_path_factory) -> list[tuple[list[np.ndarray], list[np.ndarr
             t = by_tube[r.tube]
             task = {"row": plate._row_dict(r), "template": t.source, "template_sha": t.sha256, "pinned": {},
                     "seed": 0}
-            out = plate._gate_task(task)
+            out = tasks.gate_task(task)
             assert out.ok, out.error
     finally:
         mp.undo()

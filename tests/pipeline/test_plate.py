@@ -135,11 +135,11 @@ def test_killed_run_resumes_to_identical_tables(cohort, serial, tmp_path):
     code = (
         "import sys, time\n"
         "from flowtools.pipeline import plate\n"
-        "orig = plate._gate_task\n"
+        "orig = plate.gate_task\n"
         "def slow(task):\n"
         "    time.sleep(0.4)\n"
         "    return orig(task)\n"
-        "plate._gate_task = slow\n"
+        "plate.gate_task = slow\n"
         f"plate.run_plate({str(c.samples_csv)!r}, [{str(tpl)!r}], {str(out)!r}, jobs=1)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -170,11 +170,11 @@ def test_killed_pool_run_leaves_no_process_and_resumes(cohort, serial, tmp_path)
     script.write_text(
         "import time\n"
         "from flowtools.pipeline import plate\n"
-        "orig = plate._gate_task\n"
+        "orig = plate.gate_task\n"
         "def slow(task):\n"
         "    time.sleep(0.4)\n"
         "    return orig(task)\n"
-        "plate._gate_task = slow\n"
+        "plate.gate_task = slow\n"
         "if __name__ == '__main__':\n"
         f"    plate.run_plate({str(c.samples_csv)!r}, [{str(tpl)!r}], {str(out)!r}, jobs=2)\n"
     )
@@ -351,7 +351,7 @@ def test_workers_run_one_blas_thread():
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from flowtools.pipeline.plate import _worker_init
+    from flowtools.pipeline.executor import _worker_init
 
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         threads = pool.submit(_blas_threads).result()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 
 from flowtools.analysis.populations import TABLE_COLUMNS, population_table
 from flowtools.io.tables import Table
-from flowtools.pipeline.plate import _per_woman
+from flowtools.pipeline.outdir import per_woman as _per_woman
 
 _FLOATS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from flowtools.pipeline import plate
+from flowtools.pipeline import executor, plate, tasks
 
 
 def _fresh(code: str) -> str:
@@ -18,8 +18,8 @@ def _fresh(code: str) -> str:
 
 def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
     out = _fresh(
-        "import sys; from flowtools.pipeline import plate; "
-        "before = 'flowtools.gating.methods._mixture_kernels' in sys.modules; plate._warm_worker(); "
+        "import sys; from flowtools.pipeline import executor, plate; "
+        "before = 'flowtools.gating.methods._mixture_kernels' in sys.modules; executor._warm_worker(); "
         "print(before, 'flowtools.gating.methods._mixture_kernels' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
@@ -30,10 +30,10 @@ def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
         msg = "no methods today"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setattr(executor, "_WARM", None)
     monkeypatch.setattr("flowtools.gating.methods.methods", broken)
-    plate._warm_worker()  # no exception
-    assert plate._WARM is None
+    executor._warm_worker()  # no exception
+    assert executor._WARM is None
 
 
 def test_warm_worker_loads_the_kernels_a_task_calls():
@@ -42,7 +42,7 @@ def test_warm_worker_loads_the_kernels_a_task_calls():
     # compensation kernel: tasks compensate in the engine's column extraction, never with it
     # (its 8 signatures cost ~2 s to compile, ~0.7 s to load).
     out = _fresh(
-        "import sys; from flowtools.pipeline import plate; plate._warm_worker(); "
+        "import sys; from flowtools.pipeline import executor; executor._warm_worker(); "
         "from flowtools.transforms import _kernels as t; from flowtools.gating.engine import _kernels as e; "
         "from flowtools.gating.methods import _mixture_kernels as m; "
         "ks = (t.exact_masked, t.exact_serial, t.build_table, e.extract_columns, m._m_step); "
@@ -54,15 +54,15 @@ def test_warm_worker_loads_the_kernels_a_task_calls():
 def test_warm_worker_loads_the_population_table_kernels():
     # The MFI kernel moved to flowtools.analysis._population_kernels: the warm-up compiles it there.
     out = _fresh(
-        "from flowtools.pipeline import plate; plate._warm_worker(); "
+        "from flowtools.pipeline import executor; executor._warm_worker(); "
         "from flowtools.analysis import _population_kernels as k; "
-        "print(plate._WARM is not None, *(bool(f.overloads) for f in (k.pattern_ids, k.column_middles)))"
+        "print(executor._WARM is not None, *(bool(f.overloads) for f in (k.pattern_ids, k.column_middles)))"
     )
     assert out.split() == ["True"] * 3
 
 
 def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():
-    with plate._Executor(1, None) as ex:
+    with executor.Executor(1, None) as ex:
         assert not ex.remote
         ex.warm_up()
         assert list(ex.map(abs, [-1, 2])) == [1, 2]
@@ -75,7 +75,7 @@ def _loaded(_: int) -> bool:
 
 
 def test_pool_executor_warms_up_and_runs_tasks():
-    with plate._Executor(2, None) as ex:
+    with executor.Executor(2, None) as ex:
         assert ex.remote
         ex.warm_up()
         assert sorted(ex.map(abs, [-3, 4, -5])) == [3, 4, 5]
@@ -84,8 +84,8 @@ def test_pool_executor_warms_up_and_runs_tasks():
 
 def test_import_table_writers():
     out = _fresh(
-        "import sys; from flowtools.pipeline import plate; before = 'pyarrow.parquet' in sys.modules; "
-        "plate._import_table_writers(); print(before, 'pyarrow.parquet' in sys.modules)"
+        "import sys; from flowtools.pipeline import executor, plate; before = 'pyarrow.parquet' in sys.modules; "
+        "executor.import_table_writers(); print(before, 'pyarrow.parquet' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
 
@@ -94,7 +94,7 @@ def _thread_caps(_: int) -> tuple[int, list[int], str | None, bool]:
     import numba
     from threadpoolctl import threadpool_info
 
-    warmed_elsewhere = plate._WARM is not None and plate._WARM != os.getpid()  # in the fork server
+    warmed_elsewhere = executor._WARM is not None and executor._WARM != os.getpid()  # in the fork server
     return numba.get_num_threads(), sorted({d["num_threads"] for d in threadpool_info()}), os.environ.get(
         "NUMBA_NUM_THREADS"), warmed_elsewhere
 
@@ -105,11 +105,11 @@ def test_local_workers_start_from_a_warm_fork_server_with_one_thread_each(monkey
     monkeypatch.delenv("FLOWTOOLS_START_METHOD", raising=False)
     if "forkserver" not in mp.get_all_start_methods():
         pytest.skip("this platform has no fork server")
-    before = {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV}
-    with plate._Executor(2, None) as ex:
+    before = {k: os.environ.get(k) for k in executor._ONE_THREAD_ENV}
+    with executor.Executor(2, None) as ex:
         caps = list(ex.map(_thread_caps, [0, 1, 2]))
         assert ex.start_method == ("forkserver" if sys.platform.startswith("linux") else "spawn")
-        assert {k: os.environ.get(k) for k in plate._ONE_THREAD_ENV} == before  # this process: unchanged
+        assert {k: os.environ.get(k) for k in executor._ONE_THREAD_ENV} == before  # this process: unchanged
         assert all(ex.map(_loaded, [0, 1]))
     assert {c[0] for c in caps} == {1}  # numba
     assert {t for c in caps for t in c[1]} == {1}  # BLAS / OpenMP pools
@@ -122,13 +122,13 @@ def test_start_method_can_be_forced_to_spawn(monkeypatch):
     from flowtools.pipeline import _kernel_cache as k
 
     monkeypatch.setenv("FLOWTOOLS_START_METHOD", "spawn")
-    assert plate._mp_context().get_start_method() == "spawn"
+    assert executor._mp_context().get_start_method() == "spawn"
     primed = []
-    monkeypatch.setattr(plate, "COMPILE_JOBS", 2)
+    monkeypatch.setattr(executor, "COMPILE_JOBS", 2)
     monkeypatch.setattr(k, "is_warm", lambda: False)  # as on a new install
     monkeypatch.setattr(k, "can_prime", lambda: True)
     monkeypatch.setattr(k, "prime", lambda ctx, procs: primed.append((ctx.get_start_method(), procs)) or True)
-    with plate._Executor(2, None) as ex:
+    with executor.Executor(2, None) as ex:
         ex.warm_up()
         caps = list(ex.map(_thread_caps, [0, 1]))
         assert all(ex.map(_loaded, [0, 1]))
@@ -177,11 +177,11 @@ def test_an_unknown_start_method_is_a_clear_error(monkeypatch):
     for bad in ("teleport", "fork"):  # fork: a process with threads is not forked
         monkeypatch.setenv("FLOWTOOLS_START_METHOD", bad)
         with pytest.raises(GatingError, match=f"FLOWTOOLS_START_METHOD='{bad}'"):
-            plate._mp_context()
+            executor._mp_context()
 
 
 def test_a_fully_cached_run_starts_no_worker(monkeypatch):
-    with plate._Executor(2, None) as ex:
+    with executor.Executor(2, None) as ex:
         assert ex.remote
         assert list(ex.map(abs, [])) == []
         assert ex._pool is None  # nothing to gate: no fork server, no worker
@@ -198,9 +198,9 @@ def test_the_warm_up_runs_no_user_registered_method(monkeypatch):
         raise AssertionError(msg)
 
     monkeypatch.setitem(m._REGISTRY, "test-user-method", m.MethodSpec("test-user-method", mine, (1,)))
-    monkeypatch.setattr(plate, "_WARM", None)
-    plate._warm_worker()
-    assert not calls and plate._WARM == os.getpid()
+    monkeypatch.setattr(executor, "_WARM", None)
+    executor._warm_worker()
+    assert not calls and executor._WARM == os.getpid()
 
 
 # ------------------------------------------------------------------------------------------ cold start
@@ -222,10 +222,10 @@ def _compiles_in_a_task(task: dict) -> tuple[bool, int, bool]:
     listener = Count()
     event.register("numba:compile", listener)
     try:
-        out = plate._gate_task(task)
+        out = tasks.gate_task(task)
     finally:
         event.unregister("numba:compile", listener)
-    return out.ok, Count.n, plate._WARM not in (None, os.getpid())
+    return out.ok, Count.n, executor._WARM not in (None, os.getpid())
 
 
 def _kernels_ready(_: int) -> tuple[bool, bool]:
@@ -236,7 +236,7 @@ def _kernels_ready(_: int) -> tuple[bool, bool]:
     from flowtools.transforms import _kernels as tk
 
     kernels = (pk.column_middles, pk.pattern_ids, ek.extract_columns, mk._m_step, tk.exact_serial)
-    return all(k.overloads for k in kernels), plate._WARM not in (None, os.getpid())
+    return all(k.overloads for k in kernels), executor._WARM not in (None, os.getpid())
 
 
 def test_forked_workers_inherit_the_compiled_kernels_and_compile_nothing(gated_cohort, monkeypatch):
@@ -254,7 +254,7 @@ def test_forked_workers_inherit_the_compiled_kernels_and_compile_nothing(gated_c
     t = load_template(study_template("TBNK-NK"))
     row = next(plate._row_dict(r) for r in read_sample_sheet(gc.cohort.samples_csv) if r.tube == t.tube)
     task = {"row": row, "template": t.source, "template_sha": t.sha256, "pinned": {}, "seed": 0}
-    with plate._Executor(2, None) as ex:
+    with executor.Executor(2, None) as ex:
         ready = list(ex.map(_kernels_ready, [0, 1]))
         (ok, compiles, forked), = ex.map(_compiles_in_a_task, [task])
     assert ready == [(True, True)] * 2  # before any task: the fork server's overloads
@@ -362,27 +362,27 @@ def test_the_fork_server_primes_a_cold_cache_before_its_warm_up(monkeypatch):
     monkeypatch.setattr(k, "can_prime", lambda: True)
     monkeypatch.setattr(k, "prime", lambda ctx, procs: calls.append((ctx.get_start_method(), procs)) or True)
     monkeypatch.setattr(k, "mark_warm", lambda: marks.append(1))
-    monkeypatch.setattr(plate, "_WARM", None)
-    monkeypatch.setenv(plate._PRIME_ENV, "3")
-    plate._warm_worker()  # as the fork server: the variable is set in its environment
+    monkeypatch.setattr(executor, "_WARM", None)
+    monkeypatch.setenv(executor._PRIME_ENV, "3")
+    executor._warm_worker()  # as the fork server: the variable is set in its environment
     assert calls == [("fork", 3)] and not marks  # prime() marks the cache itself
-    assert plate._PRIME_ENV not in os.environ  # its workers must not prime
-    assert plate._WARM == os.getpid()
+    assert executor._PRIME_ENV not in os.environ  # its workers must not prime
+    assert executor._WARM == os.getpid()
 
-    monkeypatch.setattr(plate, "_WARM", None)
-    monkeypatch.setenv(plate._PRIME_ENV, "1")  # one process allowed: the server compiles alone, then marks
-    plate._warm_worker()
+    monkeypatch.setattr(executor, "_WARM", None)
+    monkeypatch.setenv(executor._PRIME_ENV, "1")  # one process allowed: the server compiles alone, then marks
+    executor._warm_worker()
     assert calls == [("fork", 3)] and marks == [1]
 
-    monkeypatch.setattr(plate, "_WARM", None)
+    monkeypatch.setattr(executor, "_WARM", None)
     monkeypatch.setattr(k, "is_warm", lambda: pytest.fail("a worker looked at the cache"))
-    plate._warm_worker()  # not the fork server (no variable): just the warm-up
-    assert calls == [("fork", 3)] and marks == [1] and plate._WARM == os.getpid()
+    executor._warm_worker()  # not the fork server (no variable): just the warm-up
+    assert calls == [("fork", 3)] and marks == [1] and executor._WARM == os.getpid()
 
 
 def test_compile_procs(monkeypatch):
-    monkeypatch.setattr(plate, "COMPILE_JOBS", None)
-    assert 1 <= plate._compile_procs(64) <= (os.cpu_count() or 1)
-    assert plate._compile_procs(1) == 1
-    monkeypatch.setattr(plate, "COMPILE_JOBS", 5)  # FLOWTOOLS_COMPILE_JOBS=5
-    assert plate._compile_procs(2) == 5
+    monkeypatch.setattr(executor, "COMPILE_JOBS", None)
+    assert 1 <= executor._compile_procs(64) <= (os.cpu_count() or 1)
+    assert executor._compile_procs(1) == 1
+    monkeypatch.setattr(executor, "COMPILE_JOBS", 5)  # FLOWTOOLS_COMPILE_JOBS=5
+    assert executor._compile_procs(2) == 5
