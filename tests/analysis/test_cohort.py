@@ -77,7 +77,7 @@ def test_annotate_clusters_levels():
 def test_unknown_or_ambiguous_population(gate_run):
     with pytest.raises(GatingError, match="no gated population"):
         cluster_cohort(gate_run, population="nope", markers=MARKERS)
-    from flowtools.analysis.cohort import _resolve_population
+    from flowtools.analysis.cohort_inputs import resolve_population as _resolve_population
 
     pops = pd.DataFrame({"tube": ["A", "B", "B"], "population": ["x/lymphocytes", "y/lymphocytes", "y/CD4"]})
     with pytest.raises(GatingError, match="ambiguous"):
