@@ -81,7 +81,7 @@ def test_methods_json_is_the_registry_plus_ref_and_bool():
 
 
 def test_resolver_methods_are_the_ones_templates_accept():
-    from flowtools._cli.template import _RESOLVER_DOCS
+    from flowtools.gating.templates.methods_doc import _RESOLVER_DOCS
     from flowtools.gating.templates.model import _RESOLVER_METHODS
 
     assert tuple(_RESOLVER_DOCS) == _RESOLVER_METHODS
@@ -133,7 +133,7 @@ def test_methods_markdown_has_a_section_per_method():
 
 
 def test_docs_methods_md_is_what_the_command_generates():
-    from flowtools._cli.template import METHODS_DOC_COMMAND
+    from flowtools.gating.templates.methods_doc import METHODS_DOC_COMMAND
 
     r = runner.invoke(app, ["template", "methods", "--markdown"])
     assert r.exit_code == 0, r.output
@@ -316,7 +316,7 @@ def test_init_mass_cytometry_uses_asinh_cofactor_5(tmp_path):
      ("PIK3", False), ("Olive", False)],
 )
 def test_viability_markers(marker, expected):
-    from flowtools._cli.template import _VIABILITY
+    from flowtools.gating.templates.starter import _VIABILITY
 
     assert bool(_VIABILITY.search(marker)) is expected
 
@@ -474,7 +474,7 @@ def test_sheet_check_tubes_from_templates_or_a_list(tmp_path):
 
 def test_spillover_naming_unknown_detectors_is_not_used(tmp_path):
     """A $SPILLOVER that names detectors the file lacks: the template says uncompensated."""
-    from flowtools._cli.template import starter_template
+    from flowtools.gating.templates.starter import starter_template
 
     rng = np.random.default_rng(6)
     ev = rng.normal(50000, 9000, (1500, 4)).astype(np.float32)

@@ -84,7 +84,8 @@ def test_pool_executor_warms_up_and_runs_tasks():
 
 def test_import_table_writers():
     out = _fresh(
-        "import sys; from flowtools.pipeline import executor, plate; before = 'pyarrow.parquet' in sys.modules; "
+        "import sys; from flowtools.pipeline import executor, plate; "
+        "before = 'pyarrow.parquet' in sys.modules; "
         "executor.import_table_writers(); print(before, 'pyarrow.parquet' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
