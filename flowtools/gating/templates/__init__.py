@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from flowtools.gating.templates.model import ROLES, PopulationSpec, Template, TransformSpec
 from flowtools.gating.templates.resolve import ResolvedSample, compute_pooled, pool_values, resolve
-from flowtools.gating.templates.resolve import _gate_id as _gate_id  # report, analysis
 from flowtools.gating.templates.yaml import load_template
 
 __all__ = [
