@@ -53,129 +53,6 @@ def main(
     """Flow-cytometry FCS files to trustworthy immune-cell population tables."""
 
 
-# --------------------------------------------------------------------------------------------- info
-
-
-def _info_record(path: Path, *, dataset: int, all_keywords: bool) -> dict[str, Any]:
-    from flowtools.io.fcs import read_fcs
-    from flowtools.io.keywords import shown_value
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the same notes are on sample.warnings, shown below
-        sample = read_fcs(path, dataset=dataset, lazy=True)
-    spill = sample.spillover
-    rec: dict[str, Any] = {
-        "file": str(path),
-        "fcs_version": sample.version,
-        "dataset": sample.dataset + 1,
-        "n_datasets": sample.n_datasets,
-        "n_events": sample.n_events,
-        "n_parameters": sample.n_channels,
-        "data_type": sample.data_type,
-        "cytometer": sample.keywords.get("$CYT", "").strip() or None,
-        "spillover": None
-        if spill is None
-        else {"keyword": spill.keyword, "detectors": list(spill.detectors), "matrix": spill.matrix.tolist()},
-        "channels": [
-            {
-                "index": c.index + 1,
-                "pnn": c.pnn,
-                "pns": c.pns,
-                "range": c.pnr,
-                "bits": c.pnb,
-                "scale": "linear" if c.pne[0] == 0 else f"log {c.pne[0]:g} decades",
-                "gain": c.png,
-            }
-            for c in sample.channels
-        ],
-        "warnings": list(sample.warnings),
-        # a binary value (a vendor blob, stray bytes) is shown as "<n bytes>", never printed
-        "keywords": {k: shown_value(v) for k, v in
-                     (sample.keywords if all_keywords else sample.safe_keywords()).items()},
-        "keywords_shown": "all" if all_keywords else "structural only (use --all-keywords for all)",
-    }
-    return rec
-
-
-def _print_info(rec: dict[str, Any]) -> None:
-    from rich.markup import escape
-
-    spill = rec["spillover"]
-    spill_txt = "none" if spill is None else f"{spill['keyword']} ({len(spill['detectors'])} detectors)"
-    console.rule(f"[bold]{escape(rec['file'])}")
-    console.print(
-        f"FCS {rec['fcs_version']}  data set {rec['dataset']} of {rec['n_datasets']}  "
-        f"[bold]{rec['n_events']:,}[/] events x [bold]{rec['n_parameters']}[/] parameters  "
-        f"type {rec['data_type']}  cytometer {escape(rec['cytometer'] or '-')}  "
-        f"spillover {escape(spill_txt)}",
-        highlight=False,
-    )
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("#", "channel ($PnN)", "marker ($PnS)", "range", "bits", "scale", "gain"):
-        table.add_column(col)
-    for c in rec["channels"]:
-        table.add_row(
-            str(c["index"]),
-            escape(c["pnn"]),
-            escape(c["pns"] or "-"),
-            "-" if c["range"] is None else f"{c['range']:g}",
-            "*" if c["bits"] is None else str(c["bits"]),
-            c["scale"],
-            f"{c['gain']:g}",
-        )
-    console.print(table)
-    for w in rec["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    if rec["keywords_shown"] == "all":
-        kt = Table("keyword", "value", box=None, header_style="bold")
-        for k, v in rec["keywords"].items():
-            kt.add_row(escape(k), escape(v))
-        console.print(kt)
-
-
-@app.command()
-def info(
-    files: Annotated[list[Path], typer.Argument(help="FCS files to describe.", show_default=False)],
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
-    ] = False,
-    all_keywords: Annotated[
-        bool,
-        typer.Option(
-            "--all-keywords",
-            help="Also show free-text and possibly personal keywords ($SRC, $OP, $FIL, patient fields...).",
-        ),
-    ] = False,
-    dataset: Annotated[int, typer.Option(min=1, help="Which data set, for files holding several.")] = 1,
-) -> None:
-    """Describe FCS files: version, events, channels and markers, spillover, data sets, warnings.
-
-    Reads only HEADER and TEXT, so it is fast on big files. Free-text keywords
-    that may hold personal data are never shown unless --all-keywords is given.
-    """
-    from flowtools.errors import FlowtoolsError
-
-    records: list[dict[str, Any]] = []
-    failed = 0
-    for path in files:
-        try:
-            rec = _info_record(path, dataset=dataset - 1, all_keywords=all_keywords)
-        except (FlowtoolsError, OSError) as exc:
-            failed += 1
-            msg = str(exc) if isinstance(exc, FlowtoolsError) else f"{path}: {exc.strerror or exc}"
-            records.append({"file": str(path), "error": msg})
-            if not json_out:
-                err_console.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
-            continue
-        records.append(rec)
-        if not json_out:
-            _print_info(rec)
-    if json_out:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
-    if failed:
-        raise typer.Exit(EXIT_FAIL if failed == len(files) else EXIT_PARTIAL)
-
-
 # --------------------------------------------------------------------------------------------- synth / demo
 
 
@@ -248,8 +125,11 @@ def demo(
     from flowtools.errors import FlowtoolsError
     from flowtools.pipeline.demo import run_demo
 
-    labels = {"synth": "1/6 synthetic cohort", "read": "2/6 reading and compensating FCS files",
-              "gate": "3/6 gating with the study templates"}
+    labels = {"synth": "synthetic cohort", "read": "reading and compensating FCS files",
+              "gate": "gating with the study templates", "cluster": "clustering the lymphocytes",
+              "export": "exports (MIFlowCyt, FCS, AnnData)", "stats": "RM vs control, prediction",
+              "survival": "time to live birth", "beads": "cytokine bead array",
+              "normalize": "plates on one scale (anchor normalisation)"}
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -263,12 +143,13 @@ def demo(
 
             res = run_demo(out, n_women=women, events=events, seed=seed, jobs=jobs, progress=on_progress,
                            after_gate=draw_after_gating)
-            bar.add_task("6/6 gate plots and HTML report", total=None)
+            bar.add_task("gate plots and HTML report", total=None)
             from flowtools.report.html import write_report
+            from flowtools.report.sections import demo_sections
 
             report_html = None
             if res.plate is not None:
-                report_html = write_report(res.plate, jobs=jobs, sections=_demo_sections(res))
+                report_html = write_report(res.plate, jobs=jobs, sections=demo_sections(res))
     except FlowtoolsError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAIL) from None
@@ -515,8 +396,9 @@ def gate(
             if not no_report:
                 bar.update(task, description="drawing gate plots and writing the report")
                 from flowtools.report.html import write_report
+                from flowtools.report.sections import miflowcyt_section
 
-                sections = [] if miflowcyt is None else [_miflowcyt_section(miflowcyt)]
+                sections = [] if miflowcyt is None else [miflowcyt_section(miflowcyt)]
                 res.report_html = write_report(res, jobs=jobs, sections=sections)
     except (FlowtoolsError, OSError) as exc:
         raise _fail(exc) from None
@@ -546,110 +428,6 @@ def gate(
 
 
 # The `template` commands live in flowtools/_cli/template.py (registered at the end of this module).
-
-
-def _miflowcyt_section(path: Path) -> Any:
-    """The report's MIFlowCyt section: what the record holds, what is missing and why, and a link."""
-    from flowtools.report.html import ReportSection
-
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
-    missing = record.get("missing") or []
-    rows = tuple({"section": m.get("section", ""), "field": m.get("field", ""), "reason": m.get("reason", "")}
-                 for m in missing)
-    return ReportSection(
-        "MIFlowCyt record",
-        f"The run's MIFlowCyt 1.0 record (miflowcyt.json): instrument, detectors, markers, compensation, "
-        f"transforms and the gating hierarchy as the files, sheet and templates say them. {len(missing)} "
-        "fields cannot be known from them and are listed below with the reason (never invented; personal "
-        "keywords are never copied).",
-        (), rows, (("miflowcyt.json", Path(path)),))
-
-
-def _demo_sections(res: Any) -> list[Any]:
-    """Report sections for the demo's later stages (clustering, statistics), from their output folders."""
-    import csv
-
-    from flowtools.report.html import ReportSection
-
-    sections = []
-    if res.clusters_dir is not None:
-        keep = ("cluster", "label", "count", "pct_of_population", "best_gate", "f1")
-        with open(res.clusters_dir / "cluster_annotation.csv", newline="", encoding="utf-8") as fh:
-            rows = tuple({k: (r[k].rsplit("/", 1)[-1] if k == "best_gate" else r[k]) for k in keep if k in r}
-                         for r in csv.DictReader(fh))
-        figs = tuple(sorted((res.clusters_dir / "figures").glob("*.png")))
-        sections.append(ReportSection(
-            "Clusters of TBNK-NK lymphocytes",
-            "FlowSOM-class clustering fitted on a balanced subsample of every woman's lymphocytes and "
-            "applied to every event; each cluster is annotated by its marker profile and matched to the "
-            "gated population it overlaps most.", figs, rows))
-    if res.stats_dir is not None:
-        keep = ("population", "scale", "effect", "ci_low", "ci_high", "p", "q", "test")
-        with open(res.stats_dir / "comparison.csv", newline="", encoding="utf-8") as fh:
-            rows = sorted(({k: r[k] for k in keep if k in r} for r in csv.DictReader(fh)),
-                          key=lambda r: float(r.get("p") or 1))
-        sections.append(ReportSection(
-            "RM vs control",
-            "Per population, women with recurrent miscarriage against controls, the woman as the unit "
-            "(quasi-binomial GLM on counts, adjusted for age and BMI, plate as batch; BH q-values). "
-            "'composition (CLR)' rows compare sibling populations as a composition.",
-            tuple(sorted((res.stats_dir / "figures").glob("*.png"))), tuple(rows[:15])))
-        auc_csv = next(iter(sorted((res.stats_dir / "prediction").glob("*auc*.csv"))), None) \
-            if (res.stats_dir / "prediction").is_dir() else None
-        if auc_csv is not None:
-            with open(auc_csv, newline="", encoding="utf-8") as fh:
-                auc_rows = tuple(csv.DictReader(fh))
-            sections.append(ReportSection(
-                "Predicting the next loss",
-                "Repeated nested cross-validation (every learned step inside the folds): clinical record "
-                "only, immune populations only, and both. Real studies report AUC 0.57-0.72; small "
-                "cohorts are noisy.",
-                (), auc_rows))
-    surv = Path(res.out_dir) / "survival"
-    if (surv / "survival_concordance.csv").is_file():
-        with open(surv / "survival_concordance.csv", newline="", encoding="utf-8") as fh:
-            rows = tuple(csv.DictReader(fh))
-        sections.append(ReportSection(
-            "Time to live birth",
-            "Outcomes as the follow-up database records them (every pregnancy after sampling, censoring "
-            "at loss to follow-up): penalised Cox models of the clinical record, the immune populations "
-            "and both, in repeated nested CV; Harrell's and Uno's C, time-dependent AUC at 12 and 24 "
-            "months. Cumulative incidence of live birth by group and by predicted risk tertile.",
-            tuple(sorted(surv.glob("*.png"))), rows))
-    if getattr(res, "beads", None) is not None:
-        from flowtools.report.beads import write_bead_report
-
-        bead_report = write_bead_report(res.beads, Path(res.out_dir) / "beads" / "report.html")
-        table = Path(res.out_dir) / "beads" / "analytes_comparison.csv"
-        keep = ("analyte", "n_case", "n_control", "below_lloq_case", "below_lloq_control", "fold_change",
-                "p_mannwhitney", "q_mannwhitney")
-        with open(table, newline="", encoding="utf-8") as fh:
-            rows = tuple({k: r[k] for k in keep if k in r} for r in csv.DictReader(fh))
-        sections.append(ReportSection(
-            "Immune substances in blood (cytokine bead array)",
-            "A bead-array plate for the same women: beads identified per well, a weighted 5PL standard "
-            "curve per analyte and plate, concentrations only inside LLOQ-ULOQ (flagged outside, never "
-            "extrapolated), then RM vs control per analyte on log10 concentration (Mann-Whitney, BH q; "
-            "<LLOQ counted as LLOQ/2).", (), rows, (("bead plate report", bead_report),)))
-    if getattr(res, "normalization", None) is not None:
-        from flowtools.report.batch_qc import write_normalization_page
-
-        fit, norm = res.normalization
-        page = write_normalization_page(fit, norm, Path(res.out_dir) / "normalize" / "batch_qc.html",
-                                        notes=["One anchor donor per plate."])
-        keep = ("marker", "emd_before", "emd_after", "mad_change", "flagged")
-        rows = tuple({k: r[k] for k in keep if k in r} for r in norm.drift)
-        sections.append(ReportSection(
-            "Plates on one scale (anchor normalisation)",
-            "A multi-plate cohort with a per-plate batch effect and the same anchor donor on every plate, "
-            "normalised CytoNorm-style (FlowSOM clusters of the pooled anchors, one monotone spline per "
-            "cluster, marker and plate towards the mean of the plates). Earth Mover's Distance between "
-            "plates before and after, per marker, on the files the fit did not see; a marker made worse "
-            "(MAD change > 0.25) is flagged.", (), rows, (("batch QC page", page),)))
-    record = Path(res.out_dir) / "gated" / "miflowcyt.json"
-    if record.is_file():
-        sections.append(_miflowcyt_section(record))
-    return sections
 
 
 # --------------------------------------------------------------------------------------------- sheet
@@ -746,12 +524,14 @@ def sheet_check(
 from flowtools._cli.beads import beads_app  # noqa: E402 - command groups defined in their own modules
 from flowtools._cli.cluster import cluster_app  # noqa: E402
 from flowtools._cli.export import export_app  # noqa: E402
+from flowtools._cli.info import info  # noqa: E402
 from flowtools._cli.normalize import normalize_app  # noqa: E402
 from flowtools._cli.stats import compare_command, predict_app  # noqa: E402
 from flowtools._cli.survival import survival_app  # noqa: E402
 from flowtools._cli.template import template_app  # noqa: E402
 from flowtools._cli.wsp import wsp_app  # noqa: E402
 
+app.command()(info)
 app.add_typer(template_app, name="template")
 
 app.add_typer(wsp_app, name="wsp")

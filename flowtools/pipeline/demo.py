@@ -15,11 +15,12 @@ demo always runs the whole study end to end.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,15 @@ def run_demo(
             return None
         return lambda done, total: progress(stage, done, total)
 
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        """A stage without steps of its own: reported as 0 of 1 when it starts, 1 of 1 when done."""
+        if progress is not None:
+            progress(name, 0, 1)
+        yield
+        if progress is not None:
+            progress(name, 1, 1)
+
     # Stage 1: the synthetic cohort.
     cohort = make_cohort(
         out / "cohort", n_women=n_women, seed=seed, events=events, overwrite=True, progress=report("synth")
@@ -190,18 +200,21 @@ def run_demo(
         from flowtools.analysis.cohort import cluster_cohort
         from flowtools.analysis.figures import cluster_figures
 
-        clusters = cluster_cohort(
-            out / "gated", population="lymphocytes", markers=["CD3", "CD4", "CD8", "CD19", "CD56", "CD16"],
-            tube="TBNK-NK", method="flowsom", out_dir=clusters_dir, samples_csv=cohort.samples_csv,
-            n_clusters=10, events_per_sample=2000, embed="pca", seed=seed,
-        )
-        cluster_figures(clusters, clusters_dir / "figures")
+        with stage("cluster"):
+            clusters = cluster_cohort(
+                out / "gated", population="lymphocytes",
+                markers=["CD3", "CD4", "CD8", "CD19", "CD56", "CD16"],
+                tube="TBNK-NK", method="flowsom", out_dir=clusters_dir, samples_csv=cohort.samples_csv,
+                n_clusters=10, events_per_sample=2000, embed="pca", seed=seed,
+            )
+            cluster_figures(clusters, clusters_dir / "figures")
 
     # Stage 5b: meet users where they work - the MIFlowCyt record of the run, the NK cells as FCS files,
     # the lymphocytes as AnnData (with their clusters) when the anndata extra is installed.
     export_summary: dict[str, Any] = {}
     if plate.n_ok:
-        export_summary = _export_stage(out / "gated", out / "export")
+        with stage("export"):
+            export_summary = _export_stage(out / "gated", out / "export")
 
     # Stage 6: the study's question - RM vs control per population, and does immune testing add to the
     # clinical record in predicting the next loss (honest nested CV). Small demo cohorts give wide CIs.
@@ -209,18 +222,23 @@ def run_demo(
     stats_summary: dict[str, Any] = {}
     survival_summary: dict[str, Any] = {}
     if plate.n_ok:
-        stats_dir, stats_summary = _stats_stage(plate.out_dir, cohort.clinical_csv, out / "stats", seed=seed)
+        with stage("stats"):
+            stats_dir, stats_summary = _stats_stage(plate.out_dir, cohort.clinical_csv, out / "stats",
+                                                    seed=seed)
         # Stage 6b: outcomes as the follow-up database records them - time to live birth (Cox models,
         # clinical vs immune vs both, nested CV), beside the binary next-loss result.
-        survival_summary = _survival_stage(plate.out_dir, cohort.out_dir, out / "survival", seed=seed)
+        with stage("survival"):
+            survival_summary = _survival_stage(plate.out_dir, cohort.out_dir, out / "survival", seed=seed)
 
     # Stage 7: immune substances - a cytokine bead-array plate for the same women, from FCS files to
     # concentrations (5PL standard curves, LLOQ/ULOQ), then RM vs control per analyte.
-    beads, bead_summary = bead_array_stage(cohort.out_dir, out / "beads", seed=seed)
+    with stage("beads"):
+        beads, bead_summary = bead_array_stage(cohort.out_dir, out / "beads", seed=seed)
 
     # Stage 8: plates on one scale - a multi-plate cohort with a batch effect and an anchor donor on every
     # plate, normalised on the anchors (CytoNorm-class); the command line draws its batch QC page.
-    normalization, norm_summary = normalize_stage(out / "normalize", seed=seed)
+    with stage("normalize"):
+        normalization, norm_summary = normalize_stage(out / "normalize", seed=seed)
 
     params = {"n_women": n_women, "events": events, "seed": seed}
     prov = provenance_record(
