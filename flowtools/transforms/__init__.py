@@ -14,11 +14,9 @@ Examples
 
 from __future__ import annotations
 
+from flowtools.transforms.flowjo import FlowJoBiexTransform, FlowJoLinearTransform, FlowJoLogTransform
 from flowtools.transforms.scales import (
     AsinhTransform,
-    FlowJoBiexTransform,
-    FlowJoLinearTransform,
-    FlowJoLogTransform,
     HyperlogTransform,
     LinearTransform,
     LogicleTransform,
