@@ -34,7 +34,7 @@ from typing import Any
 
 from flowtools.pipeline.plate import PlateResult, SampleOutcome
 from flowtools.provenance import atomic_write_bytes, atomic_write_text, safe_name
-from flowtools.report.pages import _e, _fmt_cell, _href, _index_page, _sample_page, _table
+from flowtools.report.pages import _e, _fmt_cell, _href, _index_page, _table
 from flowtools.report.qc import (  # noqa: F401 - the thresholds, documented in write_report, re-exported
     KEY_POPULATIONS,
     LOW_EVENTS_SHARE,
@@ -46,6 +46,7 @@ from flowtools.report.qc import (  # noqa: F401 - the thresholds, documented in 
     _qc_flags,
     _read_json,
 )
+from flowtools.report.sample_page import sample_page
 
 __all__ = ["draw_after_gating", "write_report"]
 
@@ -146,7 +147,7 @@ def write_report(
     for i, o in enumerate(outcomes):
         prev_id = order[i - 1] if i > 0 else None
         next_id = order[i + 1] if i + 1 < len(order) else None
-        page = _sample_page(
+        page = sample_page(
             o,
             plots.get(o.sample_id),
             flags.get(o.sample_id, []),

@@ -273,8 +273,9 @@ def test_gate_plots_draw_peaks_and_cuts_and_survive_malformed_records(report, tm
 
 def test_hostile_reasons_are_escaped_everywhere():
     from flowtools.pipeline.plate import SampleOutcome
-    from flowtools.report.pages import _gate_checks_html, _plate_grid, _sample_page
+    from flowtools.report.pages import _gate_checks_html, _plate_grid
     from flowtools.report.qc import _gate_checks
+    from flowtools.report.sample_page import sample_page
 
     evil = "<script>alert(\"x\")</script> & 'q'"
     nan = float("nan")
@@ -291,7 +292,7 @@ def test_hostile_reasons_are_escaped_everywhere():
                       decisions=decisions)
     plots = {"plots": [{"name": "01_a.png", "caption": "a", "populations": ["a"], "decision": "a"}],
              "error": None, "changed": False}
-    page = _sample_page(o, plots, [], [], None, None)
+    page = sample_page(o, plots, [], [], None, None)
     index = "\n".join(_gate_checks_html(_gate_checks([o]))) + _plate_grid([o], "T", "a/b<")
     for text in (page, index):
         assert "<script>" not in text and "a/b<" not in text
