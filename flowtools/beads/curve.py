@@ -45,12 +45,25 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_REPLICATE_CV",
+    "MIN_DYNAMIC",
+    "MIN_LEVELS",
+    "MIN_RHO",
     "CurveFit",
     "back_calculate",
     "fit_curve",
     "logistic",
     "quantifiable_range",
 ]
+
+#: A standard curve needs this many usable levels (nominal concentrations) to be fitted.
+MIN_LEVELS = 5
+#: Replicate wells of a standard level with a higher CV of MFI (%) fail that level.
+MAX_REPLICATE_CV = 20.0
+#: Standards whose mean MFI ranks correlate less (Spearman) with concentration are not monotone.
+MIN_RHO = 0.9
+#: Standards whose top-to-bottom MFI ratio is below this have no dynamic range.
+MIN_DYNAMIC = 3.0
 
 _EPS = 1e-12
 
