@@ -86,3 +86,78 @@ def test_cli_bad_database(tmp_path):
     assert "'abc' is not a number" in r.output and "column is missing" in r.output
     r = runner.invoke(survival_app, ["validate", str(tmp_path / "nope.sqlite")])
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_cli_first_pregnancy_competing(cohort):
+    fu = cohort / "fu_cr"
+    assert runner.invoke(survival_app, ["synth", str(cohort / "cohort"), "--out", str(fu)]).exit_code == 0
+    args = ["--outcome", "first_pregnancy"]
+    r = runner.invoke(
+        survival_app,
+        ["evaluate", str(cohort / "cohort"), str(fu), "--out", str(cohort / "ev_cr"), "--repeats", "1"]
+        + ["--splits", "3", "--bootstrap", "2", "--no-figures", *args],
+    )
+    assert r.exit_code == 0, r.output
+    assert "Wolbers C" in r.output
+    model = cohort / "cr.json"
+    r = runner.invoke(
+        survival_app,
+        [
+            "fit",
+            str(cohort / "cohort"),
+            str(fu),
+            "--out",
+            str(model),
+            "--bootstrap",
+            "5",
+            "--model",
+            "clinical",
+        ]
+        + args,
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(model.read_text())["format"] == "flowtools-competing-model/1"
+    r = runner.invoke(survival_app, ["apply", str(model), str(cohort / "cohort"), str(fu), "--json"])
+    assert r.exit_code == 0, r.output
+    preds = json.loads(r.stdout)
+    assert len(preds) == 40 and all(0 <= p["p_12"] <= p["p_24"] < 1 for p in preds)
+
+
+def test_predict_apply_takes_a_live_birth_model(cohort, tmp_path):
+    """``predict apply --model <survival fit model> --db`` gives P(live birth by 12/24 months) per woman."""
+    from flowtools._cli.stats import predict_app
+    from flowtools.io.clinical_db import read_followup
+    from flowtools.stats.survival import load_survival_model, model_features, predict_live_birth
+    from flowtools.stats.tables import tables_from_truth
+
+    fu = cohort / "fu_apply"
+    assert runner.invoke(survival_app, ["synth", str(cohort / "cohort"), "--out", str(fu)]).exit_code == 0
+    model = tmp_path / "lb.json"
+    r = runner.invoke(
+        survival_app,
+        ["fit", str(cohort / "cohort"), str(fu), "--out", str(model), "--bootstrap", "8"],
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "pred.csv"
+    args = ["apply", str(cohort / "cohort"), "--model", str(model), "--out", str(out)]
+    r = runner.invoke(predict_app, [*args, "--db", str(fu / "followup.sqlite")])
+    assert r.exit_code == 0, r.output
+    assert "P(live birth) by 12, 24 months" in r.output
+    import pandas as pd
+
+    got = pd.read_csv(out)
+    assert list(got.columns[:4]) == ["woman_id", "p_12", "p_12_low", "p_12_high"]
+    assert len(got) == 40
+    assert ((got["p_12_low"] <= got["p_12"]) & (got["p_12"] <= got["p_12_high"])).all()
+    assert (got["p_12"] <= got["p_24"] + 1e-12).all()
+    # the same numbers as the library call, and as the model's own apply on its features
+    m = load_survival_model(model)
+    fdb = read_followup(fu / "followup.sqlite")
+    counts = tables_from_truth(cohort / "cohort")
+    lib = predict_live_birth(m, fdb, counts)
+    pd.testing.assert_frame_equal(got, lib.reset_index(drop=True), check_dtype=False, atol=1e-12)
+    own = m.apply(model_features(m, counts, fdb))
+    assert abs(own["p_24"].to_numpy() - lib["p_24"].to_numpy()).max() < 1e-12
+    # a survival model without --db, and a binary model without --clinical: clear errors, exit 1
+    r = runner.invoke(predict_app, args)
+    assert r.exit_code == 1 and "needs --db" in r.output

@@ -37,18 +37,24 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _load(immune: Path, clinical: Path, missing: str, *, impute_in_folds: bool = False) -> tuple[Any, Any]:
-    """Counts and clinical record; with ``impute_in_folds`` gaps stay for the CV folds to impute."""
-    from flowtools.stats.tables import read_clinical, tables_from_gate, tables_from_truth
+def _counts(immune: Path) -> Any:
+    """The count table of a gate output folder (or file), or of a synthetic cohort folder's truth."""
+    from flowtools.stats.tables import tables_from_gate, tables_from_truth
 
     if (
         immune.is_dir()
         and (immune / "truth" / "women.csv").is_file()
         and not (immune / "populations.csv").exists()
     ):
-        counts = tables_from_truth(immune)
-    else:
-        counts = tables_from_gate(immune)
+        return tables_from_truth(immune)
+    return tables_from_gate(immune)
+
+
+def _load(immune: Path, clinical: Path, missing: str, *, impute_in_folds: bool = False) -> tuple[Any, Any]:
+    """Counts and clinical record; with ``impute_in_folds`` gaps stay for the CV folds to impute."""
+    from flowtools.stats.tables import read_clinical
+
+    counts = _counts(immune)
     # imputing here would fill gaps with the median of all women before the CV (a leak): the
     # prediction commands validate gaps only and let each training fold impute its own median
     if impute_in_folds and missing == "impute":
@@ -103,10 +109,15 @@ def compare_command(
     figures: Annotated[
         bool, typer.Option("--figures/--no-figures", help="Draw volcano, forest, distributions.")
     ] = True,
-    analytes: Annotated[Path | None, typer.Option(
-        "--analytes", help="Bead-array per-woman table (flowtools beads run: per_woman.csv): also compare "
-        "each analyte (log10 concentration, Mann-Whitney and Welch, BH q) into analytes_comparison.csv.",
-        show_default=False)] = None,
+    analytes: Annotated[
+        Path | None,
+        typer.Option(
+            "--analytes",
+            help="Bead-array per-woman table (flowtools beads run: per_woman.csv): also compare "
+            "each analyte (log10 concentration, Mann-Whitney and Welch, BH q) into analytes_comparison.csv.",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Compare RM women with controls, population by population (logit-normal regression, BH q-values)."""
@@ -138,10 +149,15 @@ def compare_command(
             from flowtools.stats.analytes import compare_analytes
 
             cmp = compare_analytes(analytes, clinical)
-            params = {"test": "Mann-Whitney and Welch on log10 concentration, BH q",
-                      "censoring": "<LLOQ as LLOQ/2, >ULOQ as ULOQ"}
-            prov = provenance_record(inputs={"analytes": analytes, "clinical": clinical}, parameters=params,
-                                     command="flowtools compare --analytes")
+            params = {
+                "test": "Mann-Whitney and Welch on log10 concentration, BH q",
+                "censoring": "<LLOQ as LLOQ/2, >ULOQ as ULOQ",
+            }
+            prov = provenance_record(
+                inputs={"analytes": analytes, "clinical": clinical},
+                parameters=params,
+                command="flowtools compare --analytes",
+            )
             paths += list(write_table(cmp, out / "analytes_comparison", prov))
             sig = cmp[cmp["q_mannwhitney"] < 0.05]
             analyte_hits = sig[["analyte", "fold_change", "q_mannwhitney"]].to_dict(orient="records")
@@ -192,8 +208,12 @@ def compare_command(
             soft_wrap=True,
         )
     if analytes is not None:
-        console.print(f"analytes: {len(analyte_hits)} with q < 0.05 (Mann-Whitney on log10 concentration) -> "
-                      f"{escape(str(out / 'analytes_comparison.csv'))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"analytes: {len(analyte_hits)} with q < 0.05 (Mann-Whitney on log10 concentration) -> "
+            f"{escape(str(out / 'analytes_comparison.csv'))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         for h in analyte_hits:
             text = f"  {h['analyte']} fold change {h['fold_change']:.2f} q={h['q_mannwhitney']:.3g}"
             console.print(escape(text), highlight=False)
@@ -228,16 +248,26 @@ def evaluate(
     permutations: Annotated[int, typer.Option(min=0, help="Permutations for the test of the AUC gain.")] = 99,
     transform: Annotated[str, typer.Option(help="Immune features: logit or clr.")] = "logit",
     missing: Annotated[str, typer.Option(help=_MISSING_HELP)] = "error",
-    ci: Annotated[str, typer.Option(
-        help="Interval of the AUCs and the gain: bootstrap (women resampled around the whole nested CV; "
-             "accounts for the CV's own variability) or delong (fast, narrower: the CV's variability is "
-             "left out).")] = "bootstrap",
-    bootstrap: Annotated[int, typer.Option(
-        min=20, help="Bootstrap replicates of the whole nested CV (--ci bootstrap).")] = 200,
-    analytes: Annotated[Path | None, typer.Option(
-        "--analytes", help="Bead-array per-woman table (flowtools beads run: per_woman.csv): its log10 "
-        "concentrations join the immune features (<LLOQ as LLOQ/2, >ULOQ as ULOQ).",
-        show_default=False)] = None,
+    ci: Annotated[
+        str,
+        typer.Option(
+            help="Interval of the AUCs and the gain: bootstrap (women resampled around the whole nested CV; "
+            "accounts for the CV's own variability) or delong (fast, narrower: the CV's variability is "
+            "left out)."
+        ),
+    ] = "bootstrap",
+    bootstrap: Annotated[
+        int, typer.Option(min=20, help="Bootstrap replicates of the whole nested CV (--ci bootstrap).")
+    ] = 200,
+    analytes: Annotated[
+        Path | None,
+        typer.Option(
+            "--analytes",
+            help="Bead-array per-woman table (flowtools beads run: per_woman.csv): its log10 "
+            "concentrations join the immune features (<LLOQ as LLOQ/2, >ULOQ as ULOQ).",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -352,19 +382,47 @@ def fit(
 def apply(
     per_woman: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
     clinical: Annotated[
-        Path, typer.Option("--clinical", help="Clinical record CSV of the new women.", show_default=False)
-    ],
-    model_path: Annotated[Path, typer.Option("--model", help="Model saved by `predict fit`.")] = Path(
-        "model.json"
-    ),
+        Path | None,
+        typer.Option(
+            "--clinical",
+            help="Clinical record CSV of the new women (a `predict fit` model).",
+            show_default=False,
+        ),
+    ] = None,
+    model_path: Annotated[
+        Path, typer.Option("--model", help="Model saved by `predict fit`, or by `survival fit` (live birth).")
+    ] = Path("model.json"),
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Follow-up database holding the new women (a `survival fit` model).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Predictions CSV.")] = Path("predictions.csv"),
 ) -> None:
-    """Predict for new women (probability with a 95% interval); refuse women outside the training range."""
+    """Predict for new women (probability with a 95% interval); refuse women outside the training range.
+
+    With a model of ``survival fit`` for live birth (``--outcome time_to_live_birth`` or
+    ``first_pregnancy``) and ``--db``: each woman's probability of a live birth by 12 and 24 months
+    after sampling, with the interval of the model's bootstrap refits.
+    """
     from flowtools.errors import FlowtoolsError
     from flowtools.provenance import atomic_write_text
+    from flowtools.stats.survival import is_survival_model_file
+
+    if is_survival_model_file(model_path):
+        _apply_survival(per_woman, model_path, db, out)
+        return
     from flowtools.stats.predict import apply_model, load_model
 
     try:
+        if clinical is None:
+            msg = (
+                f"{model_path}: a `predict fit` model needs --clinical (the new women's clinical record CSV)"
+            )
+            raise ValueError(msg)
         m = load_model(model_path)
         counts, clin = _load(per_woman, clinical, "error")
         pred = apply_model(m, counts, clin, refuse="mark")
@@ -379,3 +437,30 @@ def apply(
         )
     if len(refused):
         raise typer.Exit(1 if len(refused) == len(pred) else 2)
+
+
+def _apply_survival(per_woman: Path, model_path: Path, db: str | None, out: Path) -> None:
+    """``predict apply`` with a live-birth survival model: P(live birth by each horizon) per woman."""
+    from flowtools.errors import FlowtoolsError
+    from flowtools.provenance import atomic_write_text
+    from flowtools.stats.survival import load_survival_model, predict_live_birth
+
+    try:
+        if db is None:
+            msg = f"{model_path}: a `survival fit` model needs --db (the follow-up database of the new women)"
+            raise ValueError(msg)
+        from flowtools.io.clinical_db import read_followup
+
+        m = load_survival_model(model_path)
+        fdb = read_followup(db)
+        counts = _counts(per_woman)
+        pred = predict_live_birth(m, fdb, counts)
+        atomic_write_text(out, pred.to_csv(index=False, lineterminator="\n"))
+    except (FlowtoolsError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(
+        f"[green]predictions written[/] {out}: {len(pred)} women, P(live birth) by "
+        + ", ".join(f"{h:g}" for h in m.horizons)
+        + " months",
+        highlight=False,
+    )

@@ -27,6 +27,11 @@ survival_app = typer.Typer(
 _DB_HELP = (
     "Follow-up database: a folder with women.csv + episodes.csv, a .sqlite/.db file or an SQLAlchemy URL."
 )
+_OUTCOME_HELP = (
+    "time_to_live_birth, time_to_pregnancy, or first_pregnancy (the first pregnancy's live birth vs loss "
+    "as competing events: cause-specific Cox hazards, cumulative incidence of live birth; its C is "
+    "Wolbers': losses ranked below every live birth)."
+)
 _IMMUNE_HELP = "Gate output folder (populations.csv) or a synthetic cohort folder (its truth/women.csv)."
 
 
@@ -113,9 +118,7 @@ def outcomes(
 def evaluate(
     immune: Annotated[Path, typer.Argument(help=_IMMUNE_HELP, show_default=False)],
     db: Annotated[str, typer.Argument(help=_DB_HELP, show_default=False)],
-    outcome: Annotated[
-        str, typer.Option(help="time_to_live_birth or time_to_pregnancy.")
-    ] = "time_to_live_birth",
+    outcome: Annotated[str, typer.Option(help=_OUTCOME_HELP)] = "time_to_live_birth",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("survival"),
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of the outer CV.")] = 3,
     splits: Annotated[int, typer.Option(min=2, help="Outer folds.")] = 5,
@@ -161,9 +164,10 @@ def evaluate(
     if json_out:
         _print_json({"out": str(out), "files": [str(p) for p in paths], **ev.summary()})
         return
+    c_name = "Wolbers C" if outcome == "first_pregnancy" else "Harrell C"
     for _, r in ev.concordance.iterrows():
         console.print(
-            f"{r['model']:>18}: Harrell C {r['harrell_c']:.3f} "
+            f"{r['model']:>18}: {c_name} {r['harrell_c']:.3f} "
             f"({r['harrell_ci_low']:.3f}-{r['harrell_ci_high']:.3f})"
             f", Uno C {r['uno_c']:.3f}, AUC@12 {r['auc_12']:.3f}",
             highlight=False,
@@ -186,9 +190,7 @@ def fit(
     model: Annotated[
         str, typer.Option(help="clinical, immune or 'clinical + immune'.")
     ] = "clinical + immune",
-    outcome: Annotated[
-        str, typer.Option(help="time_to_live_birth or time_to_pregnancy.")
-    ] = "time_to_live_birth",
+    outcome: Annotated[str, typer.Option(help=_OUTCOME_HELP)] = "time_to_live_birth",
     out: Annotated[Path, typer.Option("--out", help="Model file (JSON).")] = Path("survival_model.json"),
     bootstrap: Annotated[int, typer.Option(min=1, help="Bootstrap refits for the intervals.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -215,7 +217,11 @@ def apply(
     out: Annotated[Path | None, typer.Option("--out", help="CSV of the predictions.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """A new woman's probability of live birth by 12 and 24 months, with a bootstrap interval."""
+    """A new woman's probability of live birth by 12 and 24 months, with a bootstrap interval.
+
+    A ``first_pregnancy`` model gives the probability that her first pregnancy ends in a live birth by
+    then (losses competing); a ``time_to_pregnancy`` model that of a pregnancy.
+    """
     from flowtools.io.clinical_db import read_followup
     from flowtools.stats.survival import load_survival_model, model_features
 

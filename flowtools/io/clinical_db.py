@@ -384,8 +384,10 @@ def validate_followup(db: FollowupDB, *, immune_women: Iterable[str] | None = No
     women; ``recruitment_date < followup_end`` (a missing or equal end is "no
     follow-up"); episodes of known women only, dated after recruitment and not
     after the follow-up end, not duplicated (same woman and date), with
-    gestational weeks consistent with the outcome; with ``immune_women``,
-    women on only one side of the immune table.
+    gestational weeks consistent with the outcome, not overlapping (a
+    pregnancy that began, by its gestational weeks, before the woman's
+    previous episode ended; :data:`OVERLAP_TOLERANCE_DAYS`); with
+    ``immune_women``, women on only one side of the immune table.
 
     Raises
     ------
@@ -472,10 +474,54 @@ def validate_followup(db: FollowupDB, *, immune_women: Iterable[str] | None = No
                         "live birth >= 22)",
                     )
                 )
+    issues += _overlap_issues(e, erow, set(known))
     if immune_women is not None:
         issues += _immune_issues(w, wrow, immune_women)
     if issues:
         raise FollowupDataError(db.source, issues)
+
+
+# Slack of the overlap rule: dating by last period and by scan differ by days, and "completed weeks"
+# round down; a pregnancy cannot begin before the previous one ended, by more than this.
+OVERLAP_TOLERANCE_DAYS = 7
+
+
+def _overlap_issues(e: pd.DataFrame, erow: list[str], known: set[str]) -> list[DBIssue]:
+    """Episodes whose pregnancy began before the woman's previous episode ended (overlapping pregnancies).
+
+    A pregnancy begins at conception, ``episode_date - (gestational_weeks - 2)``
+    weeks (gestational age counts from the last period, two weeks before).
+    An episode is flagged when that is more than :data:`OVERLAP_TOLERANCE_DAYS`
+    before the date of the woman's previous episode (also an ``ongoing`` record
+    followed by another episode of the same pregnancy: ``ongoing`` is the last
+    record of a pregnancy still under way at follow-up end).
+    """
+    import numpy as np
+    import pandas as pd
+
+    ok = e["woman_id"].isin(known) & e["episode_date"].notna() & e["gestational_weeks"].notna()
+    sub = e[ok.to_numpy()].assign(_row=np.flatnonzero(ok.to_numpy()))
+    sub = sub.sort_values(["woman_id", "episode_date"], kind="stable")
+    issues = []
+    prev_w, prev_d, prev_row = None, None, None
+    for wid, d, gw, i in zip(
+        sub["woman_id"], sub["episode_date"], sub["gestational_weeks"], sub["_row"], strict=True
+    ):
+        if wid == prev_w and d != prev_d:
+            began = d - pd.Timedelta(days=round((float(gw) - 2.0) * 7))
+            if began < prev_d - pd.Timedelta(days=OVERLAP_TOLERANCE_DAYS):
+                issues.append(
+                    DBIssue(
+                        "episodes",
+                        erow[i],
+                        "episode_date",
+                        f"overlapping pregnancies: at {float(gw):g} weeks on {d.date()} this pregnancy began "
+                        f"about {began.date()}, before the previous one ended on {prev_d.date()} "
+                        f"({erow[prev_row]}); check the date or the gestational weeks",
+                    )
+                )
+        prev_w, prev_d, prev_row = wid, d, i
+    return issues
 
 
 def _immune_issues(w: pd.DataFrame, wrow: list[str], immune_women: Iterable[str]) -> list[DBIssue]:

@@ -31,9 +31,23 @@ The generating model (each woman independent, her own random stream):
   the follow-up end; a pregnancy of at least 6 weeks at the follow-up end is
   recorded as ``ongoing`` on that date.
 
-The immune profile acts on the time to live birth only through the first (and
-later) pregnancy losses; ``immune_fecundability_hr`` adds a direct effect on
-fecundability (1.0: none).
+* **Immune effect on time to live birth** (planted cohorts only), on the
+  per-cycle conception hazard, in every attempt, from the immune truth the
+  cohort already has: fecundability ``x immune_fecundability_hr`` (default
+  ``IMMUNE_FECUNDABILITY_HR`` = 0.5) for a woman of the immune subgroup
+  (``truth/effects.json`` ``immune_subgroup``: the women whose immune shares
+  carry the planted effects), and ``x exp(nk_fecundability_log_hr * log(NK % /
+  10) / 0.35)`` (default ``NK_FECUNDABILITY_LOG_HR`` = -0.35: a hazard ratio
+  of 0.70 per SD of log NK % of lymphocytes, the cohort's expected NK share of
+  ``truth/women.csv``; the scale of the loss model's NK term) for every woman.
+  With the loss model's immune term alone the immune block added nothing
+  measurable to the time to live birth (gain in C +0.002 at 200 women); with
+  the defaults, Cox models fitted on 2,000 women gain about 0.04 in Harrell C
+  on another 2,000 (0.62 -> 0.66). The first pregnancy's outcome is not
+  changed (it stays the cohort's ``next_pregnancy_loss``). A null cohort
+  (``make_cohort(null=True)``) has no immune effect on anything: the ratio is
+  exactly 1 and the NK coefficient exactly 0, and any other value is refused.
+  The truth records both and each woman's fecundability.
 """
 
 from __future__ import annotations
@@ -50,7 +64,7 @@ from flowtools.io.clinical_db import FollowupDB, write_followup
 from flowtools.provenance import atomic_write_text, provenance_record
 from flowtools.synth.cohort import _AGE_BANDS, _AGE_LOG_OR, _outcome_logit
 
-__all__ = ["FollowupResult", "make_followup"]
+__all__ = ["IMMUNE_FECUNDABILITY_HR", "NK_FECUNDABILITY_LOG_HR", "FollowupResult", "make_followup"]
 
 _F0 = 0.18
 _AGE_DECLINE = 0.07
@@ -61,6 +75,10 @@ _CYCLE_DAYS = 28
 _CONTROL_LOSS_RISK = 0.12
 _STILLBIRTH_RISK = 0.005
 _MONTH = 30.4375
+# Per-cycle conception hazard ratio of the immune subgroup in planted cohorts (see the module docstring).
+IMMUNE_FECUNDABILITY_HR = 0.5
+NK_FECUNDABILITY_LOG_HR = -0.35
+_NK_LOG_SD = 0.35
 
 
 @dataclass(frozen=True)
@@ -116,7 +134,8 @@ def make_followup(
     followup_months: tuple[float, float] = (24.0, 36.0),
     visit_months: float = 6.0,
     fecundability: float = _F0,
-    immune_fecundability_hr: float = 1.0,
+    immune_fecundability_hr: float | None = None,
+    nk_fecundability_log_hr: float | None = None,
     write: bool = True,
 ) -> FollowupResult:
     """Write a synthetic follow-up database (CSV + SQLite) and its truth for a cohort.
@@ -135,8 +154,14 @@ def make_followup(
     visit_months : float, default 6
     fecundability : float, default 0.18
         Per-cycle probability of conception at age <= 30 (no PCOS, non-smoker, frailty 1).
-    immune_fecundability_hr : float, default 1.0
-        Multiplier of fecundability for the cohort's immune subgroup.
+    immune_fecundability_hr : float, optional
+        Multiplier of fecundability for the cohort's immune subgroup. Default:
+        ``IMMUNE_FECUNDABILITY_HR`` (0.5) for a planted cohort, 1 (none) for a
+        null cohort, where any other value is an error (a null cohort stays null).
+    nk_fecundability_log_hr : float, optional
+        Log hazard ratio of conception per SD (0.35) of log NK % of
+        lymphocytes (every woman). Default: ``NK_FECUNDABILITY_LOG_HR`` (-0.35)
+        for a planted cohort, 0 for a null cohort (any other value refused).
     write : bool, default True
         False: build the tables in memory only (``result.db``; nothing is
         written, for benchmarks drawing many cohorts).
@@ -157,6 +182,24 @@ def make_followup(
     clin, effects, nk = _read_cohort(src)
     null = bool(effects.get("null", False))
     subgroup = set(effects.get("immune_subgroup", []))
+    if immune_fecundability_hr is None:
+        immune_fecundability_hr = 1.0 if null else IMMUNE_FECUNDABILITY_HR
+    if not 0.0 < float(immune_fecundability_hr) <= 20.0:
+        msg = f"immune_fecundability_hr must be in (0, 20], not {immune_fecundability_hr}"
+        raise ValueError(msg)
+    if null and immune_fecundability_hr != 1.0:
+        msg = (
+            f"{src}: a null cohort has no immune effect; immune_fecundability_hr must be 1, "
+            f"not {immune_fecundability_hr}"
+        )
+        raise ValueError(msg)
+    immune_fecundability_hr = float(immune_fecundability_hr)
+    if nk_fecundability_log_hr is None:
+        nk_fecundability_log_hr = 0.0 if null else NK_FECUNDABILITY_LOG_HR
+    if null and nk_fecundability_log_hr != 0.0:
+        msg = f"{src}: a null cohort has no immune effect; nk_fecundability_log_hr must be 0"
+        raise ValueError(msg)
+    nk_fecundability_log_hr = float(nk_fecundability_log_hr)
     out = Path(out_dir)
     n = len(clin)
     streams = np.random.SeedSequence([int(seed), 19]).spawn(n)
@@ -188,8 +231,9 @@ def make_followup(
         f_base = fecundability * np.exp(-_AGE_DECLINE * max(age - 30.0, 0.0)) * frailty
         f_base *= (_PCOS_RR if pcos else 1.0) * (_SMOKING_RR if smoking == "current" else 1.0)
         f_base *= immune_fecundability_hr if immune else 1.0
-        f_base = float(np.clip(f_base, 1e-4, 0.95))
         nk_pct = float(nk.get(wid, 10.0))
+        f_base *= float(np.exp(nk_fecundability_log_hr * np.log(nk_pct / 10.0) / _NK_LOG_SD))
+        f_base = float(np.clip(f_base, 1e-4, 0.95))
         first_loss = str(row.get("next_pregnancy_loss", "")).strip()
         t = rec + _dt.timedelta(days=int(rng.integers(0, _CYCLE_DAYS)))  # start of her first cycle
         k, n_loss_now, trying = 0, losses, True
@@ -274,6 +318,7 @@ def make_followup(
             "planned_followup_months": round(planned, 2),
             "visits_attended": attended,
             "fecundability": round(f_base, 5),
+            "nk_pct_of_lymphocytes": round(nk_pct, 4),
             "frailty": round(float(frailty), 4),
             "pregnancies_simulated": [
                 {"conception": c.isoformat(), "end": e.isoformat(), "outcome": o, "weeks": g}
@@ -317,9 +362,18 @@ def make_followup(
             "current_smoker_fecundability_ratio": _SMOKING_RR,
             "frailty_variance": _FRAILTY_VAR,
             "immune_fecundability_hr": immune_fecundability_hr,
+            "nk_fecundability_log_hr_per_sd": nk_fecundability_log_hr,
+            "nk_log_sd": _NK_LOG_SD,
             "control_loss_risk_25_29": _CONTROL_LOSS_RISK,
             "stillbirth_risk": _STILLBIRTH_RISK,
         },
+        "immune_effect_on_time_to_live_birth": (
+            f"fecundability x {immune_fecundability_hr:g} for the immune subgroup (truth/effects.json "
+            f"immune_subgroup) and x exp({nk_fecundability_log_hr:g} * log(NK % / 10) / {_NK_LOG_SD:g}) "
+            "for every woman, every attempt; plus the loss model's immune term"
+            if not null
+            else "none (null cohort)"
+        ),
         "first_pregnancy_loss": "RM women: the cohort's next_pregnancy_loss (truth/effects.json 'outcome'); "
         "controls: logit(0.12) + log OR(age band)",
         "loss_model": effects.get("outcome", {}),

@@ -169,3 +169,28 @@ def test_sqlite_rows_named_by_key(tmp_path):
     with pytest.raises(FollowupDataError) as exc:
         read_followup(path)
     assert any("W3 2024-07-01" in s and "column 'outcome'" in s for s in _issues(exc))
+
+
+def test_overlapping_pregnancies(tmp_path):
+    """A pregnancy that began (by its gestational weeks) before the previous episode ended is refused."""
+    # W1's loss ended 2024-04-01; a birth at 39 weeks on 2024-10-01 began about 2024-01-16
+    ep = EPISODES.replace("W1,2025-03-01,live_birth,39", "W1,2024-10-01,live_birth,39")
+    with pytest.raises(FollowupDataError) as exc:
+        read_followup(_folder(tmp_path, WOMEN, ep))
+    msg = [s for s in _issues(exc) if "overlapping" in s]
+    assert len(msg) == 1, _issues(exc)
+    assert "table 'episodes', line 3, column 'episode_date'" in msg[0]
+    assert "began about 2024-01-16" in msg[0] and "ended on 2024-04-01 (line 2)" in msg[0]
+    # the rule's slack: 7 days before the previous end passes, 8 does not (a loss at 10 weeks: 56 days)
+    ok = EPISODES.replace("W1,2025-03-01,live_birth,39", "W1,2024-05-20,loss,10")
+    assert len(read_followup(_folder(tmp_path, WOMEN, ok)).episodes) == 3
+    bad = EPISODES.replace("W1,2025-03-01,live_birth,39", "W1,2024-05-19,loss,10")
+    with pytest.raises(FollowupDataError, match="overlapping pregnancies"):
+        read_followup(_folder(tmp_path, WOMEN, bad))
+    # an 'ongoing' record followed by the same pregnancy's birth is an overlap too; rows out of date order
+    # are sorted first (the message names the later episode)
+    ep = "woman_id,episode_date,outcome,gestational_weeks\n"
+    ep += "W1,2025-03-01,live_birth,39\nW1,2024-12-01,ongoing,26\n"
+    with pytest.raises(FollowupDataError) as exc:
+        read_followup(_folder(tmp_path, WOMEN, ep))
+    assert any("line 2, column 'episode_date': overlapping" in s for s in _issues(exc)), _issues(exc)

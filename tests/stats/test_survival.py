@@ -285,7 +285,11 @@ def test_bootstrap_folds_never_split_a_woman(monkeypatch):
         calls.append(len(np.unique(groups)) < len(groups))
         return folds
 
-    monkeypatch.setattr(S, "_grouped_folds", checked)
+    from flowtools.stats import _cox_tuning, survival_cv
+
+    # outer folds are dealt in survival_cv, the inner (tuning) folds in _cox_tuning
+    monkeypatch.setattr(survival_cv, "_grouped_folds", checked)
+    monkeypatch.setattr(_cox_tuning, "_grouped_folds", checked)
     S.evaluate_survival(imm.iloc[:, :2], frames, n_bootstrap=2, seed=0, **_FAST)
     # outer folds of each replicate and the inner folds of every outer training set, all with copies
     assert len(calls) >= 2 * (1 + 3) and all(calls)

@@ -62,3 +62,45 @@ def test_followup_reproducible(cohort, tmp_path):
 def test_followup_parameters_checked(cohort, tmp_path):
     with pytest.raises(ValueError, match="loss_to_followup"):
         make_followup(cohort, tmp_path / "x", loss_to_followup=1.5)
+
+
+def test_planted_immune_effect_on_conception(cohort, tmp_path):
+    """Planted cohort: fecundability x 0.5 in the subgroup and x exp(-0.35 z_NK) for all, as documented."""
+    from flowtools.synth.followup import IMMUNE_FECUNDABILITY_HR, NK_FECUNDABILITY_LOG_HR
+
+    on = json.loads(make_followup(cohort, tmp_path / "on", seed=2).truth_json.read_text())
+    off = json.loads(
+        make_followup(
+            cohort, tmp_path / "off", seed=2, immune_fecundability_hr=1.0, nk_fecundability_log_hr=0.0
+        ).truth_json.read_text()
+    )
+    assert on["parameters"]["immune_fecundability_hr"] == IMMUNE_FECUNDABILITY_HR == 0.5
+    assert on["parameters"]["nk_fecundability_log_hr_per_sd"] == NK_FECUNDABILITY_LOG_HR == -0.35
+    sub = set(json.loads((cohort / "truth" / "effects.json").read_text())["immune_subgroup"])
+    assert len(sub) > 10
+    for wid, w in on["women"].items():
+        f_off = off["women"][wid]["fecundability"]
+        if f_off < 0.01 or w["fecundability"] < 0.01:
+            continue  # clipped at 1e-4 or rounded to 5 digits: the ratio is not exact
+        expect = (0.5 if wid in sub else 1.0) * np.exp(-0.35 * np.log(w["nk_pct_of_lymphocytes"] / 10) / 0.35)
+        assert w["fecundability"] / f_off == pytest.approx(expect, rel=2e-3), wid
+        assert w["immune_subgroup"] == (wid in sub)
+    assert on["immune_effect_on_time_to_live_birth"].startswith("fecundability x 0.5")
+
+
+def test_null_cohort_has_no_immune_effect(tmp_path):
+    make_cohort(tmp_path / "n", n_women=30, seed=4, null=True, write_fcs=False)
+    r = make_followup(tmp_path / "n", tmp_path / "fu", seed=1)
+    truth = json.loads(r.truth_json.read_text())
+    assert truth["parameters"]["immune_fecundability_hr"] == 1.0
+    assert truth["parameters"]["nk_fecundability_log_hr_per_sd"] == 0.0
+    assert truth["immune_effect_on_time_to_live_birth"] == "none (null cohort)"
+    # exactly the database of an explicit "no effect"
+    same = make_followup(
+        tmp_path / "n", tmp_path / "fu2", seed=1, immune_fecundability_hr=1.0, nk_fecundability_log_hr=0.0
+    )
+    pd.testing.assert_frame_equal(r.db.episodes, same.db.episodes)
+    with pytest.raises(ValueError, match="null cohort has no immune effect"):
+        make_followup(tmp_path / "n", tmp_path / "x", immune_fecundability_hr=0.5)
+    with pytest.raises(ValueError, match="null cohort has no immune effect"):
+        make_followup(tmp_path / "n", tmp_path / "x", nk_fecundability_log_hr=-0.35)
