@@ -21,10 +21,12 @@ def test_fit_apply_round_trip(tmp_path: Path) -> None:
     model = tmp_path / "model.json"
     r = runner.invoke(normalize_app, ["fit", str(res.samples_csv), "-t", str(t), "--out", str(model),
                                       "--markers", "CD3,CD4,CD8", "--mode", "global", "--min-events", "500",
-                                      "--json"])
+                                      "--anchors", "matched", "--soft", "0.2", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["batches"] == ["P01", "P02"] and s["markers"] == ["CD3", "CD4", "CD8"]
+    doc = json.loads(model.read_text())
+    assert doc["provenance"]["anchor_mode"] == "matched" and doc["params"]["soft"] == 0.2
     r = runner.invoke(normalize_app, ["apply", str(res.samples_csv), "--model", str(model), "--out",
                                       str(tmp_path / "norm"), "--json"])
     assert r.exit_code == 0, r.output

@@ -39,6 +39,11 @@ def fit(
     limit: Annotated[float, typer.Option(
         help="Outputs clipped to the goal range widened by this share.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    anchors: Annotated[str, typer.Option(
+        help="Several anchors in a batch: pooled (all of them) or matched (only the anchor donors every "
+             "batch has, balanced).")] = "pooled",
+    soft: Annotated[float, typer.Option(
+        help="Share of anchor events blended between cluster splines (0: hard assignment).")] = 0.3,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Fit a normalisation model on the anchors of every batch and write it with provenance."""
@@ -47,8 +52,8 @@ def fit(
 
     try:
         res = fit_sheet(sheet, template, out, markers=_markers(markers), min_events=min_events,
-                        command="normalize fit", mode=mode, goal=goal, n_clusters=n_clusters, limit=limit,
-                        random_state=seed)
+                        anchors=anchors, command="normalize fit", mode=mode, goal=goal, n_clusters=n_clusters,
+                        limit=limit, soft=soft, random_state=seed)
     except (FlowtoolsError, ValueError, OSError) as exc:
         raise fail(exc) from None
     s = res.summary()
@@ -60,6 +65,8 @@ def fit(
     if s["fallbacks"]:
         console.print(f"{len(s['fallbacks'])} cluster x batch with too few anchor events use the "
                       "global spline", highlight=False)
+    for note in s["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     if s["unstable_clusters"]:
         console.print(f"[yellow]unstable clusters (CV of their share across batches > "
                       f"{res.model.cv_limit}):[/] {s['unstable_clusters']}", highlight=False)

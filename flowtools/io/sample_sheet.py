@@ -762,7 +762,10 @@ def check_anchors(
     Returns
     -------
     dict of str to list of SampleSheetRow
-        Batch -> its anchor rows, in sheet order; batches sorted.
+        Batch -> its anchor rows, in sheet order; batches sorted. A batch may hold several
+        anchors (aliquots of one donor, or several donors: each row's
+        :attr:`SampleSheetRow.anchor_id`); :func:`flowtools.analysis.normalize.fit_sheet` pools
+        them, or keeps only the donors every batch has (``anchors="matched"``).
 
     Raises
     ------

@@ -76,3 +76,11 @@ def test_check_anchors(tmp_path: Path) -> None:
     assert [r.sample_id for r in found["P1"]] == ["S0"]
     with pytest.raises(NormalizationError, match=r"'P1', 'P3' have no anchor sample of tube 'Treg-Th'"):
         check_anchors(sheet, batches=["P1", "P3"], tube="Treg-Th")
+
+
+def test_check_anchors_keeps_several_anchors_per_batch(tmp_path: Path) -> None:
+    sheet = read_sample_sheet(_sheet(tmp_path, "anchor", ["true", "D7", "D7", "no"]), check_files=False)
+    found = check_anchors(sheet)
+    assert [r.sample_id for r in found["P1"]] == ["S0", "S1"]
+    assert [r.anchor_id for r in found["P1"]] == ["W0", "D7"]  # a true row's donor is its woman
+    assert [r.anchor_id for r in found["P2"]] == ["D7"]
