@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from flowtools._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flowtools.io.fcs import FCSSample, read_fcs, write_fcs
+    from flowtools.io.fcs import FCSSample, read_fcs
+    from flowtools.io.fcs_write import write_fcs
     from flowtools.io.sample_sheet import SampleSheet, read_sample_sheet
 
 __all__ = ["FCSSample", "SampleSheet", "__version__", "read_fcs", "read_sample_sheet", "write_fcs"]
@@ -20,7 +21,7 @@ __all__ = ["FCSSample", "SampleSheet", "__version__", "read_fcs", "read_sample_s
 _LAZY = {
     "FCSSample": "flowtools.io.fcs",
     "read_fcs": "flowtools.io.fcs",
-    "write_fcs": "flowtools.io.fcs",
+    "write_fcs": "flowtools.io.fcs_write",
     "SampleSheet": "flowtools.io.sample_sheet",
     "read_sample_sheet": "flowtools.io.sample_sheet",
 }

@@ -290,6 +290,14 @@ def test_import_flowtools_is_light():
     assert not loaded & {*HEAVY, "typer", "numpy"}, sorted(loaded & {*HEAVY, "typer", "numpy"})
 
 
+def test_every_lazy_top_level_name_resolves():
+    """``flowtools.write_fcs`` once pointed at a module that does not define it (AttributeError)."""
+    import flowtools
+
+    for name in flowtools.__all__:
+        assert getattr(flowtools, name) is not None, name
+
+
 def test_cli_help_is_light():
     loaded = _loaded_by(
         "import sys; sys.argv=['flowtools','--help']\nfrom flowtools.cli import app\n"
