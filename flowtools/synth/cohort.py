@@ -34,14 +34,14 @@ spillover matrix per plate/day) and one stream per woman, split again per
 purpose (composition, counts per tube, events per tube). A file therefore does
 not depend on the order files are generated in, and the same seed gives
 byte-identical outputs (no clock time is written anywhere).
+
+The women, their plates, clinical record and outcome model are in
+:mod:`flowtools.synth._cohort_women`; the FCS keywords, truth tables and file writers in
+:mod:`flowtools.synth._cohort_files`.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import io
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -50,12 +50,42 @@ from pathlib import Path
 
 import numpy as np
 
-from flowtools.io.fcs import Spillover
 from flowtools.io.fcs_write import write_fcs as _write_fcs_file
-from flowtools.provenance import atomic_write_bytes, atomic_write_text, provenance_record
-from flowtools.synth._events import TIMESTEP, channel_names, make_file_events
+from flowtools.provenance import provenance_record
+
+# The women (groups, plates, clinical record, outcome model) and the file writers live in two private
+# modules; their names stay importable from here, as synth.batch, synth.followup, tests and benchmarks
+# import them.
+from flowtools.synth._cohort_files import (  # noqa: F401 - re-exported
+    _CANARY,
+    _clock,
+    _keywords,
+    _save_npy,
+    _truth_rows,
+    _tube_spillover,
+    _write_clinical,
+    _write_csv,
+    _write_json,
+)
+from flowtools.synth._cohort_women import (  # noqa: F401 - re-exported
+    _AGE_BANDS,
+    _AGE_LOG_OR,
+    _IMMUNE_LOG_OR,
+    _LOSS_RISK,
+    _NK_LOG_OR_PER_SD,
+    _NK_LOG_SD,
+    _OUTCOME_NOTE,
+    _WOMEN_PER_PLATE,
+    _draw_clinical,
+    _draw_women,
+    _outcome_logit,
+    _outcomes,
+    _place_artefacts,
+    _well,
+    _Woman,
+)
+from flowtools.synth._events import channel_names, make_file_events
 from flowtools.synth._model import (
-    DETECTORS,
     EFFECTS,
     LEAVES,
     NODES,
@@ -64,8 +94,6 @@ from flowtools.synth._model import (
     apply_effects,
     draw_shares,
     leaf_probabilities,
-    node_counts,
-    parent_index,
     spillover_matrix,
 )
 
@@ -74,8 +102,6 @@ __all__ = ["CohortResult", "CohortSpec", "make_cohort"]
 _log = logging.getLogger(__name__)
 
 _TUBE_TAG = {"TBNK-NK": "TBNK", "Treg-Th": "TREG"}
-_WOMEN_PER_PLATE = 48  # two tubes per woman on a 96-well plate
-_CANARY = "CANARY-PII"
 _NK = NODES.index("Singlets/Live/Lymphocytes/NK cells")
 _LYMPH = NODES.index("Singlets/Live/Lymphocytes")
 
@@ -176,16 +202,6 @@ class CohortResult:
     n_files: int
     n_events: int
     files: tuple[Path, ...]
-
-
-@dataclass(frozen=True)
-class _Woman:
-    index: int
-    woman_id: str
-    group: str
-    immune: bool
-    plate: str
-    date: _dt.date
 
 
 def make_cohort(
@@ -406,244 +422,3 @@ def make_cohort(
         n_events=n_total,
         files=tuple(files),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Women, plates and the clinical record
-
-
-def _well(k: int) -> str:
-    return f"{'ABCDEFGH'[k // 12]}{k % 12 + 1:02d}"
-
-
-def _draw_women(rng: np.random.Generator, spec: CohortSpec) -> list[_Woman]:
-    n = spec.n_women
-    n_rm = (n + 1) // 2
-    is_rm = np.zeros(n, dtype=bool)
-    is_rm[rng.permutation(n)[:n_rm]] = True  # interleaved on the plates, not blocked
-    rm_idx = np.flatnonzero(is_rm)
-    n_sub = int(round(spec.immune_fraction * n_rm))
-    immune = np.zeros(n, dtype=bool)
-    immune[rng.permutation(rm_idx)[:n_sub]] = True
-    start = _dt.date(2023, 1, 2) + _dt.timedelta(days=int(rng.integers(0, 364)))
-    days: list[_dt.date] = []
-    day = start
-    width = max(3, len(str(n)))
-    out = []
-    for i in range(n):
-        plate = i // _WOMEN_PER_PLATE
-        while len(days) <= plate:
-            while day.weekday() >= 5:  # plates are run on working days
-                day += _dt.timedelta(days=1)
-            days.append(day)
-            day += _dt.timedelta(days=1)
-        out.append(
-            _Woman(
-                i,
-                f"W{i + 1:0{width}d}",
-                "RM" if is_rm[i] else "control",
-                bool(immune[i]),
-                f"P{plate + 1:02d}",
-                days[plate],
-            )
-        )
-    return out
-
-
-def _draw_clinical(rng: np.random.Generator, women: list[_Woman]) -> dict[str, np.ndarray]:
-    n = len(women)
-    rm = np.array([w.group == "RM" for w in women])
-    age = np.where(rm, rng.normal(33.5, 5.0, n), rng.normal(31.0, 4.5, n))
-    age = np.clip(np.rint(age), 19, 46).astype(int)
-    bmi = np.round(np.clip(24.0 * np.exp(0.16 * rng.standard_normal(n)), 16.0, 45.0), 1)
-    losses = rng.choice([2, 3, 4, 5, 6], size=n, p=[0.50, 0.28, 0.12, 0.06, 0.04])
-    losses = np.where(rm, losses, 0)
-    rm_type = np.where(rm, np.where(rng.random(n) < 0.7, "primary", "secondary"), "")
-    smoking = rng.choice(["never", "former", "current"], size=n, p=[0.65, 0.20, 0.15])
-    cycle_day = rng.integers(3, 29, size=n)
-    return {
-        "age": age,
-        "bmi": bmi,
-        "n_prior_losses": losses,
-        "rm_type": rm_type,
-        "smoking": smoking,
-        "cycle_day": cycle_day,
-    }
-
-
-# Quenby et al. 2021: miscarriage risk by maternal age (odds relative to age 25-29).
-_AGE_BANDS = np.array([20, 25, 30, 35, 40, 45])
-_AGE_LOG_OR = np.log(np.array([1.6, 1.15, 1.0, 1.15, 1.8, 3.2, 6.0]))
-# Risk by prior losses at age 25-29 (about 28% after two, 43% after three or more at cohort ages).
-_LOSS_RISK = {2: 0.15, 3: 0.26, 4: 0.27, 5: 0.28, 6: 0.29}
-_IMMUNE_LOG_OR = float(np.log(1.8))  # immune subgroup
-_NK_LOG_OR_PER_SD = 0.35  # per sd of log NK % of lymphocytes (pre-conception NK 17.1 vs 13.1%)
-_NK_LOG_SD = 0.35
-_OUTCOME_NOTE = {
-    "model": "logit(p) = logit(risk by prior losses at age 25-29) + log OR(age band) "
-    "+ log(1.8) * immune_subgroup + 0.35 * (log(NK % of lymphocytes / 10) / 0.35)",
-    "loss_risk_at_25_29": {str(k): v for k, v in _LOSS_RISK.items()},
-    "age_band_odds_ratio": {
-        "<20": 1.6,
-        "20-24": 1.15,
-        "25-29": 1.0,
-        "30-34": 1.15,
-        "35-39": 1.8,
-        "40-44": 3.2,
-        ">=45": 6.0,
-    },
-    "immune_subgroup_odds_ratio": 1.8,
-    "nk_log_odds_per_sd": _NK_LOG_OR_PER_SD,
-}
-
-
-def _outcome_logit(
-    age: np.ndarray, losses: np.ndarray, immune: np.ndarray, nk_pct: np.ndarray, *, null: bool
-) -> np.ndarray:
-    base = np.array([_LOSS_RISK.get(int(k), 0.24) for k in losses])
-    logit = np.log(base / (1 - base)) + _AGE_LOG_OR[np.searchsorted(_AGE_BANDS, age, side="right")]
-    if not null:
-        logit = logit + _IMMUNE_LOG_OR * immune + _NK_LOG_OR_PER_SD * np.log(nk_pct / 10.0) / _NK_LOG_SD
-    return logit
-
-
-def _outcomes(
-    women: list[_Woman], clinical: dict[str, np.ndarray], nk_pct: np.ndarray, u: np.ndarray, *, null: bool
-) -> list[str]:
-    immune = np.array([w.immune for w in women], dtype=float)
-    logit = _outcome_logit(clinical["age"], clinical["n_prior_losses"], immune, nk_pct, null=null)
-    loss = u < 1.0 / (1.0 + np.exp(-logit))
-    return [("1" if x else "0") if w.group == "RM" else "" for w, x in zip(women, loss, strict=True)]
-
-
-def _write_clinical(path: Path, women: list[_Woman], c: dict[str, np.ndarray], outcomes: list[str]) -> None:
-    header = [
-        "woman_id",
-        "group",
-        "age",
-        "bmi",
-        "n_prior_losses",
-        "rm_type",
-        "smoking",
-        "cycle_day",
-        "plate",
-        "acquisition_date",
-        "next_pregnancy_loss",
-    ]
-    rows = [
-        [
-            w.woman_id,
-            w.group,
-            str(c["age"][i]),
-            f"{c['bmi'][i]:.1f}",
-            str(c["n_prior_losses"][i]),
-            str(c["rm_type"][i]),
-            str(c["smoking"][i]),
-            str(c["cycle_day"][i]),
-            w.plate,
-            w.date.isoformat(),
-            outcomes[i],
-        ]
-        for i, w in enumerate(women)
-    ]
-    _write_csv(path, header, rows)
-
-
-def _place_artefacts(rng: np.random.Generator, spec: CohortSpec) -> dict[str, set[int]]:
-    n_files = 2 * spec.n_women
-    order = rng.permutation(n_files)
-    if not spec.artefacts:
-        return {"clog": set(), "margin": set(), "low": set()}
-    k = max(1, round(0.03 * n_files))
-    pick = [int(order[i % n_files]) for i in range(3 * k)]
-    return {"clog": set(pick[:k]), "margin": set(pick[k : 2 * k]), "low": set(pick[2 * k :])}
-
-
-# ---------------------------------------------------------------------------------------------
-# FCS details
-
-
-def _tube_spillover(tube: str, spill: np.ndarray) -> Spillover:
-    detectors = tuple(d for d, _ in PANELS[tube])
-    idx = np.array([DETECTORS.index(d) for d in detectors], dtype=np.intp)
-    return Spillover(detectors, spill[np.ix_(idx, idx)].copy())
-
-
-def _keywords(
-    w: _Woman, tube: str, sample_id: str, well: str, duration_s: float, seed: int
-) -> dict[str, str]:
-    well_no = 2 * (w.index % _WOMEN_PER_PLATE) + TUBES.index(tube)
-    begin = 9 * 3600 + 150 * well_no  # the plate starts at 09:00, one well every 2.5 minutes
-    end = begin + int(np.ceil(duration_s))
-    return {
-        "$CYT": "flowtools-synth",
-        "$CYTSN": f"SYN-{seed % 10000:04d}",
-        "$DATE": w.date.strftime("%d-%b-%Y").upper(),
-        "$BTIM": _clock(begin),
-        "$ETIM": _clock(end),
-        "$TIMESTEP": repr(TIMESTEP),
-        "$FIL": f"{sample_id}.fcs",
-        "$PLATEID": w.plate,
-        "$PLATENAME": w.plate,
-        "$WELLID": well,
-        "TUBE NAME": tube,
-        "$SRC": f"{_CANARY} specimen of Jane Doe-{w.index + 1}, born 1990-01-01",
-        "$OP": f"{_CANARY} operator Dr A. Smith",
-        "PATIENT ID": f"{_CANARY}-MRN-{900000 + w.index}",
-    }
-
-
-def _clock(seconds: int) -> str:
-    seconds %= 24 * 3600
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Truth tables and writers
-
-
-def _truth_rows(
-    w: _Woman, tube: str, sample_id: str, leaf_counts: np.ndarray, shares: np.ndarray
-) -> list[list[str]]:
-    counts = node_counts(leaf_counts)
-    total = int(leaf_counts.sum())
-    rows = []
-    for i, path in enumerate(NODES):
-        parent = parent_index(i)
-        parent_count = total if parent < 0 else int(counts[parent])
-        pct = 100.0 * counts[i] / parent_count if parent_count else 0.0
-        rows.append(
-            [
-                w.woman_id,
-                w.group,
-                "1" if w.immune else "0",
-                tube,
-                sample_id,
-                path,
-                "" if parent < 0 else NODES[parent],
-                str(int(counts[i])),
-                str(parent_count),
-                f"{pct:.4f}",
-                f"{100.0 * shares[i]:.4f}",
-            ]
-        )
-    return rows
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _write_json(path: Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> Path:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
