@@ -418,12 +418,10 @@ def apply(
     from flowtools.stats.predict import apply_model, load_model
 
     try:
+        m = load_model(model_path)  # first: a missing or unreadable model file is the error to report
         if clinical is None:
-            msg = (
-                f"{model_path}: a `predict fit` model needs --clinical (the new women's clinical record CSV)"
-            )
+            msg = f"{model_path}: a `predict fit` model needs --clinical (the new women's clinical records)"
             raise ValueError(msg)
-        m = load_model(model_path)
         counts, clin = _load(per_woman, clinical, "error")
         pred = apply_model(m, counts, clin, refuse="mark")
         atomic_write_text(out, pred.to_csv(index=False, lineterminator="\n"))

@@ -96,6 +96,11 @@ def test_predict_fit_apply(small_cohort, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text().startswith("woman_id,probability,ci_low,ci_high,refused")
+    # a binary model without --clinical, and a missing model file: each its own clear error, exit 1
+    r = CliRunner().invoke(app, ["predict", "apply", str(small_cohort), "--model", str(m)])
+    assert r.exit_code == 1 and "needs --clinical" in r.output
+    r = CliRunner().invoke(app, ["predict", "apply", str(small_cohort), "--model", str(tmp_path / "no.json")])
+    assert r.exit_code == 1 and "No such file" in r.output
 
 
 def test_predict_evaluate_interval_method_is_chosen_and_recorded(small_cohort, tmp_path):
