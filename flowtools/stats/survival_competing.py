@@ -37,7 +37,14 @@ from flowtools.provenance import atomic_write_text, provenance_record
 from flowtools.stats._cox import _fit_one, _prep, cox_ridge
 from flowtools.stats._cox_tuning import _tuned_fit
 
-__all__ = ["CAUSES", "CompetingRiskModel", "cif_from_hazards", "fit_cause_specific", "fit_competing_model"]
+__all__ = [
+    "CAUSES",
+    "CompetingRiskModel",
+    "cif_from_hazards",
+    "fit_cause_specific",
+    "fit_competing_model",
+    "write_model_json",
+]
 
 CAUSES = (1, 2)  # 1 = live birth, 2 = loss or stillbirth (fp_event of derive_outcomes)
 _FORMAT = "flowtools-competing-model/1"
@@ -203,23 +210,39 @@ class CompetingRiskModel:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as JSON (no pickle)."""
-        body = {
-            "format": _FORMAT,
-            **{
-                k: getattr(self, k)
-                for k in ("outcome", "model", "transform", "n_train", "n_events", "n_competing", "provenance")
-            },
-            "features": list(self.features),
-            "horizons": list(self.horizons),
-            "penalizers": list(self.penalizers),
-            **{
-                k: np.asarray(getattr(self, k)).tolist()
-                for k in ("median", "mean", "sd", "betas", "grid", "dh0", "boot_betas", "boot_dh0")
-            },
-        }
-        p = Path(path)
-        atomic_write_text(p, json.dumps(body, indent=1, default=str) + "\n")
-        return p
+        return write_model_json(
+            self,
+            path,
+            _FORMAT,
+            scalars=("outcome", "model", "transform", "n_train", "n_events", "n_competing", "provenance"),
+            tuples=("features", "horizons", "penalizers"),
+            arrays=("median", "mean", "sd", "betas", "grid", "dh0", "boot_betas", "boot_dh0"),
+        )
+
+
+def write_model_json(
+    model: Any,
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    scalars: Sequence[str],
+    tuples: Sequence[str],
+    arrays: Sequence[str],
+    default: Any = str,
+) -> Path:
+    """A fitted survival model's fields as one JSON file (atomically; no pickle), ``format`` first.
+
+    Shared by :class:`CompetingRiskModel` and :class:`~flowtools.stats.survival_model.SurvivalModel`.
+    """
+    body = {
+        "format": fmt,
+        **{k: getattr(model, k) for k in scalars},
+        **{k: list(getattr(model, k)) for k in tuples},
+        **{k: np.asarray(getattr(model, k)).tolist() for k in arrays},
+    }
+    p = Path(path)
+    atomic_write_text(p, json.dumps(body, indent=1, default=default) + "\n")
+    return p
 
 
 def _load(body: dict[str, Any]) -> CompetingRiskModel:

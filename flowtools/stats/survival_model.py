@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from flowtools.provenance import atomic_write_text, provenance_record
+from flowtools.provenance import provenance_record
 from flowtools.stats._cox import _breslow_h0, _prep, cox_ridge
 from flowtools.stats._cox_tuning import (
     CLINICAL_PENALIZERS,
@@ -20,7 +20,7 @@ from flowtools.stats._cox_tuning import (
     _tuned_fit,
 )
 from flowtools.stats.survival_competing import _FORMAT as _CR_FORMAT
-from flowtools.stats.survival_competing import CompetingRiskModel
+from flowtools.stats.survival_competing import CompetingRiskModel, write_model_json
 from flowtools.stats.survival_competing import _load as _load_competing
 from flowtools.stats.survival_cv import (
     _LIBRARIES,
@@ -121,22 +121,15 @@ class SurvivalModel:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as JSON (no pickle)."""
-        body = {
-            "format": _FORMAT,
-            **{
-                k: getattr(self, k)
-                for k in ("outcome", "model", "transform", "penalizer", "n_train", "n_events", "provenance")
-            },
-            "features": list(self.features),
-            "horizons": list(self.horizons),
-            **{
-                k: np.asarray(getattr(self, k)).tolist()
-                for k in ("median", "mean", "sd", "beta", "h0", "boot_beta", "boot_h0")
-            },
-        }
-        p = Path(path)
-        atomic_write_text(p, json.dumps(body, indent=1, default=_json) + "\n")
-        return p
+        return write_model_json(
+            self,
+            path,
+            _FORMAT,
+            scalars=("outcome", "model", "transform", "penalizer", "n_train", "n_events", "provenance"),
+            tuples=("features", "horizons"),
+            arrays=("median", "mean", "sd", "beta", "h0", "boot_beta", "boot_h0"),
+            default=_json,
+        )
 
 
 def is_survival_model_file(path: str | os.PathLike[str]) -> bool:
