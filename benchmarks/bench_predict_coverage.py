@@ -4,9 +4,7 @@ For each condition (generator x null/signal) many cohorts of RM women are
 drawn; on each, ``evaluate_models(task="next_loss")`` runs at its defaults
 (5 x 5-fold nested CV, ``ci="bootstrap"``), which reports the bootstrap
 interval (estimate +- 1.96 ``se``) and the old DeLong interval
-(``ci_low_delong``/``ci_high_delong``) side by side. Rows of an earlier run that
-carry a ``bias_correction`` (an experimental re-centring, not adopted) are
-scored with it too, as ``bootstrap_bias_corrected``.
+(``ci_low_delong``/``ci_high_delong``) side by side.
 
 Generators
 ----------
@@ -255,9 +253,6 @@ def job(args: tuple) -> dict:
         },
         "external": ext,
         "external_cv": ext_cv,
-        # the replicates themselves, for other interval constructions offline
-        "boot": {m: ev.bootstrap[m].tolist() for m in MODELS},
-        "fold_sd": {m: float(a.loc[m, "sd_folds"]) for m in MODELS},
         "wall_s_cohort": t1 - t0,
         "wall_s_evaluate": t2 - t1,
     }
@@ -283,34 +278,18 @@ def _cov(lo: np.ndarray, hi: np.ndarray, truth) -> dict:
     return {"coverage": cov, "ci": [lw, up], "n": n, "width": float(np.mean(hi - lo))}
 
 
-def _methods(rows: list[dict]) -> tuple[str, ...]:
-    """DeLong, the bootstrap (estimate +- 1.96 bootstrap SD), and a bias-corrected variant where rows
-    carry one (``bias_correction``: an experimental centre shift, see the README of the results)."""
-    bc = any(np.isfinite(r["auc"]["immune"].get("bias_correction", np.nan)) for r in rows)
-    return ("delong", "bootstrap", "bootstrap_bias_corrected") if bc else ("delong", "bootstrap")
+_METHODS = {"delong": ("ci_low_delong", "ci_high_delong"), "bootstrap": ("ci_low", "ci_high")}
 
 
 def _bounds(rs: list[dict], meth: str) -> tuple[np.ndarray, ...]:
-    """Immune AUC and gain bounds of one interval method over the cohorts ``rs``."""
-    z = 1.959964
-    if meth == "delong":
-        return tuple(
-            np.array([r["gain"][k] if a == "gain" else r["auc"]["immune"][k] for r in rs])
-            for a, k in (
-                ("auc", "ci_low_delong"),
-                ("auc", "ci_high_delong"),
-                ("gain", "ci_low_delong"),
-                ("gain", "ci_high_delong"),
-            )
-        )
-    shift = meth == "bootstrap_bias_corrected"
-    ie = np.array(
-        [r["auc"]["immune"]["auc"] + (r["auc"]["immune"]["bias_correction"] if shift else 0) for r in rs]
+    """Immune AUC and gain bounds of one interval method over cohorts ``rs``, as evaluate_models gave them."""
+    lk, hk = _METHODS[meth]
+    return (
+        np.array([r["auc"]["immune"][lk] for r in rs]),
+        np.array([r["auc"]["immune"][hk] for r in rs]),
+        np.array([r["gain"][lk] for r in rs]),
+        np.array([r["gain"][hk] for r in rs]),
     )
-    ise = np.array([r["auc"]["immune"]["se"] for r in rs])
-    ge = np.array([r["gain"]["estimate"] + (r["gain"]["bias_correction"] if shift else 0) for r in rs])
-    gse = np.array([r["gain"]["se"] for r in rs])
-    return np.maximum(ie - z * ise, 0), np.minimum(ie + z * ise, 1), ge - z * gse, ge + z * gse
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -353,7 +332,7 @@ def summarise(rows: list[dict]) -> dict:
         s["mean_cv_immune_auc"] = float(np.mean([r["auc"]["immune"]["auc"] for r in rs]))
         s["sd_cv_immune_auc"] = float(np.std([r["auc"]["immune"]["auc"] for r in rs], ddof=1))
         s["sd_cv_gain"] = float(np.std([r["gain"]["estimate"] for r in rs], ddof=1))
-        for meth in _methods(rows):
+        for meth in _METHODS:
             il, ih, gl, gh = _bounds(rs, meth)
             m = {
                 "immune_expected": _cov(il, ih, exp_imm),
@@ -374,11 +353,7 @@ def _fmt(c: dict) -> str:
 
 def table(summary: dict) -> str:
     """Markdown table: coverage (Wilson 95% CI) and mean width of each interval method."""
-    meths = [
-        m
-        for m in ("delong", "bootstrap", "bootstrap_bias_corrected")
-        if any(m in s for s in summary.values())
-    ]
+    meths = list(_METHODS)
     lines = [
         "| condition | cohorts | truth | " + " | ".join(f"{m} coverage (95% CI) width" for m in meths) + " |",
         "|---|---|---|" + "---|" * len(meths),
