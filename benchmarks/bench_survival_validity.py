@@ -149,9 +149,7 @@ def planted_job(seed: int, n: int, ext: dict, n_repeats: int, n_bootstrap: int) 
     }
     for model in ("clinical", "clinical + immune"):
         fm = fit_survival_model(imm, (out, clin), model=model, n_bootstrap=1, seed=seed)
-        x = ext["x"][list(fm.features)].to_numpy(float)
-        x = np.where(np.isnan(x), fm.median, x)
-        lp = ((x - fm.mean) / fm.sd) @ fm.beta
+        lp = fm.standardized(ext["x"]) @ fm.beta
         slope = cox_ridge((lp - lp.mean())[:, None], ext["t"], ext["e"], 0.0)[0][0]
         res[f"ext_slope_{model}"] = float(slope)
         res[f"ext_c_{model}"] = harrell_c(ext["t"], ext["e"], lp)
@@ -163,9 +161,7 @@ def planted_job(seed: int, n: int, ext: dict, n_repeats: int, n_bootstrap: int) 
 def _external_c(fm: object, ext: dict) -> float:
     from flowtools.stats.survival import harrell_c
 
-    x = ext["x"][list(fm.features)].to_numpy(float)
-    x = np.where(np.isnan(x), fm.median, x)
-    return harrell_c(ext["t"], ext["e"], ((x - fm.mean) / fm.sd) @ fm.beta)
+    return harrell_c(ext["t"], ext["e"], fm.standardized(ext["x"]) @ fm.beta)
 
 
 def coverage_job(seed: int, n: int, ext: dict, *, null: bool, n_bootstrap: int) -> dict:

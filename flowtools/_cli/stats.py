@@ -37,21 +37,9 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _counts(immune: Path) -> Any:
-    """The count table of a gate output folder (or file), or of a synthetic cohort folder's truth."""
-    from flowtools.stats.tables import tables_from_gate, tables_from_truth
-
-    if (
-        immune.is_dir()
-        and (immune / "truth" / "women.csv").is_file()
-        and not (immune / "populations.csv").exists()
-    ):
-        return tables_from_truth(immune)
-    return tables_from_gate(immune)
-
-
 def _load(immune: Path, clinical: Path, missing: str, *, impute_in_folds: bool = False) -> tuple[Any, Any]:
     """Counts and clinical record; with ``impute_in_folds`` gaps stay for the CV folds to impute."""
+    from flowtools._cli.survival import _counts
     from flowtools.stats.tables import read_clinical
 
     counts = _counts(immune)
@@ -447,6 +435,7 @@ def _apply_survival(per_woman: Path, model_path: Path, db: str | None, out: Path
         if db is None:
             msg = f"{model_path}: a `survival fit` model needs --db (the follow-up database of the new women)"
             raise ValueError(msg)
+        from flowtools._cli.survival import _counts
         from flowtools.io.clinical_db import read_followup
 
         m = load_survival_model(model_path)

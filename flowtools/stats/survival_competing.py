@@ -43,6 +43,7 @@ __all__ = [
     "cif_from_hazards",
     "fit_cause_specific",
     "fit_competing_model",
+    "standardize",
     "write_model_json",
 ]
 
@@ -115,6 +116,21 @@ def _cif_cv(
     return cif_from_hazards(grid, dh0, z_te @ betas.T, horizons)
 
 
+def standardize(model: Any, features: pd.DataFrame) -> np.ndarray:
+    """``model``'s feature columns of ``features``, NaN as the training median, standardised.
+
+    ``model`` holds ``features`` (names), ``median``, ``mean`` and ``sd`` (a survival or
+    competing-risk model); the result times the coefficients is the linear predictor.
+    """
+    missing = [f for f in model.features if f not in features.columns]
+    if missing:
+        msg = f"the features lack the model's columns {missing}"
+        raise ValueError(msg)
+    x = features[list(model.features)].to_numpy(float)
+    x = np.where(np.isnan(x), model.median, x)
+    return (x - model.mean) / model.sd
+
+
 @dataclass(frozen=True)
 class CompetingRiskModel:
     """Cause-specific Cox models of the first pregnancy's outcome, for the probability of live birth.
@@ -166,19 +182,14 @@ class CompetingRiskModel:
             (self.betas / self.sd).T, index=list(self.features), columns=["live_birth", "loss"]
         )
 
-    def _z(self, features: pd.DataFrame) -> np.ndarray:
-        missing = [f for f in self.features if f not in features.columns]
-        if missing:
-            msg = f"the features lack the model's columns {missing}"
-            raise ValueError(msg)
-        x = features[list(self.features)].to_numpy(float)
-        x = np.where(np.isnan(x), self.median, x)
-        return (x - self.mean) / self.sd
+    def standardized(self, features: pd.DataFrame) -> np.ndarray:
+        """The model's features, gaps filled with the training medians, standardised (:func:`standardize`)."""
+        return standardize(self, features)
 
     def cif(self, features: pd.DataFrame, horizons: Sequence[float] | None = None) -> np.ndarray:
         """Cumulative incidence of live birth from the first pregnancy, shape (n, len(horizons))."""
         hz = self.horizons if horizons is None else tuple(float(h) for h in horizons)
-        return cif_from_hazards(self.grid, self.dh0, self._z(features) @ self.betas.T, hz)
+        return cif_from_hazards(self.grid, self.dh0, self.standardized(features) @ self.betas.T, hz)
 
     def apply(self, features: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
         """Probability that the first pregnancy ends in a live birth by each horizon, with an interval.
@@ -188,7 +199,7 @@ class CompetingRiskModel:
         pandas.DataFrame
             woman_id, and per horizon ``p_<h>``, ``p_<h>_low``, ``p_<h>_high``.
         """
-        z = self._z(features)
+        z = self.standardized(features)
         p = cif_from_hazards(self.grid, self.dh0, z @ self.betas.T, self.horizons)
         a = (1 - level) / 2
         out = pd.DataFrame({"woman_id": features.index.astype(str)})
@@ -200,7 +211,7 @@ class CompetingRiskModel:
                 ]
             )
             if len(self.boot_betas)
-            else np.repeat(p[None], 1, axis=0)
+            else p[None]
         )
         for j, h in enumerate(self.horizons):
             out[f"p_{h:g}"] = p[:, j]

@@ -20,7 +20,12 @@ from flowtools.stats._cox_tuning import (
     _tuned_fit,
 )
 from flowtools.stats.survival_competing import _FORMAT as _CR_FORMAT
-from flowtools.stats.survival_competing import CompetingRiskModel, write_model_json
+from flowtools.stats.survival_competing import (
+    CompetingRiskModel,
+    fit_competing_model,
+    standardize,
+    write_model_json,
+)
 from flowtools.stats.survival_competing import _load as _load_competing
 from flowtools.stats.survival_cv import (
     _LIBRARIES,
@@ -87,6 +92,13 @@ class SurvivalModel:
     n_events: int
     provenance: dict[str, Any]
 
+    def standardized(self, features: pd.DataFrame) -> np.ndarray:
+        """The model's features, gaps filled with the training medians, standardised.
+
+        ``standardized(features) @ beta`` is the linear predictor (the log relative hazard).
+        """
+        return standardize(self, features)
+
     def apply(self, features: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
         """Predicted probability of the event (live birth) by each horizon, with a bootstrap interval.
 
@@ -102,13 +114,7 @@ class SurvivalModel:
         pandas.DataFrame
             woman_id, and per horizon ``p_<h>``, ``p_<h>_low``, ``p_<h>_high``.
         """
-        missing = [f for f in self.features if f not in features.columns]
-        if missing:
-            msg = f"the features lack the model's columns {missing}"
-            raise ValueError(msg)
-        x = features[list(self.features)].to_numpy(float)
-        x = np.where(np.isnan(x), self.median, x)
-        z = (x - self.mean) / self.sd
+        z = self.standardized(features)
         p = 1 - np.exp(-np.outer(np.exp(z @ self.beta), self.h0))
         bp = 1 - np.exp(-np.exp(z @ self.boot_beta.T)[:, :, None] * self.boot_h0[None, :, :])
         a = (1 - level) / 2
@@ -206,8 +212,6 @@ def fit_survival_model(
     x = x_df.to_numpy(float)
     free = np.isin(np.asarray(x_df.columns), CLINICAL_FEATURES)
     if outcome in COMPETING_OUTCOMES:
-        from flowtools.stats.survival_competing import fit_competing_model
-
         return fit_competing_model(
             x_df,
             t,

@@ -62,7 +62,7 @@ import numpy as np
 
 from flowtools.io.clinical_db import FollowupDB, write_followup
 from flowtools.provenance import atomic_write_text, provenance_record
-from flowtools.synth.cohort import _AGE_BANDS, _AGE_LOG_OR, _outcome_logit
+from flowtools.synth.cohort import _AGE_BANDS, _AGE_LOG_OR, _NK_LOG_SD, _outcome_logit
 
 __all__ = ["IMMUNE_FECUNDABILITY_HR", "NK_FECUNDABILITY_LOG_HR", "FollowupResult", "make_followup"]
 
@@ -77,8 +77,7 @@ _STILLBIRTH_RISK = 0.005
 _MONTH = 30.4375
 # Per-cycle conception hazard ratio of the immune subgroup in planted cohorts (see the module docstring).
 IMMUNE_FECUNDABILITY_HR = 0.5
-NK_FECUNDABILITY_LOG_HR = -0.35
-_NK_LOG_SD = 0.35
+NK_FECUNDABILITY_LOG_HR = -0.35  # per SD of log NK % (the cohort's _NK_LOG_SD)
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,22 @@ def test_round_trip_on_postgres_equals_sqlite(followup):
     pd.testing.assert_frame_equal(back.episodes, followup.episodes)
 
 
-def test_postgres_rewrite_is_one_transaction(followup):
-    """A write that fails half-way leaves the previous tables as they were (all or nothing)."""
+def test_postgres_rewrite_is_one_transaction(followup, monkeypatch):
+    """A write that fails in the database half-way (women replaced, then episodes fail) changes nothing."""
     sa = pytest.importorskip("sqlalchemy")
     write_followup(followup, URL)
-    bad = dataclasses.replace(followup, episodes=followup.episodes.assign(gestational_weeks="not a number"))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error type
-        write_followup(bad, URL)
+    fewer = dataclasses.replace(followup, women=followup.women.iloc[:5], episodes=followup.episodes.iloc[:0])
+    real = pd.DataFrame.to_sql
+
+    def failing(self, name, con, **kw):
+        if name == "episodes":  # the women table is already replaced inside the transaction
+            con.execute(sa.text("select no_such_column from women"))
+        return real(self, name, con, **kw)
+
+    monkeypatch.setattr(pd.DataFrame, "to_sql", failing)
+    with pytest.raises(sa.exc.ProgrammingError):
+        write_followup(fewer, URL)
+    monkeypatch.undo()
     engine = _engine()
     try:
         with engine.connect() as con:
