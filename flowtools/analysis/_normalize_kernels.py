@@ -221,7 +221,12 @@ def blend_share(d2: np.ndarray, node_cluster: np.ndarray, k: int, inv2s: float,
                 first = v
             elif v > second:
                 second = v
-        if second >= thr * tot:
+        # the weights as soft_weights leaves them: clusters under MIN_WEIGHT dropped, the rest renormalised
+        kept = 0.0
+        for c in range(k):
+            if w[c] >= MIN_WEIGHT * tot:
+                kept += w[c]
+        if second >= MIN_WEIGHT * tot and second >= thr * kept:
             hits += 1
     return hits / n if n else 0.0
 

@@ -281,13 +281,21 @@ def _balance_donors(reads: dict[str, list[tuple[Any, np.ndarray]]], seed: int) -
             key = (b, str(r.anchor_id))
             per[key] = per.get(key, 0) + x.shape[0]
     n = min(per.values())
+    # a donor's n events split between its aliquots in proportion to their sizes, by largest
+    # remainder, so that every (batch, donor) keeps exactly n
+    take: dict[tuple[str, int], int] = {}
+    for b, v in reads.items():
+        for donor in {str(r.anchor_id) for r, _ in v}:
+            idx = [i for i, (r, _) in enumerate(v) if str(r.anchor_id) == donor]
+            exact = np.array([n * v[i][1].shape[0] / per[(b, donor)] for i in idx])
+            k = np.floor(exact).astype(int)
+            k[np.argsort(k - exact, kind="stable")[: n - int(k.sum())]] += 1
+            take.update({(b, i): int(j) for i, j in zip(idx, k, strict=True)})
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {}
     for b, v in reads.items():
-        for r, x in v:
-            # a donor's share of the n events: split between its aliquots in proportion to their sizes
-            k = int(round(n * x.shape[0] / per[(b, str(r.anchor_id))]))
-            keep = np.sort(rng.choice(x.shape[0], min(k, x.shape[0]), replace=False))
+        for i, (_, x) in enumerate(v):
+            keep = np.sort(rng.choice(x.shape[0], take[(b, i)], replace=False))
             out.setdefault(b, []).append(x[keep])
     return out
 

@@ -133,3 +133,23 @@ def test_apply_blend_matches_spline_calls_and_keeps_nan() -> None:
     want = sum(w[c] * _Spline.build(xq[c], yq[c], limit=0.5, max_slope=4.0)(v) for c in range(len(xq)))
     want[np.isnan(v)] = np.nan
     np.testing.assert_allclose(out[0], want, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_blend_share_counts_the_weights_soft_weights_leaves() -> None:
+    """An event whose second weight reaches the threshold only once negligible clusters are dropped.
+
+    Raw weights (0.8975, 0.0998, 3 x 0.0009): the second is below 0.1 of the total, but 0.10007 of
+    what ``soft_weights`` keeps (the three under ``MIN_WEIGHT`` dropped, the rest renormalised).
+    """
+    w = np.array([0.8975, 0.0998, 0.0009, 0.0009, 0.0009])
+    d2 = (-np.log(w / w.max()))[:, None].copy()  # one node per cluster, inv2s = 1
+    nodes = np.arange(5, dtype=np.int64)
+    out = np.empty((5, 1))
+    K.soft_weights(d2, nodes, 1.0, out)
+    second = np.sort(out[:, 0])[-2]
+    assert second > 0.1 > w[1] / w.sum()
+    assert K.blend_share(d2, nodes, 5, 1.0, 0.1) == 1.0
+    # and an event whose second weight stays below the threshold either way
+    w2 = np.array([0.95, 0.05, 0.0, 0.0, 0.0]) + 1e-12
+    d2b = (-np.log(w2 / w2.max()))[:, None].copy()
+    assert K.blend_share(d2b, nodes, 5, 1.0, 0.1) == 0.0
