@@ -303,6 +303,11 @@ def test_fit_apply_files(batch_cohort, template: Path, tmp_path: Path) -> None:
     y = fr.model.transform(orig.x, row.batch)
     back = read_transformed(row.file, t, fr.markers)
     assert np.median(np.abs(back.x - y)) < 1e-3
+    # qc=False: the same files and sheet, without the drift tables (what a CytoNorm run does)
+    bare = apply_sheet(batch_cohort.samples_csv, tmp_path / "model.json", tmp_path / "bare", qc=False)
+    assert bare.drift == [] and bare.drift_anchors == []
+    for a, b in zip(sheet.rows, read_sample_sheet(bare.samples_csv).rows, strict=True):
+        assert read_fcs(a.file).events.tobytes() == read_fcs(b.file).events.tobytes(), a.sample_id
 
 
 def test_file_level_errors(batch_cohort, template: Path, tmp_path: Path) -> None:
