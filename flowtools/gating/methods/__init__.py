@@ -121,3 +121,9 @@ def warm_up() -> None:
     from flowtools.gating.methods import _density_kernels
 
     _density_kernels.restrict(x[:, 1], 0.5, 4.0)  # a strided column (quad's x_range): compiled per layout
+    if "qc" in methods():
+        # the radix argsort of qc and singlet runs on large parents only (not on this small
+        # sample); one warm-up step compiles it (a cold cache's helpers run steps in parallel)
+        from flowtools.gating.methods import _sort_kernels
+
+        _sort_kernels.argsort_f64(np.ascontiguousarray(x[:, 0]))

@@ -12,7 +12,13 @@ import math
 
 import numpy as np
 
-from flowtools.gating.methods._common import _fail, _finite_rows, _quantiles_sorted, _robust_center_scale
+from flowtools.gating.methods._common import (
+    _fail,
+    _finite_rows,
+    _quantiles_sorted,
+    _robust_center_scale,
+    _sorted,
+)
 from flowtools.gating.methods.registry import ArgSpec, MethodContext, TimeWindows, register
 
 __all__ = ["qc"]
@@ -27,7 +33,7 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     """
     from flowtools.gating.methods import _qc_kernels as QK
 
-    sample = np.sort(v[:: max(1, v.size // 200_000)])
+    sample = _sorted(v[:: max(1, v.size // 200_000)])
     q = _quantiles_sorted(sample, np.linspace(0.0, 1.0, 1001))
     xp, inv = np.unique(q, return_inverse=True)
     fp = np.bincount(inv, weights=np.linspace(0.0, 1.0, 1001)) / np.bincount(inv)

@@ -12,6 +12,7 @@ import numpy as np
 
 from flowtools.gating.methods._common import (
     _MAD_SD,
+    _argsorted,
     _fail,
     _finite_rows,
     _median,
@@ -91,7 +92,7 @@ def singlet(values: np.ndarray, ctx: MethodContext, *, width: float, max_events:
     a, h = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
     # The events in area order (ties in any order: bins and medians depend on the values only):
     # the area's decile here, and the kept events in area order for the scale model below.
-    order = np.argsort(a)
+    order = _argsorted(a)
     a_sorted = a[order]
     a_sd = _robust_center_scale(a)[1] or float(np.std(x[:, 0]))
     h_sd = _robust_center_scale(h)[1] or float(np.std(x[:, 1]))
