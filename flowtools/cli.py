@@ -110,6 +110,21 @@ def synth(
         console.print(f"  {label:<16}{summary[key]}", highlight=False, soft_wrap=True)
 
 
+def _gating_label(label: str, jobs: int | None) -> str:
+    """The gating bar's first label: it says when this run's workers compile the numba kernels first.
+
+    Worker processes (``jobs`` > 1, or every core by default) compile or load every kernel before
+    the first sample and record it (one process compiles only what it uses, as it goes).
+    """
+    import os
+
+    from flowtools.pipeline.executor import kernels_compiled
+
+    if (jobs if jobs is not None else os.cpu_count() or 1) < 2 or kernels_compiled():
+        return label
+    return f"{label} (first run with this numba cache: compiling the kernels once, ~10-30 s)"
+
+
 @app.command()
 def demo(
     out: Annotated[
@@ -130,6 +145,7 @@ def demo(
               "export": "exports (MIFlowCyt, FCS, AnnData)", "stats": "RM vs control, prediction",
               "survival": "time to live birth", "beads": "cytokine bead array",
               "normalize": "plates on one scale (anchor normalisation)"}
+    labels["gate"] = _gating_label(labels["gate"], jobs)
     try:
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -373,7 +389,7 @@ def gate(
     failures = 0
     try:
         with _progress() as bar:
-            task = bar.add_task("gating", total=None)
+            task = bar.add_task(_gating_label("gating", jobs), total=None)
 
             def on_progress(done: int, total: int, outcome: Any) -> None:
                 nonlocal events, failures
