@@ -144,6 +144,7 @@ def _flowtools(
     steady = min(run(k, True)[2] for k in (3, 4))
     return {"seconds_first": first, "seconds_steady": steady, "seconds_same_work": same,
             "files": {p.stem: p for p in res.files}, "fallbacks": len(fr.model.fallbacks_),
+            "small_cluster": fr.model.small_cluster, "small_clusters": fr.model.small_clusters_,
             "blend_share": fr.model.blend_share_, "unstable_clusters": fr.model.cluster_cv_["unstable"],
             "reported_flags": res.flagged_markers}
 
@@ -374,6 +375,8 @@ def _table(name: str, res: dict[str, Any]) -> None:
             line += f" {w['emd_after']:9.4f} {100 * w['reduction']:6.0f}% {w['mad_change']:+7.2f}"
         print(line)
     ftt = res["flowtools"]
+    print(f"small clusters (< min_cluster_events anchor events in a batch): {len(ftt['small_clusters'])}, "
+          f"mapped {ftt['small_cluster']!r}; cluster x batch on the global spline: {ftt['fallbacks']}")
     msg = (f"flowtools fit+apply: {ftt['seconds_same_work']:.2f} s the peer's work (read, fit, normalise, "
            f"write), {ftt['seconds_steady']:.2f} s with QC, {ftt['seconds_first']:.2f} s first call with QC")
     if cn:

@@ -49,3 +49,26 @@ def test_fit_error_exits_non_zero(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "fewer than" in r.output and "D001-P01-TBNK" in r.output
     assert not (tmp_path / "m.json").exists()
+
+
+def test_small_cluster_option_is_recorded_and_checked(tmp_path: Path) -> None:
+    from flowtools._resources import study_template
+    from flowtools.synth.batch import make_batch_cohort
+
+    res = make_batch_cohort(tmp_path / "c", n_plates=2, n_women=3, events=2000, seed=2)
+    t = str(study_template("TBNK-NK"))
+    runner = CliRunner()
+    model = tmp_path / "model.json"
+    args = ["fit", str(res.samples_csv), "-t", t, "--out", str(model), "--markers", "CD3,CD4,CD8",
+            "--clusters", "4", "--min-events", "500", "--json"]
+    r = runner.invoke(normalize_app, [*args, "--small-cluster", "identity"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["small_cluster"] == "identity"
+    assert json.loads(model.read_text())["params"]["small_cluster"] == "identity"
+    r = runner.invoke(normalize_app, [*args[:-1], "--small-cluster", "coarse"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(model.read_text())["params"]["small_cluster"] == "coarse"
+    r = runner.invoke(normalize_app, [*args, "--small-cluster", "nearest"])
+    assert r.exit_code == 1
+    assert "small_cluster must be one of" in r.output

@@ -44,6 +44,10 @@ def fit(
              "batch has, balanced).")] = "pooled",
     soft: Annotated[float, typer.Option(
         help="Share of anchor events blended between cluster splines (0: hard assignment).")] = 0.3,
+    small_cluster: Annotated[str, typer.Option(
+        help="A cluster with too few anchor events in a batch: coarse (its own spline through fewer "
+             "quantiles), global (the batch's global spline) or identity (left unchanged, as "
+             "cytonormpy).")] = "coarse",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Fit a normalisation model on the anchors of every batch and write it with provenance."""
@@ -53,7 +57,7 @@ def fit(
     try:
         res = fit_sheet(sheet, template, out, markers=_markers(markers), min_events=min_events,
                         anchors=anchors, command="normalize fit", mode=mode, goal=goal, n_clusters=n_clusters,
-                        limit=limit, soft=soft, random_state=seed)
+                        limit=limit, soft=soft, small_cluster=small_cluster, random_state=seed)
     except (FlowtoolsError, ValueError, OSError) as exc:
         raise fail(exc) from None
     s = res.summary()
@@ -62,6 +66,10 @@ def fit(
         return
     console.print(f"model: {res.path} ({s['mode']}, goal {s['goal']}, {len(s['batches'])} batches, "
                   f"{len(s['markers'])} markers)", highlight=False)
+    if s["small_clusters"]:
+        few = res.model.min_cluster_events
+        console.print(f"{len(s['small_clusters'])} small cluster(s) (fewer than {few} anchor events in a "
+                      f"batch) mapped {s['small_cluster']}", highlight=False)
     if s["fallbacks"]:
         console.print(f"{len(s['fallbacks'])} cluster x batch with too few anchor events use the "
                       "global spline", highlight=False)

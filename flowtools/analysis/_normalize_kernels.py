@@ -22,8 +22,8 @@ from flowtools._config import NUMBA_CACHE
 #: Soft weights below this are dropped (and the others renormalised).
 MIN_WEIGHT = 1e-3
 
-__all__ = ["MIN_WEIGHT", "apply_blend", "apply_tables", "blend_share", "build_tables", "nearest_node",
-           "node_d2", "soft_weights"]
+__all__ = ["MIN_WEIGHT", "apply_blend", "apply_tables", "blend_share", "build_tables", "node_d2",
+           "soft_weights"]
 
 
 @njit(cache=NUMBA_CACHE, nogil=True, inline="always")
@@ -137,21 +137,6 @@ def node_d2(xt: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:  # prag
             for e in range(n):
                 u = xr[e] - c
                 oj[e] += u * u
-
-
-@njit(cache=NUMBA_CACHE, nogil=True)
-def nearest_node(d2: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``idx[e]``, ``dist[e]``: the nearest node of every event and its squared distance (first on ties)."""
-    nn, n = d2.shape
-    for e in range(n):
-        best = 0
-        bd = d2[0, e]
-        for j in range(1, nn):
-            if d2[j, e] < bd:
-                bd = d2[j, e]
-                best = j
-        idx[e] = best
-        dist[e] = bd
 
 
 @njit(cache=NUMBA_CACHE, nogil=True)

@@ -23,8 +23,10 @@ here); the numba kernels (spline tables, node distances, soft weights) are in
 
 ``mode="global"`` skips the clustering (one spline per marker and batch);
 ``mode="identity"`` learns nothing and returns the values unchanged (a check of the
-pipeline). A cluster with fewer than ``min_cluster_events`` anchor events in a batch
-uses that batch's global spline instead; every such fallback is recorded.
+pipeline). A cluster with fewer than ``min_cluster_events`` anchor events in some batch is
+mapped as ``small_cluster`` says: by default its own splines through fewer quantiles (one per 10
+of its events in its smallest batch, at least 3), else the batch's global spline or identity;
+each small cluster and every fallback to the global spline is recorded.
 
 Validation as CytoNorm is validated: :func:`batch_emd` (Earth Mover's Distance between
 batches, per marker and optionally per cluster, before and after), :func:`mad_change`

@@ -146,6 +146,7 @@ class FitResult:
         m = self.model
         return {"model": str(self.path), "mode": m.mode, "goal": m.goal, "batches": m.batches_,
                 "markers": self.markers, "anchors": self.anchors, "n_clusters": m.n_clusters_,
+                "small_cluster": m.small_cluster, "small_clusters": m.small_clusters_,
                 "fallbacks": m.fallbacks_, "unstable_clusters": m.cluster_cv_["unstable"],
                 "cluster_cv": m.cluster_cv_["cv"], "notes": self.notes, "seconds": round(self.seconds, 3)}
 
@@ -295,6 +296,8 @@ def _balance_donors(reads: dict[str, list[tuple[Any, np.ndarray]]], seed: int) -
     out: dict[str, list[np.ndarray]] = {}
     for b, v in reads.items():
         for i, (_, x) in enumerate(v):
+            # not subsample_index: it skips the draw when every event is kept, which would change the
+            # draws of the files after this one (and so every model fitted with anchors="matched")
             keep = np.sort(rng.choice(x.shape[0], take[(b, i)], replace=False))
             out.setdefault(b, []).append(x[keep])
     return out

@@ -1,13 +1,15 @@
 """Building blocks of :class:`flowtools.analysis.normalize.CytoNorm`: quantiles, splines, the model file.
 
 * :func:`quantiles_t`: column quantiles by one sort per marker (numpy's linear rule);
+  :func:`quantiles_sorted` the same on rows already sorted;
 * :class:`_Spline`: one monotone map from a batch's quantiles to the goal quantiles, in plain numpy:
   the reference of the numba kernels ``build_tables`` / ``apply_tables`` / ``apply_blend``
   (:mod:`flowtools.analysis._normalize_kernels`), which build and apply many at once;
 * :func:`soft_weights_ref`, :func:`blend_share_ref`: plain-numpy references of the soft
   cluster membership kernels;
 * :func:`model_to_dict`, :func:`model_from_dict`, :func:`save_model`, :func:`load_model`: the
-  JSON model file (format ``flowtools-cytonorm/1``) with its provenance record.
+  JSON model file (format ``flowtools-cytonorm/2``; ``/1`` files, written before ``small_cluster``,
+  still load, as ``small_cluster="global"``, the rule they were fitted with) with its provenance record.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import numpy as np
 
 from flowtools.errors import NormalizationError
 
-FORMAT = "flowtools-cytonorm/1"
+FORMAT = "flowtools-cytonorm/2"
+#: Model files written before ``small_cluster`` (every small cluster the global spline): still read.
+FORMAT_V1 = "flowtools-cytonorm/1"
 TABLE = 1025  # points of a spline's table
 BLEND_THRESHOLD = 0.1  # an event is "blended" when its second cluster weighs at least this
 
@@ -35,7 +39,11 @@ def quantiles_t(xt: np.ndarray, probs: np.ndarray) -> np.ndarray:
     fast; the values are transformed intensities, where float32's 7 digits are far finer than
     any quantile's sampling error); the interpolation in float64.
     """
-    xs = np.sort(np.asarray(xt, dtype=np.float32), axis=1)
+    return quantiles_sorted(np.sort(np.asarray(xt, dtype=np.float32), axis=1), probs)
+
+
+def quantiles_sorted(xs: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Row quantiles of ``xs`` whose rows are already sorted (numpy's linear rule; float64 interpolation)."""
     n = xs.shape[1]
     pos = probs * (n - 1)
     lo = np.floor(pos).astype(np.intp)
@@ -231,17 +239,25 @@ def model_to_dict(model: Any) -> dict[str, Any]:
         "quantiles": _arr(model.quantiles_), "global_quantiles": _arr(model.global_quantiles_),
         "goal": _arr(model.goal_), "global_goal": _arr(model.global_goal_),
         "fallbacks": model.fallbacks_, "cluster_cv": model.cluster_cv_,
+        "cluster_map": model.cluster_map_, "small_clusters": model.small_clusters_,
     }
 
 
 def model_from_dict(cls: type, d: Mapping[str, Any], *, where: str = "model") -> Any:
     """Rebuild a fitted model of class ``cls`` from :func:`model_to_dict` data."""
-    if d.get("format") != FORMAT:
-        msg = (f"{where}: not a flowtools normalisation model (format {d.get('format')!r}, "
-               f"expected {FORMAT!r})")
+    fmt = d.get("format")
+    if fmt not in (FORMAT, FORMAT_V1):
+        msg = (f"{where}: not a flowtools normalisation model this version reads (format {fmt!r}, "
+               f"expected {FORMAT!r} or {FORMAT_V1!r}); refit it with `flowtools normalize fit`")
         raise NormalizationError(msg)
+    params = d.get("params")
+    if fmt == FORMAT_V1 and isinstance(params, Mapping):
+        if "small_cluster" in params:
+            msg = f"{where}: a {FORMAT_V1!r} model cannot have the small_cluster parameter"
+            raise NormalizationError(msg)
+        params = {**params, "small_cluster": "global"}  # what every /1 model did with a small cluster
     try:
-        self = cls(**d["params"])
+        self = cls(**params)
 
         def arr(v: Any) -> np.ndarray:
             return np.array(v, dtype=np.float64)  # null -> nan
@@ -262,11 +278,20 @@ def model_from_dict(cls: type, d: Mapping[str, Any], *, where: str = "model") ->
         self.global_goal_ = arr(d["global_goal"])
         self.fallbacks_ = list(d["fallbacks"])
         self.cluster_cv_ = dict(d["cluster_cv"])
+        if fmt == FORMAT_V1:  # a NaN quantile row was a cluster that fell back to the global spline
+            fell = np.isnan(self.quantiles_[:, :, 0, 0]) | np.isnan(self.goal_[:, 0, 0])[None]
+            self.cluster_map_ = [["global" if f else "spline" for f in row] for row in fell.tolist()]
+            self.small_clusters_ = [{"cluster": c, "map": "global"}
+                                    for c in sorted({int(f["cluster"]) for f in self.fallbacks_})]
+        else:
+            self.cluster_map_ = [[str(v) for v in row] for row in d["cluster_map"]]
+            self.small_clusters_ = list(d["small_clusters"])
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"{where}: the normalisation model is incomplete or malformed ({exc!r})"
         raise NormalizationError(msg) from None
     nb, nm = len(self.batches_), len(self.markers_)
-    if self.quantiles_.shape != (nb, self.n_clusters_, nm, self.probs_.size):
+    if self.quantiles_.shape != (nb, self.n_clusters_, nm, self.probs_.size) or \
+            [len(row) for row in self.cluster_map_] != [self.n_clusters_] * nb:
         msg = f"{where}: the model's quantile table does not match its batches and markers"
         raise NormalizationError(msg)
     self._reset_cache()

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from flowtools.analysis.normalize_model import quantiles_t
+from flowtools.analysis._subsample import subsample_index
+from flowtools.analysis.normalize_model import quantiles_sorted, quantiles_t
 
 __all__ = ["MAD_FLAG", "batch_emd", "cluster_cv", "drift_table", "drift_table_sorted", "mad_change",
            "merge_sorted", "sorted_t"]
@@ -58,9 +59,7 @@ def cluster_cv(labels: Mapping[str, np.ndarray], n_clusters: int, *, cv_limit: f
 
 
 def _subsample(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    if x.shape[0] <= n:
-        return x
-    return x[np.sort(np.random.default_rng(seed).choice(x.shape[0], n, replace=False))]
+    return x if x.shape[0] <= n else x[subsample_index(x.shape[0], n, np.random.default_rng(seed))]
 
 
 def batch_emd(
@@ -166,15 +165,6 @@ def merge_sorted(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts, axis=1), axis=1, kind="stable")
 
 
-def _quantiles_sorted(xs: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    n = xs.shape[1]
-    pos = probs * (n - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = pos - lo
-    return xs[:, lo].astype(np.float64) * (1.0 - frac) + xs[:, hi].astype(np.float64) * frac
-
-
 def _mad_sorted(xs: np.ndarray) -> np.ndarray:
     """MAD of every row of sorted ``xs``: the deviations below and above the median are two sorted runs."""
     n = xs.shape[1]
@@ -189,7 +179,7 @@ def _mad_sorted(xs: np.ndarray) -> np.ndarray:
 
 def _emd_sorted(sorted_by_batch: Mapping[str, np.ndarray], nm: int) -> np.ndarray:
     probs = (np.arange(_EMD_QUANTILES) + 0.5) / _EMD_QUANTILES
-    qs = [_quantiles_sorted(v, probs) for v in sorted_by_batch.values() if v.shape[1]]
+    qs = [quantiles_sorted(v, probs) for v in sorted_by_batch.values() if v.shape[1]]
     best = np.zeros(nm)
     for a in range(len(qs)):
         for b in range(a + 1, len(qs)):

@@ -190,9 +190,17 @@ def test_fallback_recorded_for_small_cluster() -> None:
     rng = np.random.default_rng(7)
     a = _two_pops(rng, 4000)
     b = np.concatenate([rng.normal(1.0, 0.3, (3960, 2)), rng.normal(3.0, 0.3, (40, 2))])  # bright: 40 events
-    model = _fit({"A": [a], "B": [b]}, min_cluster_events=100)
+    model = _fit({"A": [a], "B": [b]}, min_cluster_events=100, small_cluster="global")
     assert any(f["batch"] == "B" and f["n_events"] < 100 for f in model.fallbacks_)
     assert np.all(np.isfinite(model.transform(b, "B")))
+    coarse = _fit({"A": [a], "B": [b]}, min_cluster_events=100)  # the default: its own coarse splines
+    (small,) = coarse.small_clusters_
+    c = small["cluster"]
+    assert small["map"] == "coarse" and small["n_events"]["B"] >= 10
+    # a batch with fewer than 10 of the cluster's events (A's stray few) falls back to the global spline
+    assert coarse.fallbacks_ == [{"batch": "A", "cluster": c, "n_events": small["n_events"]["A"]}]
+    assert small["n_events"]["A"] < 10 and [row[c] for row in coarse.cluster_map_] == ["global", "coarse"]
+    assert np.all(np.isfinite(coarse.transform(b, "B")))
 
 
 def test_batch_emd_matches_scipy() -> None:
@@ -338,7 +346,7 @@ def test_file_level_errors(batch_cohort, template: Path, tmp_path: Path) -> None
     d = json.loads((tmp_path / "m.json").read_text())
     keep = [i for i, b in enumerate(d["batches"]) if b != "P03"]
     d["batches"] = [d["batches"][i] for i in keep]
-    for k in ("quantiles", "global_quantiles"):
+    for k in ("quantiles", "global_quantiles", "cluster_map"):
         d[k] = [d[k][i] for i in keep]
     model_p.write_text(json.dumps(d))
     with pytest.raises(NormalizationError, match=r"\['P03'\] not in the normalisation model"):

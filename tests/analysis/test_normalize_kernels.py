@@ -88,13 +88,6 @@ def test_soft_weights_match_reference(sigma2: float) -> None:
         blend_share_ref(v, codes, nc, 3, sigma2, 0.1))
 
 
-def test_nearest_node_first_on_ties() -> None:
-    d2 = np.array([[1.0, 2.0, 0.5], [1.0, 1.0, 3.0], [0.2, 1.0, 0.5]])
-    idx, dist = np.empty(3, dtype=np.int64), np.empty(3)
-    K.nearest_node(d2, idx, dist)
-    assert idx.tolist() == [2, 1, 0] and dist.tolist() == [0.2, 1.0, 0.5]
-
-
 def test_quantiles_match_numpy() -> None:
     rng = np.random.default_rng(3)
     x = rng.gamma(2.0, 1.0, (3001, 4))
