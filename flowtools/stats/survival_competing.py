@@ -43,6 +43,7 @@ __all__ = [
     "cif_from_hazards",
     "fit_cause_specific",
     "fit_competing_model",
+    "json_value",
     "standardize",
     "write_model_json",
 ]
@@ -231,6 +232,19 @@ class CompetingRiskModel:
         )
 
 
+def json_value(v: Any) -> Any:
+    """``json.dumps``' ``default`` for the models' and evaluations' files: numpy numbers as numbers.
+
+    A numpy scalar (e.g. a provenance count) becomes its Python number, an array a list; anything
+    else its ``str``.
+    """
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
 def write_model_json(
     model: Any,
     path: str | os.PathLike[str],
@@ -239,7 +253,6 @@ def write_model_json(
     scalars: Sequence[str],
     tuples: Sequence[str],
     arrays: Sequence[str],
-    default: Any = str,
 ) -> Path:
     """A fitted survival model's fields as one JSON file (atomically; no pickle), ``format`` first.
 
@@ -252,7 +265,7 @@ def write_model_json(
         **{k: np.asarray(getattr(model, k)).tolist() for k in arrays},
     }
     p = Path(path)
-    atomic_write_text(p, json.dumps(body, indent=1, default=default) + "\n")
+    atomic_write_text(p, json.dumps(body, indent=1, default=json_value) + "\n")
     return p
 
 

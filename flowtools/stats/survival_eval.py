@@ -18,6 +18,7 @@ from flowtools.stats._cox_tuning import (
     DEFAULT_PENALIZERS,
     _folds,
 )
+from flowtools.stats.survival_competing import json_value
 from flowtools.stats.survival_cv import (
     _LIBRARIES,
     HORIZONS,
@@ -121,16 +122,9 @@ class SurvivalEvaluation:
             "warnings": self.warnings,
             "provenance": prov,
         }
-        atomic_write_text(out / "survival_evaluation.json", json.dumps(doc, indent=2, default=_json) + "\n")
+        text = json.dumps(doc, indent=2, default=json_value) + "\n"
+        atomic_write_text(out / "survival_evaluation.json", text)
         return [*paths, out / "survival_evaluation.json"]
-
-
-def _json(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
 
 
 def evaluate_survival(

@@ -32,7 +32,6 @@ from flowtools.stats.survival_cv import (
     HORIZONS,
     _frames,
 )
-from flowtools.stats.survival_eval import _json
 from flowtools.stats.survival_outcomes import CLINICAL_FEATURES, COMPETING_OUTCOMES, clinical_features
 
 if TYPE_CHECKING:
@@ -134,7 +133,6 @@ class SurvivalModel:
             scalars=("outcome", "model", "transform", "penalizer", "n_train", "n_events", "provenance"),
             tuples=("features", "horizons"),
             arrays=("median", "mean", "sd", "beta", "h0", "boot_beta", "boot_h0"),
-            default=_json,
         )
 
 
