@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from flowtools.stats._cox_tuning import _tuned_fit
 __all__ = [
     "CAUSES",
     "CompetingRiskModel",
+    "bootstrap_refits",
     "cif_from_hazards",
     "fit_cause_specific",
     "fit_competing_model",
@@ -245,6 +246,25 @@ def json_value(v: Any) -> Any:
     return str(v)
 
 
+def bootstrap_refits(
+    n: int, n_bootstrap: int, rng: np.random.Generator, refit: Callable[[np.ndarray], Any]
+) -> list[Any]:
+    """Up to ``n_bootstrap`` accepted refits on resamples of ``n`` women (from ``20 * n_bootstrap`` draws).
+
+    ``refit(idx)`` fits one resample (row indices drawn with replacement) and returns its
+    result, or None to reject it (too few events, no convergence): another resample is drawn.
+    Shared by :func:`fit_competing_model` and the single-outcome survival model.
+    """
+    out: list[Any] = []
+    for _ in range(20 * n_bootstrap):
+        if len(out) >= n_bootstrap:
+            break
+        r = refit(rng.integers(0, n, n))
+        if r is not None:
+            out.append(r)
+    return out
+
+
 def write_model_json(
     model: Any,
     path: str | os.PathLike[str],
@@ -385,24 +405,21 @@ def fit_competing_model(
     hz = [float(h) for h in horizons]
     grid = np.unique(t[(ev > 0) & (t <= max(hz))])
     dh0 = _jumps(z, t, ev, betas_a, grid)
-    rng = np.random.default_rng([int(seed), 193])
-    bb, bh = [], []
-    for _ in range(20 * n_bootstrap):
-        if len(bb) >= n_bootstrap:
-            break
-        idx = rng.integers(0, t.size, t.size)
+    def refit(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if min(np.sum(ev[idx] == c) for c in CAUSES) < 2:
-            continue
+            return None
         var1 = z[idx].var(0, ddof=1)
         fits = [
             cox_ridge(z[idx], t[idx], (ev[idx] == c).astype(float), t.size * pens[k] * var1)
             for k, c in enumerate(CAUSES)
         ]
         if not all(ok for _, ok in fits) or max(np.max(np.abs(b)) for b, _ in fits) > 20:
-            continue  # a resample with a monotone likelihood: drawn again
+            return None  # a resample with a monotone likelihood: drawn again
         b = np.asarray([f[0] for f in fits])
-        bb.append(b)
-        bh.append(_jumps(z[idx], t[idx], ev[idx], b, grid))
+        return b, _jumps(z[idx], t[idx], ev[idx], b, grid)
+
+    refits = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 193]), refit)
+    bb, bh = [r[0] for r in refits], [r[1] for r in refits]
     if not bb:
         msg = f"{outcome}: no bootstrap refit converged ({t.size} women, {int(np.sum(ev > 0))} events)"
         raise ValueError(msg)

@@ -22,6 +22,7 @@ from flowtools.stats._cox_tuning import (
 from flowtools.stats.survival_competing import _FORMAT as _CR_FORMAT
 from flowtools.stats.survival_competing import (
     CompetingRiskModel,
+    bootstrap_refits,
     fit_competing_model,
     standardize,
     write_model_json,
@@ -230,21 +231,18 @@ def fit_survival_model(
     hz = [float(h) for h in horizons]
     h0 = _breslow_h0(z, t, e, beta, hz)
     pen = np.where(free, stats["clinical_penalizer"], lam)
-    rng = np.random.default_rng([int(seed), 192])
-    bb, bh = [], []
-    for _ in range(20 * n_bootstrap):
-        if len(bb) >= n_bootstrap:
-            break
-        idx = rng.integers(0, t.size, t.size)
+    def refit(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if e[idx].sum() < 2:
-            continue
+            return None
         # the bootstrap refit uses the training women's scaling, so its coefficients share beta's units
         var1 = z[idx].var(0, ddof=1)
         b, ok = cox_ridge(z[idx], t[idx], e[idx], t.size * pen * var1)
         if not ok or np.max(np.abs(b)) > 20:  # a resample with a monotone likelihood: drawn again
-            continue
-        bb.append(b)
-        bh.append(_breslow_h0(z[idx], t[idx], e[idx], b, hz))
+            return None
+        return b, _breslow_h0(z[idx], t[idx], e[idx], b, hz)
+
+    refits = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 192]), refit)
+    bb, bh = [r[0] for r in refits], [r[1] for r in refits]
     if not bb:
         msg = f"{outcome}: no bootstrap refit converged ({t.size} women, {int(e.sum())} events)"
         raise ValueError(msg)
