@@ -193,7 +193,8 @@ def bin_scales(a_s: np.ndarray, e_s: np.ndarray, bounds: np.ndarray, min_n: int,
 
     ``mids[k]`` is ``np.median(a_s[lo:hi])`` and ``mads[k]`` ``np.median(|e - np.median(e)|)`` of
     the bin's residuals (unscaled), for the k-th bin kept; ``buf`` is scratch as long as the
-    largest bin. Returns how many bins were kept.
+    largest bin. ``a_s`` is ascending (NaN last), so its medians are read at the middle, not
+    selected. Returns how many bins were kept.
     """
     k = 0
     for b in range(bounds.shape[0] - 1):
@@ -202,9 +203,11 @@ def bin_scales(a_s: np.ndarray, e_s: np.ndarray, bounds: np.ndarray, min_n: int,
         if hi - lo < min_n:
             continue
         m = hi - lo
-        for i in range(m):
-            buf[i] = a_s[lo + i]
-        mids[k] = _median_of(buf, m)
+        upper = a_s[lo + m // 2]
+        if a_s[hi - 1] != a_s[hi - 1]:  # a NaN (sorted last): numpy's median is NaN
+            mids[k] = np.nan
+        else:
+            mids[k] = upper if m % 2 == 1 else (a_s[lo + m // 2 - 1] + upper) / 2.0
         for i in range(m):
             buf[i] = e_s[lo + i]
         med = _median_of(buf, m)
