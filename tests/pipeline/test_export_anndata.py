@@ -11,9 +11,16 @@ import pytest
 
 from flowtools.errors import ExportError
 
-ad = pytest.importorskip("anndata")
-
 TUBES = ("TBNK-NK", "Treg-Th")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ad():
+    """anndata (every test here is skipped without it), imported when the first test runs.
+
+    Not at module level: collection would import it (~2 s with zarr and h5py) in every worker.
+    """
+    return pytest.importorskip("anndata")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,7 @@ def exported(gc, tmp_path_factory):
     return adata, out
 
 
-def test_round_trip_values_names_dtypes(exported):
+def test_round_trip_values_names_dtypes(exported, ad):
     adata, out = exported
     back = ad.read_h5ad(out)
     assert back.X.dtype == np.float32
@@ -188,7 +195,7 @@ def test_changed_file_raises(gc, tmp_path):
         export_anndata(run, tube="TBNK-NK")
 
 
-def test_cluster_labels_and_embedding_joined(gc, tmp_path):
+def test_cluster_labels_and_embedding_joined(gc, tmp_path, ad):
     """A cluster folder with per-event results gives obs labels and obsm coordinates (NaN elsewhere)."""
     import json
 

@@ -16,13 +16,45 @@ def _fresh(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 
 
-def test_warm_worker_loads_the_method_kernels_and_never_raises(monkeypatch):
-    out = _fresh(
-        "import sys; from flowtools.pipeline import executor, plate; "
-        "before = 'flowtools.gating.methods._mixture_kernels' in sys.modules; executor._warm_worker(); "
-        "print(before, 'flowtools.gating.methods._mixture_kernels' in sys.modules)"
-    )
-    assert out.split() == ["False", "True"]
+_WARM_UP_FACTS = """
+import json, sys
+from flowtools.pipeline import executor, plate
+mixture = 'flowtools.gating.methods._mixture_kernels'
+before = mixture in sys.modules
+task_modules = ('flowtools.transforms._kernels', 'flowtools.gating.engine._kernels', mixture)
+task_before = [m for m in task_modules if m in sys.modules]
+executor._warm_worker()
+from flowtools.transforms import _kernels as t
+from flowtools.gating.engine import _kernels as e
+from flowtools.gating.methods import _mixture_kernels as m
+from flowtools.analysis import _population_kernels as k
+from flowtools.gating.methods import _sort_kernels as srt
+print(json.dumps({
+    "mixture_before": before, "mixture_after": mixture in sys.modules, "task_modules_before": task_before,
+    "task_kernels": [bool(f.overloads) for f in (t.exact_masked, t.exact_serial, t.build_table,
+                                                 e.extract_columns, m._m_step)],
+    "compensation_loaded": 'flowtools.compensation._kernels' in sys.modules,
+    "warm": executor._WARM is not None,
+    "table_kernels": [bool(f.overloads) for f in (k.pattern_ids, k.column_middles)],
+    "sort_kernel": bool(srt.argsort_f64.overloads),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def warmed_up() -> dict:
+    """What one warm-up loads in a fresh interpreter (this one has imported everything already).
+
+    One interpreter for the three tests below: each used to start its own (~2 s each), to check a
+    different part of the same warm-up.
+    """
+    import json
+
+    return json.loads(_fresh(_WARM_UP_FACTS))
+
+
+def test_warm_worker_loads_the_method_kernels_and_never_raises(warmed_up):
+    assert (warmed_up["mixture_before"], warmed_up["mixture_after"]) == (False, True)
 
 
 def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
@@ -36,29 +68,22 @@ def test_a_broken_warm_up_is_silent_and_not_marked_done(monkeypatch):
     assert executor._WARM is None
 
 
-def test_warm_worker_loads_the_kernels_a_task_calls():
+def test_warm_worker_loads_the_kernels_a_task_calls(warmed_up):
     # In a fresh interpreter: after the warm-up, the kernels of logicle, the gate engine and the
     # methods are loaded (a forked worker's first task loads none of its own). Not the
     # compensation kernel: tasks compensate in the engine's column extraction, never with it
     # (its 8 signatures cost ~2 s to compile, ~0.7 s to load).
-    out = _fresh(
-        "import sys; from flowtools.pipeline import executor; executor._warm_worker(); "
-        "from flowtools.transforms import _kernels as t; from flowtools.gating.engine import _kernels as e; "
-        "from flowtools.gating.methods import _mixture_kernels as m; "
-        "ks = (t.exact_masked, t.exact_serial, t.build_table, e.extract_columns, m._m_step); "
-        "print(*(bool(k.overloads) for k in ks), 'flowtools.compensation._kernels' in sys.modules)"
-    )
-    assert out.split() == ["True"] * 5 + ["False"]
+    # (plate is imported in that interpreter too: it loads none of these, the warm-up does)
+    assert warmed_up["task_modules_before"] == []
+    assert warmed_up["task_kernels"] == [True] * 5
+    assert warmed_up["sort_kernel"] is True  # qc's and singlet's radix argsort (large parents only)
+    assert warmed_up["compensation_loaded"] is False
 
 
-def test_warm_worker_loads_the_population_table_kernels():
+def test_warm_worker_loads_the_population_table_kernels(warmed_up):
     # The MFI kernel moved to flowtools.analysis._population_kernels: the warm-up compiles it there.
-    out = _fresh(
-        "from flowtools.pipeline import executor; executor._warm_worker(); "
-        "from flowtools.analysis import _population_kernels as k; "
-        "print(executor._WARM is not None, *(bool(f.overloads) for f in (k.pattern_ids, k.column_middles)))"
-    )
-    assert out.split() == ["True"] * 3
+    assert warmed_up["warm"] is True
+    assert warmed_up["table_kernels"] == [True, True]
 
 
 def test_in_process_executor_is_not_remote_and_warm_up_is_a_no_op():

@@ -131,8 +131,10 @@ def test_null_cohorts_type1_error_in_band(tmp_path):
     for s in range(40):
         d = tmp_path / f"n{s}"
         make_cohort(d, n_women=60, seed=500 + s, null=True, write_fcs=False)
-        tab = compare(tables_from_truth(d), read_clinical(d / "clinical.csv")).table
-        prim = tab[tab.scale == SCALE_PCT]
+        # Only the % of parent rows are checked; each (subgroup, scale) family is corrected on its own, so
+        # they are the same rows, p and q, as with the CLR scale beside them (~40% of compare's time).
+        prim = compare(tables_from_truth(d), read_clinical(d / "clinical.csv"), scales=(SCALE_PCT,)).table
+        assert set(prim.scale) == {SCALE_PCT}
         ps.append(prim.p.to_numpy())
         any_hit.append((prim.q < 0.05).any())
     rate = np.mean(np.concatenate(ps) < 0.05)
