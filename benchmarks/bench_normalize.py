@@ -21,9 +21,16 @@ per-file medians; best of two) and the first call with QC. The peer's clock cove
 5 metaclusters; flowtools trains the SOM on a 20,000-event subsample of the pooled anchors
 (``max_cluster_events``), cytonormpy on all anchor events.
 
+Both tools' results move with their seed (the SOM's initialisation and training order): on the
+CyTOF files by several points per marker. ``--seeds N`` also runs each tool with ``random_state``
+(cytonormpy: FlowSOM's ``seed``) 1..N-1, one untimed fit + apply each, and reports per marker the
+mean reduction over the N seeds of each tool, how many seeds flowtools was at least as good, and the
+markers where flowtools' seed-mean is below cytonormpy's (``seeds`` in each data set's JSON and
+``flowtools_behind_on_seed_mean`` in its summary). The default (1) is the seed-0 run alone.
+
 Writes ``benchmarks/results/normalize.json`` and prints a table. Usage::
 
-    python benchmarks/bench_normalize.py [--peer-python /tmp/cnpy/bin/python] [--plates 8]
+    python benchmarks/bench_normalize.py [--peer-python /tmp/cnpy/bin/python] [--plates 8] [--seeds 6]
 """
 
 from __future__ import annotations
@@ -150,10 +157,12 @@ def _flowtools(
 
 
 def _peer(python: str, input_dir: Path, work: Path, meta: list[dict[str, Any]], channels: list[str],
-          cofactor: float) -> dict[str, Any]:
+          cofactor: float, seed: int | None = None) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     job = work / "peer_job.json"
+    params = {**PARAMS, **({} if seed is None else {"seed": int(seed)})}
     job.write_text(json.dumps({"input_dir": str(input_dir), "output_dir": str(work / "cn_out"),
-                               "metadata": meta, "channels": channels, "cofactor": cofactor, **PARAMS}))
+                               "metadata": meta, "channels": channels, "cofactor": cofactor, **params}))
     t0 = time.perf_counter()
     proc = subprocess.run([python, str(Path(__file__).with_name("_cytonormpy_peer.py")), str(job)],
                           capture_output=True, text=True, check=False)
@@ -168,8 +177,52 @@ def _peer(python: str, input_dir: Path, work: Path, meta: list[dict[str, Any]], 
     return d
 
 
+def _flowtools_once(sheet: Path, template: Path, work: Path, channels: list[str], min_events: int,
+                    seed: int) -> dict[str, Path]:
+    """One fit + apply (no QC) with ``random_state=seed``: the files written (no timing)."""
+    from flowtools.analysis.normalize import apply_sheet, fit_sheet
+
+    fr = fit_sheet(sheet, template, work / f"ft_model_seed{seed}.json", markers=channels,
+                   min_events=min_events, n_clusters=PARAMS["n_clusters"], xdim=PARAMS["xdim"],
+                   ydim=PARAMS["ydim"], random_state=seed)
+    res = apply_sheet(sheet, fr.path, work / f"ft_out_seed{seed}", qc=False)
+    return {p.stem: p for p in res.files}
+
+
+def _seed_scores(scores: dict[str, list[dict[str, Any]]], channels: list[str]) -> dict[str, Any]:
+    """Per marker: each tool's EMD reduction per seed (non-anchor files), its mean, the seeds flowtools won.
+
+    ``scores``: tool -> one ``_score(...)["others"]`` per seed (seed ``k`` of both tools at index ``k``).
+    A marker is behind when cytonormpy's seed-mean reduction is positive and flowtools' is lower.
+    """
+    ft, cn = scores["flowtools"], scores.get("cytonormpy")
+    per: dict[str, Any] = {}
+    for c in channels:
+        f = [float(s[c]["reduction"]) for s in ft]
+        row: dict[str, Any] = {"flowtools": f, "flowtools_mean": float(np.mean(f))}
+        if cn:
+            g = [float(s[c]["reduction"]) for s in cn]
+            row.update(cytonormpy=g, cytonormpy_mean=float(np.mean(g)),
+                       flowtools_at_least_as_good=int(sum(a >= b - 1e-9 for a, b in zip(f, g, strict=True))))
+            if not np.all(np.isfinite(g)):  # a seed whose output had infinite values (its mean is -inf)
+                row["cytonormpy_nonfinite_seeds"] = [k for k, v in enumerate(g) if not np.isfinite(v)]
+        per[c] = row
+    out: dict[str, Any] = {
+        "n": len(ft), "per_marker": per,
+        "mean_reduction_flowtools": float(np.mean([v["flowtools_mean"] for v in per.values()]))}
+    if cn:
+        out["mean_reduction_cytonormpy"] = float(np.mean([v["cytonormpy_mean"] for v in per.values()]))
+        out["markers_cytonormpy_improves"] = [c for c, v in per.items() if v["cytonormpy_mean"] > 0]
+        out["flowtools_behind_on_seed_mean"] = [c for c, v in per.items() if v["cytonormpy_mean"] > 0
+                                                and v["flowtools_mean"] < v["cytonormpy_mean"] - 1e-9]
+        out["behind_per_seed"] = [sum(1 for c in channels if g[c]["reduction"] > 0
+                                      and f[c]["reduction"] < g[c]["reduction"] - 1e-9)
+                                  for f, g in zip(ft, cn, strict=True)]
+    return out
+
+
 def _run(name: str, input_dir: Path, rows: list[dict[str, str]], channels: list[str], cofactor: float,
-         work: Path, python: str | None, min_events: int) -> dict[str, Any]:
+         work: Path, python: str | None, min_events: int, seeds: int = 1) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     template = _template(work / "template.yaml", cofactor)
     sheet = _sheet(work / "samples.csv", rows)
@@ -201,6 +254,27 @@ def _run(name: str, input_dir: Path, rows: list[dict[str, str]], channels: list[
             result["speedup_same_work"] = cn["seconds"] / ft["seconds_same_work"]
     else:
         result["cytonormpy"] = {"error": "no --peer-python given"}
+    if seeds > 1:  # seed 0 is the run above; seeds 1.. are one untimed fit + apply of each tool
+        per: dict[str, list[dict[str, Any]]] = {"flowtools": [result["flowtools"]["scores"]["others"]]}
+        peer_ok = "scores" in result["cytonormpy"]
+        if peer_ok:
+            per["cytonormpy"] = [result["cytonormpy"]["scores"]["others"]]
+        for s in range(1, seeds):
+            sw = work / f"seed{s}"
+            sw.mkdir(parents=True, exist_ok=True)
+            files = _flowtools_once(sheet, template, sw, channels, min_events, s)
+            per["flowtools"].append(_score(files, batch, anchor, channels, cofactor, before)["others"])
+            if peer_ok:
+                cn = _peer(str(python), input_dir, sw, meta, channels, cofactor, seed=s)
+                if "error" in cn:
+                    result["cytonormpy"]["seed_error"] = f"seed {s}: {cn['error']}"
+                    per.pop("cytonormpy")
+                    peer_ok = False
+                else:
+                    files = {sid_of[stem]: p for stem, p in cn["files"].items()}
+                    sc = _score(files, batch, anchor, channels, cofactor, before)["others"]
+                    per["cytonormpy"].append(sc)
+        result["seeds"] = _seed_scores(per, channels)
     return result
 
 
@@ -386,6 +460,26 @@ def _table(name: str, res: dict[str, Any]) -> None:
     else:
         msg += f"; cytonormpy: {res.get('cytonormpy', {}).get('error')}"
     print(msg)
+    sd = res.get("seeds")
+    if sd:
+        print(f"\n== {name}: EMD reduction, mean over random_state 0..{sd['n'] - 1} of each tool "
+              "(non-anchor files)")
+        print(f"{'marker':>14} {'ft mean':>8} {'cn mean':>8} {'ft >= cn':>9}")
+        for c, v in sd["per_marker"].items():
+            line = f"{c:>14} {100 * v['flowtools_mean']:7.1f}%"
+            if "cytonormpy_mean" in v:
+                flag = " *" if c in sd["flowtools_behind_on_seed_mean"] else ""
+                line += (f" {100 * v['cytonormpy_mean']:7.1f}% {v['flowtools_at_least_as_good']:>5}/{sd['n']}"
+                         f"{flag}")
+                if "cytonormpy_nonfinite_seeds" in v:
+                    line += f"  (cytonormpy infinite at seed {v['cytonormpy_nonfinite_seeds']})"
+            print(line)
+        msg = f"mean: flowtools {100 * sd['mean_reduction_flowtools']:.1f}%"
+        if "mean_reduction_cytonormpy" in sd:
+            msg += (f", cytonormpy {100 * sd['mean_reduction_cytonormpy']:.1f}%; flowtools behind on the "
+                    f"seed-mean (*): {sd['flowtools_behind_on_seed_mean']}; behind per seed: "
+                    f"{sd['behind_per_seed']}")
+        print(msg)
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +509,13 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
                                                   if ft[c]["reduction"] < cn[c]["reduction"] - 1e-9]
         out["made_worse_cytonormpy"] = [c for c, v in cn.items() if v["reduction"] < -0.05]
         out["mad_flag_cytonormpy"] = [c for c, v in cn.items() if abs(v["mad_change"]) > 0.25]
+    sd = res.get("seeds")
+    if sd:
+        out["seeds"] = sd["n"]
+        out["mean_reduction_flowtools_seed_mean"] = sd["mean_reduction_flowtools"]
+        if "flowtools_behind_on_seed_mean" in sd:
+            out["mean_reduction_cytonormpy_seed_mean"] = sd["mean_reduction_cytonormpy"]
+            out["flowtools_behind_on_seed_mean"] = sd["flowtools_behind_on_seed_mean"]
     return out
 
 
@@ -429,22 +530,27 @@ def main() -> None:
     ap.add_argument("--effect", type=float, default=1.5, help="Batch effect size for the gating measurement.")
     ap.add_argument("--type1-reps", type=int, default=0,
                     help="Null cohorts for the type-I error measurement (0: skip; ~2 s each).")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="Also run both tools with random_state 1..N-1 (one untimed fit + apply each) and "
+                         "report per marker the mean EMD reduction over the N seeds (default 1: seed 0).")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "normalize.json")
     args = ap.parse_args()
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     results: dict[str, Any] = {"python": platform.python_version(), "params": PARAMS,
                                "peer_python": args.peer_python}
     with tempfile.TemporaryDirectory(prefix="bench_normalize_") as tmp:
         work = Path(tmp)
         if BLOOD.is_dir():
             results["blood"] = _run("blood", BLOOD, _blood_rows(), BLOOD_CHANNELS, 5.0, work / "blood",
-                                    args.peer_python, 500)
+                                    args.peer_python, 500, args.seeds)
             results["blood"]["summary"] = _summary(results["blood"])
             _table("blood (CyTOF, 3 batches)", results["blood"])
         else:
             results["blood"] = {"error": f"{BLOOD} not found"}
         comp_dir, rows, markers = _synthetic(work / "synthetic", args.plates, args.events)
         results["synthetic"] = _run("synthetic", comp_dir, rows, markers, 150.0, work / "synthetic",
-                                    args.peer_python, 1000)
+                                    args.peer_python, 1000, args.seeds)
         results["synthetic"]["summary"] = _summary(results["synthetic"])
         results["synthetic"]["plates"] = args.plates
         results["synthetic"]["events_per_file"] = args.events
