@@ -61,6 +61,10 @@ _TEXT = {
 }
 _FIGSIZE = (4.0, 4.0)
 _DPI = 80
+# Fixed margins, not tight_layout (~30% of a gate plot's time: ~20 of ~70 ms): the widest that
+# tight_layout chose over a 16-file plate's 257 gate plots (left 0.14-0.17, right 0.95-0.96, bottom
+# 0.13, top 0.88 with the two-line title); tick labels stay short (_tick_text: 50k, 0.25).
+_MARGINS = {"left": 0.175, "right": 0.945, "bottom": 0.132, "top": 0.877}
 
 
 def gate_plots(
@@ -186,7 +190,9 @@ def gate_plots(
             _draw_badge(ax, (status or {}).get(g.id, "ok"), fallback=bool(marks.get("fallback")))
             ax.set_xlabel(axis_names[0], fontsize=8)
             _ticks(ax, two_d=len(dims) > 1)
-            ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8)
+            # y given: matplotlib skips placing the title above top tick labels (there are none), a
+            # search of every tick's extent that took ~20 ms of a ~60 ms figure
+            ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8, y=1.0)
             if parent_n == 0:
                 ax.text(
                     0.5,
@@ -198,7 +204,7 @@ def gate_plots(
                     fontsize=9,
                     color="0.4",
                 )
-            fig.tight_layout()
+            fig.subplots_adjust(**_MARGINS)
             buf = io.BytesIO()
             fig.savefig(buf, format="png", metadata={"Software": None})
         finally:
