@@ -130,7 +130,6 @@ def gate_plots(
     """
     from flowtools.compensation import SpilloverMatrix
     from flowtools.gating.engine import Plan, sample_events
-    from flowtools.gating.gates import BooleanGate, QuadrantGate
 
     plt = _pyplot()
     out = Path(out_dir)
@@ -147,72 +146,104 @@ def gate_plots(
 
     written: list[Path] = []
     seen: set[str] = set()
-    for pid, pop in strategy.populations.items():
-        g = pop.gate
-        if isinstance(g, BooleanGate) or g.id in seen:
-            continue
-        seen.add(g.id)
-        parent_n = counts[pop.parent] if pop.parent is not None else n_total
-        rows = None if pop.parent is None else result.mask(pop.parent)
-        parent_name = names.get(pop.parent, "all events") if pop.parent is not None else "all events"
-        if isinstance(g, QuadrantGate):
-            dims = _unique_dims([d.dimension for d in g.dividers])[:2]
-            quads = [(q, names.get(q.id, q.id), counts.get(q.id, 0)) for q in g.quadrants]
-            title = f"quadrants of {_last(parent_name)}"
-        else:
-            dims = list(g.dimensions[:2])
-            quads = []
-            n = counts[pid]
-            pct = f"{100.0 * n / parent_n:.1f}%" if parent_n else "n/a"
-            title = f"{_last(names.get(pid, pid))} \u2014 {pct} of parent ({n:,} events)"
-        values = [column(d) if rows is None else column(d)[rows] for d in dims]
-        axis_names = [_axis_label(d, markers) for d in dims]
-        decision = (decisions or {}).get(g.id)
-        marks = _decision_marks(decision, two_d=len(dims) > 1)
-        fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
-        try:
-            if len(dims) == 1:
-                lims = _limits(values[0], _gate_extent(g, pop, dims, 0))
-                hist = _hist_1d(ax, values[0], lims)
-                _draw_gate_1d(ax, g, quads, parent_n)
-                _draw_marks_1d(ax, marks, hist)
-                ax.set_xlim(*lims)
-                ax.set_ylabel("events")
-            else:
-                xl = _limits(values[0], _gate_extent(g, pop, dims, 0))
-                yl = _limits(values[1], _gate_extent(g, pop, dims, 1))
-                _hist_2d(ax, values[0], values[1], xl, yl)
-                _draw_gate_2d(ax, g, dims, quads, parent_n, xl, yl)
-                _draw_marks_2d(ax, marks)
-                ax.set_xlim(*xl)
-                ax.set_ylim(*yl)
-                ax.set_ylabel(axis_names[1], fontsize=8)
-            _draw_badge(ax, (status or {}).get(g.id, "ok"), fallback=bool(marks.get("fallback")))
-            ax.set_xlabel(axis_names[0], fontsize=8)
-            _ticks(ax, two_d=len(dims) > 1)
-            # y given: matplotlib skips placing the title above top tick labels (there are none), a
-            # search of every tick's extent that took ~20 ms of a ~60 ms figure
-            ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8, y=1.0)
-            if parent_n == 0:
-                ax.text(
-                    0.5,
-                    0.5,
-                    "no events in parent",
-                    transform=ax.transAxes,
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="0.4",
-                )
-            fig.subplots_adjust(**_MARGINS)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", metadata={"Software": None})
-        finally:
-            plt.close(fig)
-        path = out / f"{len(written) + 1:02d}_{_safe_name(g.id)}.png"
-        atomic_write_bytes(path, buf.getvalue())
-        written.append(path)
+    # One figure for every gate of the sample, emptied between gates (_clear): making the axes and
+    # their ticks again was ~40% of a gate plot's time. The PNGs are the same pixels as from fresh axes.
+    fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
+    fig.subplots_adjust(**_MARGINS)
+    try:
+        for pid, pop in strategy.populations.items():
+            path = _gate_plot(ax, pid, pop, seen, names, markers, counts, n_total, result, column,
+                              decisions, status, out / f"{len(written) + 1:02d}_")
+            if path is not None:
+                written.append(path)
+    finally:
+        plt.close(fig)
     return written
+
+
+def _gate_plot(ax: Any, pid: str, pop: Any, seen: set[str], names: Mapping[str, str],
+               markers: Mapping[str, str], counts: Mapping[str, int], n_total: int, result: Any,
+               column: Any, decisions: Mapping[str, Mapping[str, Any]] | None,
+               status: Mapping[str, str] | None, prefix: Path) -> Path | None:
+    """One gate's PNG, drawn on ``ax`` (emptied first), or None for a gate without a figure."""
+    from flowtools.gating.gates import BooleanGate, QuadrantGate
+
+    g = pop.gate
+    if isinstance(g, BooleanGate) or g.id in seen:
+        return None
+    seen.add(g.id)
+    parent_n = counts[pop.parent] if pop.parent is not None else n_total
+    rows = None if pop.parent is None else result.mask(pop.parent)
+    parent_name = names.get(pop.parent, "all events") if pop.parent is not None else "all events"
+    if isinstance(g, QuadrantGate):
+        dims = _unique_dims([d.dimension for d in g.dividers])[:2]
+        quads = [(q, names.get(q.id, q.id), counts.get(q.id, 0)) for q in g.quadrants]
+        title = f"quadrants of {_last(parent_name)}"
+    else:
+        dims = list(g.dimensions[:2])
+        quads = []
+        n = counts[pid]
+        pct = f"{100.0 * n / parent_n:.1f}%" if parent_n else "n/a"
+        title = f"{_last(names.get(pid, pid))} \u2014 {pct} of parent ({n:,} events)"
+    values = [column(d) if rows is None else column(d)[rows] for d in dims]
+    axis_names = [_axis_label(d, markers) for d in dims]
+    decision = (decisions or {}).get(g.id)
+    marks = _decision_marks(decision, two_d=len(dims) > 1)
+    _clear(ax)
+    if len(dims) == 1:
+        lims = _limits(values[0], _gate_extent(g, pop, dims, 0))
+        hist = _hist_1d(ax, values[0], lims)
+        _draw_gate_1d(ax, g, quads, parent_n)
+        _draw_marks_1d(ax, marks, hist)
+        ax.set_xlim(*lims)
+        ax.set_ylabel("events")
+    else:
+        xl = _limits(values[0], _gate_extent(g, pop, dims, 0))
+        yl = _limits(values[1], _gate_extent(g, pop, dims, 1))
+        _hist_2d(ax, values[0], values[1], xl, yl)
+        _draw_gate_2d(ax, g, dims, quads, parent_n, xl, yl)
+        _draw_marks_2d(ax, marks)
+        ax.set_xlim(*xl)
+        ax.set_ylim(*yl)
+        ax.set_ylabel(axis_names[1], fontsize=8)
+    _draw_badge(ax, (status or {}).get(g.id, "ok"), fallback=bool(marks.get("fallback")))
+    ax.set_xlabel(axis_names[0], fontsize=8)
+    _ticks(ax, two_d=len(dims) > 1)
+    # y given: matplotlib skips placing the title above top tick labels (there are none), a
+    # search of every tick's extent that took ~20 ms of a ~60 ms figure
+    ax.set_title(f"{title}\nparent: {_last(parent_name)} ({parent_n:,} events)", fontsize=8, y=1.0)
+    if parent_n == 0:
+        ax.text(
+            0.5,
+            0.5,
+            "no events in parent",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.4",
+        )
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png", metadata={"Software": None})
+    path = prefix.with_name(f"{prefix.name}{_safe_name(g.id)}.png")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _clear(ax: Any) -> None:
+    """Empty ``ax`` back to what fresh axes draw like (the figure is reused from gate to gate)."""
+    import matplotlib as mpl
+
+    for artist in [*ax.images, *ax.lines, *ax.patches, *ax.texts, *ax.collections, *ax.artists]:
+        artist.remove()
+    ax.set_prop_cycle(None)
+    ax.set_xscale("linear")  # the default locators and formatters again
+    ax.set_yscale("linear")
+    ax.set_xlabel("", fontsize=mpl.rcParams["axes.labelsize"])
+    ax.set_ylabel("", fontsize=mpl.rcParams["axes.labelsize"])
+    ax.set_title("")
+    ax.relim()
+    ax.set_autoscale_on(True)
 
 
 def _display_names(strategy: Any, labels: Mapping[str, str] | None) -> dict[str, str]:
