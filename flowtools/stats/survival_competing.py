@@ -45,6 +45,7 @@ __all__ = [
     "fit_cause_specific",
     "fit_competing_model",
     "json_value",
+    "prediction_table",
     "standardize",
     "write_model_json",
 ]
@@ -203,8 +204,6 @@ class CompetingRiskModel:
         """
         z = self.standardized(features)
         p = cif_from_hazards(self.grid, self.dh0, z @ self.betas.T, self.horizons)
-        a = (1 - level) / 2
-        out = pd.DataFrame({"woman_id": features.index.astype(str)})
         bp = (
             np.stack(
                 [
@@ -215,11 +214,7 @@ class CompetingRiskModel:
             if len(self.boot_betas)
             else p[None]
         )
-        for j, h in enumerate(self.horizons):
-            out[f"p_{h:g}"] = p[:, j]
-            out[f"p_{h:g}_low"] = np.quantile(bp[:, :, j], a, axis=0)
-            out[f"p_{h:g}_high"] = np.quantile(bp[:, :, j], 1 - a, axis=0)
-        return out
+        return prediction_table(features.index, self.horizons, p, bp, level)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as JSON (no pickle)."""
@@ -244,6 +239,23 @@ def json_value(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.tolist()
     return str(v)
+
+
+def prediction_table(
+    women: pd.Index, horizons: Sequence[float], p: np.ndarray, boot: np.ndarray, level: float
+) -> pd.DataFrame:
+    """woman_id, and per horizon ``h``: ``p_<h>`` and the bootstrap percentile interval ``p_<h>_low/_high``.
+
+    ``p``: (n_women, n_horizons); ``boot``: the refits' probabilities, (n_refits, n_women, n_horizons).
+    Shared by both survival models' ``apply``.
+    """
+    a = (1 - level) / 2
+    out = pd.DataFrame({"woman_id": women.astype(str)})
+    for j, h in enumerate(horizons):
+        out[f"p_{h:g}"] = p[:, j]
+        out[f"p_{h:g}_low"] = np.quantile(boot[:, :, j], a, axis=0)
+        out[f"p_{h:g}_high"] = np.quantile(boot[:, :, j], 1 - a, axis=0)
+    return out
 
 
 def bootstrap_refits(

@@ -24,6 +24,7 @@ from flowtools.stats.survival_competing import (
     CompetingRiskModel,
     bootstrap_refits,
     fit_competing_model,
+    prediction_table,
     standardize,
     write_model_json,
 )
@@ -117,13 +118,7 @@ class SurvivalModel:
         z = self.standardized(features)
         p = 1 - np.exp(-np.outer(np.exp(z @ self.beta), self.h0))
         bp = 1 - np.exp(-np.exp(z @ self.boot_beta.T)[:, :, None] * self.boot_h0[None, :, :])
-        a = (1 - level) / 2
-        out = pd.DataFrame({"woman_id": features.index.astype(str)})
-        for j, h in enumerate(self.horizons):
-            out[f"p_{h:g}"] = p[:, j]
-            out[f"p_{h:g}_low"] = np.quantile(bp[:, :, j], a, axis=1)
-            out[f"p_{h:g}_high"] = np.quantile(bp[:, :, j], 1 - a, axis=1)
-        return out
+        return prediction_table(features.index, self.horizons, p, bp.transpose(1, 0, 2), level)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as JSON (no pickle)."""
