@@ -18,7 +18,7 @@ from flowtools._config import COMPILE_JOBS
 from flowtools.errors import GatingError
 from flowtools.pipeline import _kernel_cache
 
-__all__ = ["Executor", "import_table_writers", "kernels_compiled"]
+__all__ = ["Executor", "import_table_writers"]
 
 
 # Thread-count variables that a worker's libraries read as they load (numba, OpenMP, OpenBLAS,
@@ -103,15 +103,6 @@ def _mp_context(compile_procs: int = 1) -> Any:
                     else:
                         os.environ[k] = v
     return ctx
-
-
-def kernels_compiled() -> bool:
-    """Whether numba's cache already holds the gating kernels (False: this run compiles them, once).
-
-    On a new install or machine the first plate spends ~10-30 s (2-4 cores) compiling before its
-    first sample is gated; the command line says so instead of showing a bar that does not move.
-    """
-    return _kernel_cache.is_warm()
 
 
 def import_table_writers() -> None:
