@@ -196,13 +196,19 @@ def _fold_model_aucs(xc, imm, y, ext: dict, seed: int, n_splits: int = 5, n_repe
     }
     k = min(n_splits, int(y.sum()), int((1 - y).sum()))
     splits = list(RepeatedStratifiedKFold(n_splits=k, n_repeats=n_repeats, random_state=seed).split(y, y))
+    # per model, once: unpenalised columns, training and external matrices
+    mats = {
+        m: (
+            _unpenalized_idx(list(x.columns), list(xc.columns)),
+            x.to_numpy(float),
+            eblocks[m].reindex(columns=x.columns).to_numpy(float),
+        )
+        for m, x in blocks.items()
+    }
     out = {m: [] for m in blocks}
     for i, (tr, _) in enumerate(splits):
         inner = _inner_splits(y[tr], 3, seed + i)
-        for m, x in blocks.items():
-            free = _unpenalized_idx(list(x.columns), list(xc.columns))
-            xa = x.to_numpy(float)
-            xe = eblocks[m].reindex(columns=x.columns).to_numpy(float)
+        for m, (free, xa, xe) in mats.items():
             q = _ridge_tuned_predict(xa[tr], y[tr], xe, inner, DEFAULT_CS, free)
             out[m].append(weighted_auc(q, ext["p"]))
     return {m: float(np.mean(v)) for m, v in out.items()}

@@ -1,4 +1,4 @@
-"""The repeated nested CV of penalised Cox models: folds, inner tuning of the penalties, bootstrap refits."""
+"""The repeated nested CV of penalised Cox models: outer folds, bootstrap refits (tuning: _cox_tuning)."""
 
 from __future__ import annotations
 
