@@ -139,6 +139,27 @@ def node_d2(xt: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:  # prag
                 oj[e] += u * u
 
 
+@njit(cache=NUMBA_CACHE, nogil=True, inline="always")
+def _cluster_mass(d2: np.ndarray, e: int, node_cluster: np.ndarray, inv2s: float,
+                  w: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Unnormalised cluster weights ``w[c]`` of event ``e``: its nodes' kernels summed per cluster.
+
+    ``exp(-(d2[j, e] - min_j d2[:, e]) * inv2s)``; a node with exponent above 40 adds less than
+    1e-17 and is skipped without its ``exp``. Shared by :func:`soft_weights` and :func:`blend_share`.
+    """
+    nn = d2.shape[0]
+    mn = np.inf
+    for j in range(nn):
+        if d2[j, e] < mn:
+            mn = d2[j, e]
+    for c in range(w.shape[0]):
+        w[c] = 0.0
+    for j in range(nn):
+        a = (d2[j, e] - mn) * inv2s
+        if a <= 40.0:
+            w[node_cluster[j]] += math.exp(-a)
+
+
 @njit(cache=NUMBA_CACHE, nogil=True)
 def soft_weights(d2: np.ndarray, node_cluster: np.ndarray, inv2s: float,
                  out: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -150,19 +171,10 @@ def soft_weights(d2: np.ndarray, node_cluster: np.ndarray, inv2s: float,
     1e-6 of its spline's output, and skipping it halves the work of :func:`apply_blend`).
     A node with ``(d2 - min) * inv2s > 40`` adds less than 1e-17 and is skipped without its ``exp``.
     """
-    nn, n = d2.shape
+    n = d2.shape[1]
     k = out.shape[0]
     for e in range(n):
-        mn = np.inf
-        for j in range(nn):
-            if d2[j, e] < mn:
-                mn = d2[j, e]
-        for c in range(k):
-            out[c, e] = 0.0
-        for j in range(nn):
-            a = (d2[j, e] - mn) * inv2s
-            if a <= 40.0:
-                out[node_cluster[j], e] += math.exp(-a)
+        _cluster_mass(d2, e, node_cluster, inv2s, out[:, e])
         tot = 0.0
         for c in range(k):
             tot += out[c, e]
@@ -181,20 +193,11 @@ def soft_weights(d2: np.ndarray, node_cluster: np.ndarray, inv2s: float,
 def blend_share(d2: np.ndarray, node_cluster: np.ndarray, k: int, inv2s: float,
                 thr: float) -> float:  # pragma: no cover - compiled
     """Share of events whose second-largest :func:`soft_weights` weight is at least ``thr``."""
-    nn, n = d2.shape
+    n = d2.shape[1]
     w = np.empty(k)
     hits = 0
     for e in range(n):
-        mn = np.inf
-        for j in range(nn):
-            if d2[j, e] < mn:
-                mn = d2[j, e]
-        for c in range(k):
-            w[c] = 0.0
-        for j in range(nn):
-            a = (d2[j, e] - mn) * inv2s
-            if a <= 40.0:
-                w[node_cluster[j]] += math.exp(-a)
+        _cluster_mass(d2, e, node_cluster, inv2s, w)
         tot = 0.0
         first = 0.0
         second = 0.0
