@@ -35,7 +35,8 @@ import numpy as np
 
 from flowtools.io.fcs import Spillover, read_fcs
 from flowtools.io.fcs_write import write_fcs
-from flowtools.provenance import atomic_write_bytes, atomic_write_text
+from flowtools.provenance import atomic_write_text
+from flowtools.synth._cohort_files import _save_npy, _write_csv
 from flowtools.synth._events import channel_names, make_file_events
 from flowtools.synth._model import (
     PANELS,
@@ -263,8 +264,7 @@ def make_batch_cohort(
             write_fcs(out / rel, affected, names, markers=markers, spillover=sp,
                       keywords={"$CYT": "flowtools-synth", "$PLATEID": plate, "$WELLID": _well(94 + j),
                                 "TUBE NAME": tube})
-            buf = _npy(fe.labels)
-            atomic_write_bytes(base.truth_dir / f"{sid}.labels.npy", buf)
+            _save_npy(base.truth_dir / f"{sid}.labels.npy", fe.labels)
             anchor_files.append(out / rel)
             sheet.append([rel, sid, f"{anchor_id}-{plate}", tube, plate, _well(94 + j),
                           f"{years[k]}-{1 + (3 * k) % 12:02d}-15", plate, anchor_id])
@@ -294,21 +294,3 @@ _COPY = frozenset({"$CYT", "$CYTSN", "$DATE", "$BTIM", "$ETIM", "$TIMESTEP", "$F
 
 def _well(k: int) -> str:
     return f"{'ABCDEFGH'[k // 12]}{k % 12 + 1:02d}"
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
