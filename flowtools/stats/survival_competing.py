@@ -259,13 +259,16 @@ def prediction_table(
 
 
 def bootstrap_refits(
-    n: int, n_bootstrap: int, rng: np.random.Generator, refit: Callable[[np.ndarray], Any]
-) -> list[Any]:
+    n: int, n_bootstrap: int, rng: np.random.Generator, refit: Callable[[np.ndarray], Any], *,
+    outcome: str, n_events: int,
+) -> tuple[list[Any], list[Any]]:
     """Up to ``n_bootstrap`` accepted refits on resamples of ``n`` women (from ``20 * n_bootstrap`` draws).
 
     ``refit(idx)`` fits one resample (row indices drawn with replacement) and returns its
-    result, or None to reject it (too few events, no convergence): another resample is drawn.
-    Shared by :func:`fit_competing_model` and the single-outcome survival model.
+    result, a pair (coefficients, baseline), or None to reject it (too few events, no
+    convergence): another resample is drawn. Returns the accepted coefficients and baselines;
+    ValueError naming ``outcome`` and the ``n`` women's ``n_events`` events when none is. Shared by
+    :func:`fit_competing_model` and the single-outcome survival model.
     """
     out: list[Any] = []
     for _ in range(20 * n_bootstrap):
@@ -274,7 +277,10 @@ def bootstrap_refits(
         r = refit(rng.integers(0, n, n))
         if r is not None:
             out.append(r)
-    return out
+    if not out:
+        msg = f"{outcome}: no bootstrap refit converged ({n} women, {n_events} events)"
+        raise ValueError(msg)
+    return [r[0] for r in out], [r[1] for r in out]
 
 
 def write_model_json(
@@ -430,11 +436,8 @@ def fit_competing_model(
         b = np.asarray([f[0] for f in fits])
         return b, _jumps(z[idx], t[idx], ev[idx], b, grid)
 
-    refits = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 193]), refit)
-    bb, bh = [r[0] for r in refits], [r[1] for r in refits]
-    if not bb:
-        msg = f"{outcome}: no bootstrap refit converged ({t.size} women, {int(np.sum(ev > 0))} events)"
-        raise ValueError(msg)
+    bb, bh = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 193]), refit,
+                              outcome=outcome, n_events=int(np.sum(ev > 0)))
     prov = provenance_record(
         parameters={
             "outcome": outcome,

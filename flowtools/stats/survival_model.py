@@ -236,11 +236,8 @@ def fit_survival_model(
             return None
         return b, _breslow_h0(z[idx], t[idx], e[idx], b, hz)
 
-    refits = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 192]), refit)
-    bb, bh = [r[0] for r in refits], [r[1] for r in refits]
-    if not bb:
-        msg = f"{outcome}: no bootstrap refit converged ({t.size} women, {int(e.sum())} events)"
-        raise ValueError(msg)
+    bb, bh = bootstrap_refits(t.size, n_bootstrap, np.random.default_rng([int(seed), 192]), refit,
+                              outcome=outcome, n_events=int(e.sum()))
     prov = provenance_record(
         parameters={
             "outcome": outcome,

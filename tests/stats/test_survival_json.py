@@ -39,3 +39,21 @@ def test_model_file_numbers_stay_numbers(tmp_path: Path) -> None:
     par = body["provenance"]["parameters"]
     assert par == {"penalizers_live_birth_loss": [0.3, 3.0], "n_bootstrap": 15, "horizons": [12.0, 24.0]}
     assert body["beta"] == [0.1, -0.2] and body["horizons"] == [12.0, 24.0]
+
+
+def test_bootstrap_refits_redraws_rejects_and_names_a_total_failure() -> None:
+    import pytest
+
+    from flowtools.stats.survival_competing import bootstrap_refits
+
+    rng = np.random.default_rng(0)
+    seen = []
+
+    def refit(idx: np.ndarray) -> tuple[int, int] | None:
+        seen.append(idx.size)
+        return None if len(seen) % 2 else (len(seen), -len(seen))  # every other resample rejected
+
+    coef, base = bootstrap_refits(10, 3, rng, refit, outcome="x", n_events=4)
+    assert coef == [2, 4, 6] and base == [-2, -4, -6] and seen == [10] * 6
+    with pytest.raises(ValueError, match=r"x: no bootstrap refit converged \(10 women, 4 events\)"):
+        bootstrap_refits(10, 2, rng, lambda idx: None, outcome="x", n_events=4)
